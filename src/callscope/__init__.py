@@ -1,0 +1,61 @@
+"""callscope: LangChain callbacks as OpenTelemetry spans, with callback scoping made visible.
+
+>>> import callscope
+>>> callscope.instrument()          # every LangChain run in this process becomes a span
+>>> chain.invoke({"topic": "otel"})  # doctest: +SKIP
+>>> callscope.uninstrument()        # LangChain behaves exactly as before
+
+Zero-code: ``opentelemetry-instrument python app.py`` loads :class:`CallscopeInstrumentor`
+through its ``opentelemetry_instrumentor`` entry point.
+"""
+
+from __future__ import annotations
+
+from opentelemetry.trace import TracerProvider
+
+from callscope._exceptions import CallscopeError, ConfigError
+from callscope._instrumentor import CallscopeInstrumentor
+from callscope.version import __version__
+
+__all__ = [
+    "CallscopeError",
+    "CallscopeInstrumentor",
+    "ConfigError",
+    "__version__",
+    "instrument",
+    "uninstrument",
+]
+
+
+def instrument(
+    tracer_provider: TracerProvider | None = None,
+    *,
+    capture_content: bool | None = None,
+    max_in_flight_runs: int | None = None,
+    run_ttl_seconds: float | None = None,
+    max_attribute_length: int | None = None,
+) -> None:
+    """Trace every LangChain run in this process. Idempotent: a second call does nothing.
+
+    ``tracer_provider=None`` uses the global provider. The other options override their
+    environment variables (see ``callscope.environment_variables``); an invalid value raises
+    :class:`ConfigError`.
+
+    >>> from opentelemetry.sdk.trace import TracerProvider
+    >>> callscope.instrument(TracerProvider())  # doctest: +SKIP
+    """
+    CallscopeInstrumentor().instrument(
+        tracer_provider=tracer_provider,
+        capture_content=capture_content,
+        max_in_flight_runs=max_in_flight_runs,
+        run_ttl_seconds=run_ttl_seconds,
+        max_attribute_length=max_attribute_length,
+    )
+
+
+def uninstrument() -> None:
+    """Stop tracing. Idempotent. Runs still in flight have their spans ended as evicted.
+
+    >>> callscope.uninstrument()  # doctest: +SKIP
+    """
+    CallscopeInstrumentor().uninstrument()

@@ -1,0 +1,332 @@
+"""The LangChain callback handler that turns every run into a span.
+
+One instance serves the whole process (LangChain adds it to every callback manager through a
+configure hook). It never attaches or detaches OTel context: a span's parent is looked up from
+the run tree (``parent_run_id``) and only a root run falls back to the caller's current context.
+Making a run's span *current* for the code inside the run is the job of ``_propagation``.
+
+Every callback body is fenced by ``_absorb``: whatever goes wrong here is logged and swallowed,
+because an exception from a handler would surface in LangChain's log ("Error in … callback") or,
+with ``raise_error``, in the user's chain.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, set_span_in_context
+
+from callscope import _semconv as sc
+from callscope._runs import RunRecord, RunRegistry
+from callscope._serialize import bound_text, to_json
+from callscope._settings import Settings
+
+_log = logging.getLogger("callscope")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_MAX_LOGGED_FAILURES = 10
+
+
+def _absorb(method: _F) -> _F:
+    """Run a callback body; log (a bounded number of times) and swallow anything it raises."""
+
+    @functools.wraps(method)
+    def fenced(self: SpanHandler, *args: Any, **kwargs: Any) -> None:
+        try:
+            method(self, *args, **kwargs)
+        except Exception:
+            self.internal_errors += 1
+            if self.internal_errors <= _MAX_LOGGED_FAILURES:
+                _log.exception("callscope: %s failed; the chain is unaffected", method.__name__)
+
+    return fenced  # type: ignore[return-value]
+
+
+class SpanHandler(BaseCallbackHandler):
+    """Starts a span on every ``on_*_start`` and ends it on the matching end or error."""
+
+    # Inline: on the async path LangChain then calls this handler in the caller's task, in order,
+    # instead of hopping to a thread pool per event.
+    run_inline = True
+    raise_error = False
+
+    def __init__(self, tracer: Tracer, settings: Settings, registry: RunRegistry) -> None:
+        self._tracer = tracer
+        self._settings = settings
+        self._content = settings.capture_content.on_spans
+        self._limit = settings.max_attribute_length
+        self.registry = registry
+        self.internal_errors = 0
+
+    # --- starts -------------------------------------------------------------------------------
+
+    def _start(
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, Any],
+        operation: str,
+    ) -> RunRecord | None:
+        if not is_instrumentation_enabled():
+            return None
+        parent = self.registry.get(parent_run_id)
+        # A known parent run decides the parent span. Otherwise (a root run, or a run whose parent
+        # LangChain lost) the current context decides: the caller's span at the top level, or the
+        # span of the step this run was started from, which _propagation made current there.
+        parent_context = parent.context if parent is not None else None
+        span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
+        record = RunRecord(span=span, context=set_span_in_context(span, parent_context), operation=operation)
+        self.registry.add(run_id, record)
+        return record
+
+    @_absorb
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name = sc.component_name(serialized, kwargs.get("name"), "chain")
+        record = self._start(
+            run_id, parent_run_id, name, SpanKind.INTERNAL, sc.chain_attributes(name, kwargs, tags, metadata), sc.CHAIN
+        )
+        if record is not None and self._content and record.span.is_recording():
+            record.span.set_attribute(sc.INPUT, to_json(inputs, self._limit))
+
+    @_absorb
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name, attributes = sc.model_attributes(sc.CHAT, serialized, kwargs, tags, metadata)
+        record = self._start(run_id, parent_run_id, name, SpanKind.CLIENT, attributes, sc.CHAT)
+        if record is not None and self._content and record.span.is_recording():
+            record.span.set_attributes(sc.input_messages(messages, self._limit))
+
+    @_absorb
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name, attributes = sc.model_attributes(sc.TEXT_COMPLETION, serialized, kwargs, tags, metadata)
+        record = self._start(run_id, parent_run_id, name, SpanKind.CLIENT, attributes, sc.TEXT_COMPLETION)
+        if record is not None and self._content and record.span.is_recording():
+            record.span.set_attributes(sc.prompt_messages(prompts, self._limit))
+
+    @_absorb
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        name, attributes = sc.tool_attributes(serialized, kwargs, tags, metadata)
+        record = self._start(run_id, parent_run_id, name, SpanKind.INTERNAL, attributes, sc.EXECUTE_TOOL)
+        if record is not None and self._content and record.span.is_recording():
+            arguments = inputs if inputs is not None else input_str
+            record.span.set_attribute(gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS, to_json(arguments, self._limit))
+
+    @_absorb
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any] | None,
+        query: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        name, attributes = sc.retriever_attributes(serialized, kwargs, tags, metadata)
+        record = self._start(run_id, parent_run_id, name, SpanKind.CLIENT, attributes, sc.RETRIEVAL)
+        if record is not None and self._content and record.span.is_recording() and isinstance(query, str):
+            record.span.set_attribute(gen_ai.GEN_AI_RETRIEVAL_QUERY_TEXT, bound_text(query, self._limit))
+
+    # --- during a run -------------------------------------------------------------------------
+
+    @_absorb
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        record = self.registry.get(run_id)
+        if record is None:
+            return
+        if record.first_chunk_monotonic is None:
+            record.first_chunk_monotonic = time.monotonic()
+        record.chunks += 1
+
+    @_absorb
+    def on_custom_event(self, name: Any, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        record = self.registry.get(run_id)
+        if record is None or not record.span.is_recording():
+            return
+        attributes = {"callscope.event.data": to_json(data, self._limit)} if self._content else None
+        record.span.add_event(bound_text(str(name), 256) if isinstance(name, str) else "custom_event", attributes)
+
+    @_absorb
+    def on_retry(self, retry_state: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        record = self.registry.get(run_id)
+        if record is None or not record.span.is_recording():
+            return
+        attempt = getattr(retry_state, "attempt_number", None)
+        attributes = {sc.RETRY_ATTEMPT: attempt} if isinstance(attempt, int) else None
+        record.span.add_event("retry", attributes)
+
+    # --- ends ---------------------------------------------------------------------------------
+
+    @_absorb
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        record = self.registry.pop(run_id)
+        if record is None:
+            return
+        if self._content and record.span.is_recording():
+            record.span.set_attribute(sc.OUTPUT, to_json(outputs, self._limit))
+        record.span.end()
+
+    @_absorb
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        record = self.registry.pop(run_id)
+        if record is None:
+            return
+        span = record.span
+        if span.is_recording():
+            attributes = sc.model_end_attributes(response)
+            self._add_stream_timing(record, attributes)
+            if self._content:
+                attributes.update(sc.output_messages(response, self._limit))
+            span.set_attributes(attributes)
+        span.end()
+
+    @_absorb
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        record = self.registry.pop(run_id)
+        if record is None:
+            return
+        if self._content and record.span.is_recording():
+            result = getattr(output, "content", output) if hasattr(output, "tool_call_id") else output
+            record.span.set_attribute(gen_ai.GEN_AI_TOOL_CALL_RESULT, to_json(result, self._limit))
+        record.span.end()
+
+    @_absorb
+    def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        record = self.registry.pop(run_id)
+        if record is None:
+            return
+        if self._content and record.span.is_recording():
+            record.span.set_attribute(gen_ai.GEN_AI_RETRIEVAL_DOCUMENTS, to_json(_documents(documents), self._limit))
+        record.span.end()
+
+    @_absorb
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._fail(run_id, error)
+
+    @_absorb
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._fail(run_id, error)
+
+    @_absorb
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._fail(run_id, error)
+
+    @_absorb
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._fail(run_id, error)
+
+    def _fail(self, run_id: UUID, error: BaseException) -> None:
+        record = self.registry.pop(run_id)
+        if record is None:
+            return
+        span = record.span
+        if span.is_recording():
+            attributes: dict[str, Any] = {}
+            self._add_stream_timing(record, attributes)
+            if isinstance(error, GeneratorExit):
+                # The consumer stopped reading (break, close(), aclose(), garbage collection):
+                # the run ends early, but nothing failed.
+                attributes[sc.STREAM_ABANDONED] = True
+            else:
+                error_type = type(error).__qualname__
+                message = bound_text(_safe_str(error), self._limit)
+                attributes[sc.ERROR_TYPE] = error_type
+                span.add_event(
+                    "exception",
+                    {
+                        "exception.type": f"{type(error).__module__}.{error_type}",
+                        "exception.message": message,
+                        "exception.stacktrace": bound_text(_safe_traceback(error), self._limit),
+                    },
+                )
+                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"[:1024]))
+            span.set_attributes(attributes)
+        span.end()
+
+    @staticmethod
+    def _add_stream_timing(record: RunRecord, attributes: dict[str, Any]) -> None:
+        if record.first_chunk_monotonic is None:
+            return
+        attributes[gen_ai.GEN_AI_REQUEST_STREAM] = True
+        attributes[gen_ai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = record.first_chunk_monotonic - record.started_monotonic
+        attributes[sc.STREAM_CHUNKS] = record.chunks
+
+
+def _documents(documents: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for document in list(documents or ())[:64]:
+        item: dict[str, Any] = {"id": getattr(document, "id", None)}
+        metadata = getattr(document, "metadata", None)
+        if isinstance(metadata, Mapping) and isinstance(metadata.get("score"), (int, float)):
+            item["score"] = metadata["score"]
+        content = getattr(document, "page_content", None)
+        if isinstance(content, str):
+            item["content"] = content
+        out.append(item)
+    return out
+
+
+def _safe_str(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__}: str() failed>"
+
+
+def _safe_traceback(error: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(error))
+    except Exception:
+        return ""

@@ -1,0 +1,117 @@
+"""``CallscopeInstrumentor``: the OpenTelemetry instrumentor, and its lifecycle.
+
+Instrumenting does three things, and uninstrumenting undoes each:
+
+1. registers LangChain's own configure hook, so that every callback manager LangChain builds
+   (chains, bare ``model.invoke``, tool calls, retrievers, LangGraph) carries callscope's
+   ``SpanHandler`` — no monkeypatching of LangChain's callback system;
+2. wraps the functions that open a step's context (``_propagation``), so code inside a step
+   sees the step's span;
+3. creates the run registry, which uninstrument empties, ending any still-open span.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Collection
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+
+from callscope._handler import SpanHandler
+from callscope._propagation import StepContextPropagator
+from callscope._runs import RunRegistry
+from callscope._settings import Settings
+from callscope.package import _instruments
+from callscope.version import __version__
+
+_log = logging.getLogger("callscope")
+
+__all__ = ["CallscopeInstrumentor"]
+
+#: The semantic-conventions release whose GenAI attributes callscope's spans follow: the last one
+#: that held them in the main repository (they moved to semantic-conventions-genai in 1.42).
+SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.1"
+
+
+class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
+    """Traces every LangChain run as an OpenTelemetry span.
+
+    This is the class ``opentelemetry-instrument`` loads (entry point ``callscope`` in the
+    ``opentelemetry_instrumentor`` group). ``instrument()`` with no arguments does exactly what
+    the zero-code path does.
+
+    >>> from callscope import CallscopeInstrumentor
+    >>> CallscopeInstrumentor().instrument(tracer_provider=provider)  # doctest: +SKIP
+    >>> CallscopeInstrumentor().uninstrument()  # doctest: +SKIP
+
+    Keyword arguments of ``instrument()``:
+        tracer_provider: the provider to create spans with; ``None`` means the global one.
+        capture_content: put message content on spans; overrides
+            ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
+        max_in_flight_runs, run_ttl_seconds, max_attribute_length: see
+            ``callscope.environment_variables``.
+    """
+
+    _handler: SpanHandler | None = None
+    _propagator: StepContextPropagator | None = None
+    _hook: tuple[Any, ...] | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return _instruments
+
+    def _instrument(self, **kwargs: Any) -> None:
+        settings = Settings.resolve(
+            capture_content=kwargs.get("capture_content"),
+            max_in_flight_runs=kwargs.get("max_in_flight_runs"),
+            run_ttl_seconds=kwargs.get("run_ttl_seconds"),
+            max_attribute_length=kwargs.get("max_attribute_length"),
+        )
+        tracer = trace.get_tracer(
+            "callscope",
+            __version__,
+            kwargs.get("tracer_provider"),
+            schema_url=SCHEMA_URL,
+        )
+        registry = RunRegistry(max_runs=settings.max_in_flight_runs, ttl_seconds=settings.run_ttl_seconds)
+        handler = SpanHandler(tracer, settings, registry)
+        propagator = StepContextPropagator(registry)
+        propagator.install()
+        self._hook = _register_handler(handler)
+        self._handler, self._propagator = handler, propagator
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        if self._hook is not None:
+            _unregister_handler(self._hook)
+        if self._propagator is not None:
+            self._propagator.uninstall()
+        if self._handler is not None:
+            self._handler.registry.clear()
+        self._hook = self._handler = self._propagator = None
+
+    @property
+    def handler(self) -> SpanHandler | None:
+        """The active span handler, or ``None`` when not instrumented (for tests and tools)."""
+        return self._handler
+
+
+def _register_handler(handler: SpanHandler) -> tuple[Any, ...]:
+    # LangChain adds ``var.get()`` to every callback manager it configures while the value is not
+    # None. A ContextVar whose *default* is the handler makes that true in every thread and task.
+    from langchain_core.tracers import context as lc_context
+
+    var: contextvars.ContextVar[SpanHandler | None] = contextvars.ContextVar("callscope_span_handler", default=handler)
+    lc_context.register_configure_hook(var, True)
+    return lc_context._configure_hooks[-1]
+
+
+def _unregister_handler(hook: tuple[Any, ...]) -> None:
+    # LangChain has no public way to remove a configure hook; the list is the registry.
+    from langchain_core.tracers import context as lc_context
+
+    try:
+        lc_context._configure_hooks.remove(hook)
+    except ValueError:
+        _log.debug("callscope: configure hook already gone")

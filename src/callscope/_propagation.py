@@ -1,0 +1,86 @@
+"""Runtime callbacks as context propagation: the run's span is current inside the run's step.
+
+LangChain runs every step body (a lambda, a tool body, a nested chain, a LangGraph node, a
+stream's generator) inside a ``contextvars.Context`` it copies for that step, through
+``set_config_context``, which calls ``_set_config_context(config)`` *inside the copy*. The
+config's callback manager there is the child manager of the run that owns the step, so its
+``parent_run_id`` names that run.
+
+callscope wraps ``_set_config_context`` and, inside that private copy, makes the owning run's
+span the current OTel span. Because the value lives only in LangChain's copy:
+
+- the step body (and any span or instrumented HTTP client it starts) sees the run's span;
+- nothing is ever detached, so "Failed to detach context" cannot happen;
+- nothing can leak to the caller: the caller's own context was never written to.
+
+Callback handlers cannot do this: LangChain runs async end callbacks in a fresh context copy,
+so an attach in ``on_chain_start`` can never be undone from ``on_chain_end``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import context as otel_context
+from wrapt import wrap_function_wrapper
+
+from callscope._runs import RunRegistry
+
+_log = logging.getLogger("callscope")
+
+#: Every ``(module, function)`` that opens a step context, in LangChain and in LangGraph.
+STEP_CONTEXT_OPENERS = (
+    ("langchain_core.runnables.config", "_set_config_context"),
+    ("langgraph._internal._runnable", "_set_config_context"),
+)
+
+
+class StepContextPropagator:
+    """Installs and removes the ``_set_config_context`` wrappers for one run registry."""
+
+    def __init__(self, registry: RunRegistry) -> None:
+        self._registry = registry
+        self._wrapped: list[tuple[Any, str]] = []
+
+    def install(self) -> None:
+        for module_name, function in STEP_CONTEXT_OPENERS:
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                continue  # LangGraph not installed
+            if not callable(getattr(module, function, None)):
+                _log.warning(
+                    "callscope: %s.%s not found; code inside steps will not see the step's span. "
+                    "This LangChain/LangGraph version is newer than callscope knows.",
+                    module_name,
+                    function,
+                )
+                continue
+            wrap_function_wrapper(module, function, self._enter_step)
+            self._wrapped.append((module, function))
+
+    def uninstall(self) -> None:
+        while self._wrapped:
+            module, function = self._wrapped.pop()
+            wrapper = getattr(module, function)
+            original = getattr(wrapper, "__wrapped__", None)
+            if original is not None:
+                setattr(module, function, original)
+
+    def _enter_step(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        result = wrapped(*args, **kwargs)
+        try:
+            config = args[0] if args else kwargs.get("config")
+            callbacks = config.get("callbacks") if isinstance(config, dict) else None
+            record = self._registry.get(getattr(callbacks, "parent_run_id", None))
+            if record is not None:
+                # We are inside the Context LangChain copied for this step (it calls this
+                # function through ctx.run). The token is deliberately dropped: the copy is
+                # discarded with the step, so there is nothing to restore.
+                otel_context.attach(record.context)
+        except Exception:
+            _log.debug("callscope: could not make the step's span current", exc_info=True)
+        return result

@@ -1,0 +1,370 @@
+"""How a LangChain run maps onto a span: its name, kind and OpenTelemetry attributes.
+
+Chat models and LLMs follow the GenAI inference span (``chat {model}`` / ``text_completion
+{model}``, kind CLIENT), tools the execute-tool span (``execute_tool {name}``, INTERNAL),
+retrievers the retrieval span (``retrieval {name}``, CLIENT). Chains, prompts, parsers, lambdas
+and graph nodes have no GenAI operation: they are INTERNAL spans named after the component, with
+callscope's own ``callscope.*`` attributes. Attribute names come from
+``opentelemetry-semantic-conventions``, never typed by hand.
+
+Every function here returns data and touches no span, so the handler can build attributes once
+and set them in one call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+from opentelemetry.semconv.attributes import error_attributes
+
+from callscope._serialize import bound_text, is_secret_key, to_json, to_jsonable
+
+Attributes = dict[str, Any]
+
+CHAT = gen_ai.GenAiOperationNameValues.CHAT.value
+TEXT_COMPLETION = gen_ai.GenAiOperationNameValues.TEXT_COMPLETION.value
+EXECUTE_TOOL = gen_ai.GenAiOperationNameValues.EXECUTE_TOOL.value
+RETRIEVAL = gen_ai.GenAiOperationNameValues.RETRIEVAL.value
+CHAIN = "chain"  # callscope's own family for everything without a GenAI operation
+
+ERROR_TYPE = error_attributes.ERROR_TYPE
+
+# callscope's own attributes.
+RUN_TYPE = "callscope.run.type"
+COMPONENT = "callscope.component"
+INPUT = "callscope.input"
+OUTPUT = "callscope.output"
+RETRY_ATTEMPT = "callscope.retry.attempt"
+LANGGRAPH_NODE = "callscope.langgraph.node"
+LANGGRAPH_STEP = "callscope.langgraph.step"
+STREAM_CHUNKS = "callscope.stream.chunks"
+STREAM_ABANDONED = "callscope.stream.abandoned"
+
+# LangChain's provider ids (``ls_provider``) that differ from the semconv well-known values.
+_PROVIDERS = {
+    "openai": "openai",
+    "azure": "azure.ai.openai",
+    "azure_openai": "azure.ai.openai",
+    "azure_ai": "azure.ai.inference",
+    "anthropic": "anthropic",
+    "bedrock": "aws.bedrock",
+    "amazon_bedrock": "aws.bedrock",
+    "bedrock_converse": "aws.bedrock",
+    "google_genai": "gcp.gen_ai",
+    "google_vertexai": "gcp.vertex_ai",
+    "google_gemini": "gcp.gemini",
+    "cohere": "cohere",
+    "mistral": "mistral_ai",
+    "mistralai": "mistral_ai",
+    "groq": "groq",
+    "deepseek": "deepseek",
+    "xai": "x_ai",
+    "perplexity": "perplexity",
+    "watsonx": "ibm.watsonx.ai",
+    "ibm": "ibm.watsonx.ai",
+}
+
+# Request parameters LangChain puts in invocation params, under the names providers use.
+_REQUEST_PARAMS: tuple[tuple[str, tuple[str, ...], type], ...] = (
+    (gen_ai.GEN_AI_REQUEST_TEMPERATURE, ("temperature",), float),
+    (gen_ai.GEN_AI_REQUEST_MAX_TOKENS, ("max_tokens", "max_output_tokens", "max_completion_tokens", "num_predict"), int),
+    (gen_ai.GEN_AI_REQUEST_TOP_P, ("top_p",), float),
+    (gen_ai.GEN_AI_REQUEST_TOP_K, ("top_k",), float),
+    (gen_ai.GEN_AI_REQUEST_FREQUENCY_PENALTY, ("frequency_penalty",), float),
+    (gen_ai.GEN_AI_REQUEST_PRESENCE_PENALTY, ("presence_penalty",), float),
+    (gen_ai.GEN_AI_REQUEST_SEED, ("seed",), int),
+    (gen_ai.GEN_AI_REQUEST_CHOICE_COUNT, ("n",), int),
+)
+
+
+def component_name(serialized: Mapping[str, Any] | None, name: Any, default: str) -> str:
+    """The component's display name: run_name, else what ``serialized`` says, else ``default``."""
+    if isinstance(name, str) and name:
+        return name
+    if isinstance(serialized, Mapping):
+        candidate = serialized.get("name")
+        if isinstance(candidate, str) and candidate:
+            return candidate
+        ids = serialized.get("id")
+        if isinstance(ids, Sequence) and ids and isinstance(ids[-1], str):
+            return ids[-1]
+    return default
+
+
+def chain_attributes(name: str, kwargs: Mapping[str, Any], tags: Iterable[str] | None, metadata: Mapping[str, Any] | None) -> Attributes:
+    attributes: Attributes = {COMPONENT: name}
+    run_type = kwargs.get("run_type")
+    attributes[RUN_TYPE] = run_type if isinstance(run_type, str) and run_type else CHAIN
+    _add_run_context(attributes, tags, metadata)
+    return attributes
+
+
+def model_attributes(
+    operation: str,
+    serialized: Mapping[str, Any] | None,
+    kwargs: Mapping[str, Any],
+    tags: Iterable[str] | None,
+    metadata: Mapping[str, Any] | None,
+) -> tuple[str, Attributes]:
+    """Span name and start attributes of a chat model / LLM run."""
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    params = kwargs.get("invocation_params")
+    params = params if isinstance(params, Mapping) else {}
+    component = component_name(serialized, None, "model")
+    model = _first_str(metadata.get("ls_model_name"), params.get("model"), params.get("model_name"), params.get("model_id"))
+    attributes: Attributes = {
+        gen_ai.GEN_AI_OPERATION_NAME: operation,
+        gen_ai.GEN_AI_PROVIDER_NAME: provider_name(metadata.get("ls_provider"), component),
+        RUN_TYPE: "llm",
+        COMPONENT: component,
+    }
+    if model:
+        attributes[gen_ai.GEN_AI_REQUEST_MODEL] = model
+    sources = ({"temperature": metadata.get("ls_temperature"), "max_tokens": metadata.get("ls_max_tokens")}, params)
+    for key, names, kind in _REQUEST_PARAMS:
+        value = _first_number(kind, *(source.get(n) for source in sources for n in names))
+        if value is not None:
+            attributes[key] = value
+    stop = _first_present(metadata.get("ls_stop"), params.get("stop"))
+    if isinstance(stop, str):
+        attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = (stop,)
+    elif isinstance(stop, Sequence) and stop and all(isinstance(s, str) for s in stop):
+        attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(stop)
+    if params.get("stream") is True or params.get("streaming") is True:
+        attributes[gen_ai.GEN_AI_REQUEST_STREAM] = True
+    _add_run_context(attributes, tags, metadata)
+    return (f"{operation} {model}" if model else operation), attributes
+
+
+def provider_name(ls_provider: Any, component: str) -> str:
+    if isinstance(ls_provider, str) and ls_provider:
+        return _PROVIDERS.get(ls_provider.lower(), ls_provider.lower())
+    return component.lower() or "langchain"
+
+
+def model_end_attributes(response: Any) -> Attributes:
+    """Response model, id, finish reasons and token usage from an ``LLMResult``."""
+    attributes: Attributes = {}
+    generations = getattr(response, "generations", None) or ()
+    finish_reasons: list[str] = []
+    input_tokens = output_tokens = cache_read = cache_creation = reasoning = 0
+    saw_usage = False
+    response_model = response_id = None
+    for generation_list in generations:
+        for generation in generation_list or ():
+            info = getattr(generation, "generation_info", None) or {}
+            message = getattr(generation, "message", None)
+            response_metadata = getattr(message, "response_metadata", None) or {}
+            reason = _first_str(info.get("finish_reason"), response_metadata.get("finish_reason"), response_metadata.get("stop_reason"))
+            if reason:
+                finish_reasons.append(reason)
+            response_model = response_model or _first_str(response_metadata.get("model_name"), response_metadata.get("model"))
+            response_id = response_id or _first_str(response_metadata.get("id"))
+            usage = getattr(message, "usage_metadata", None)
+            if isinstance(usage, Mapping):
+                saw_usage = True
+                input_tokens += _int(usage.get("input_tokens"))
+                output_tokens += _int(usage.get("output_tokens"))
+                details = usage.get("input_token_details") or {}
+                cache_read += _int(details.get("cache_read"))
+                cache_creation += _int(details.get("cache_creation"))
+                reasoning += _int((usage.get("output_token_details") or {}).get("reasoning"))
+    llm_output = getattr(response, "llm_output", None)
+    if isinstance(llm_output, Mapping):
+        response_model = response_model or _first_str(llm_output.get("model_name"), llm_output.get("model"))
+        token_usage = llm_output.get("token_usage") or llm_output.get("usage")
+        if not saw_usage and isinstance(token_usage, Mapping):
+            saw_usage = True
+            input_tokens = _int(token_usage.get("prompt_tokens", token_usage.get("input_tokens")))
+            output_tokens = _int(token_usage.get("completion_tokens", token_usage.get("output_tokens")))
+    if response_model:
+        attributes[gen_ai.GEN_AI_RESPONSE_MODEL] = response_model
+    if response_id:
+        attributes[gen_ai.GEN_AI_RESPONSE_ID] = response_id
+    if finish_reasons:
+        attributes[gen_ai.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(finish_reasons)
+    if saw_usage:
+        attributes[gen_ai.GEN_AI_USAGE_INPUT_TOKENS] = input_tokens
+        attributes[gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS] = output_tokens
+        if cache_read:
+            attributes[gen_ai.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = cache_read
+        if cache_creation:
+            attributes[gen_ai.GEN_AI_USAGE_CACHE_CREATION_INPUT_TOKENS] = cache_creation
+        if reasoning:
+            attributes[gen_ai.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning
+    return attributes
+
+
+def tool_attributes(
+    serialized: Mapping[str, Any] | None,
+    kwargs: Mapping[str, Any],
+    tags: Iterable[str] | None,
+    metadata: Mapping[str, Any] | None,
+) -> tuple[str, Attributes]:
+    serialized = serialized if isinstance(serialized, Mapping) else {}
+    name = component_name(serialized, kwargs.get("name"), "tool")
+    attributes: Attributes = {
+        gen_ai.GEN_AI_OPERATION_NAME: EXECUTE_TOOL,
+        gen_ai.GEN_AI_TOOL_NAME: name,
+        gen_ai.GEN_AI_TOOL_TYPE: "function",
+        RUN_TYPE: "tool",
+        COMPONENT: name,
+    }
+    description = serialized.get("description")
+    if isinstance(description, str) and description:
+        attributes[gen_ai.GEN_AI_TOOL_DESCRIPTION] = description[:1024]
+    call_id = kwargs.get("tool_call_id")
+    if isinstance(call_id, str) and call_id:
+        attributes[gen_ai.GEN_AI_TOOL_CALL_ID] = call_id
+    _add_run_context(attributes, tags, metadata)
+    return f"{EXECUTE_TOOL} {name}", attributes
+
+
+def retriever_attributes(
+    serialized: Mapping[str, Any] | None,
+    kwargs: Mapping[str, Any],
+    tags: Iterable[str] | None,
+    metadata: Mapping[str, Any] | None,
+) -> tuple[str, Attributes]:
+    name = component_name(serialized, kwargs.get("name"), "retriever")
+    attributes: Attributes = {
+        gen_ai.GEN_AI_OPERATION_NAME: RETRIEVAL,
+        RUN_TYPE: "retriever",
+        COMPONENT: name,
+    }
+    if isinstance(metadata, Mapping) and isinstance(metadata.get("ls_vector_store_provider"), str):
+        attributes[gen_ai.GEN_AI_PROVIDER_NAME] = metadata["ls_vector_store_provider"]
+    _add_run_context(attributes, tags, metadata)
+    return f"{RETRIEVAL} {name}", attributes
+
+
+def _add_run_context(attributes: Attributes, tags: Iterable[str] | None, metadata: Mapping[str, Any] | None) -> None:
+    for tag in tags or ():
+        if isinstance(tag, str) and tag.startswith("retry:attempt:"):
+            attempt = tag.rpartition(":")[2]
+            if attempt.isdigit():
+                attributes[RETRY_ATTEMPT] = int(attempt)
+    if isinstance(metadata, Mapping):
+        node = metadata.get("langgraph_node")
+        if isinstance(node, str):
+            attributes[LANGGRAPH_NODE] = node
+            step = metadata.get("langgraph_step")
+            if isinstance(step, int) and not isinstance(step, bool):
+                attributes[LANGGRAPH_STEP] = step
+
+
+# --- message content (opt-in), in the JSON shape of the GenAI message schemas ----------------
+
+_ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant", "tool": "tool", "function": "tool"}
+
+
+def input_messages(messages: Any, limit: int) -> Attributes:
+    """``gen_ai.input.messages`` and ``gen_ai.system_instructions`` for a chat model start."""
+    conversation = messages[0] if isinstance(messages, Sequence) and messages and isinstance(messages[0], Sequence) else messages
+    system_parts: list[dict[str, Any]] = []
+    converted: list[dict[str, Any]] = []
+    for message in conversation or ():
+        kind = getattr(message, "type", None)
+        if kind in ("system", "developer"):
+            system_parts.extend(_text_parts(getattr(message, "content", "")))
+            continue
+        role = _ROLES.get(kind, kind if isinstance(kind, str) else "user")
+        if role == "tool":
+            parts: list[dict[str, Any]] = [
+                {"type": "tool_call_response", "id": getattr(message, "tool_call_id", None), "response": to_jsonable(getattr(message, "content", None))}
+            ]
+        else:
+            parts = _text_parts(getattr(message, "content", "")) + _tool_call_parts(getattr(message, "tool_calls", None))
+        converted.append({"role": role, "parts": parts})
+    attributes: Attributes = {gen_ai.GEN_AI_INPUT_MESSAGES: _json(converted, limit)}
+    if system_parts:
+        attributes[gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS] = _json(system_parts, limit)
+    return attributes
+
+
+def prompt_messages(prompts: Any, limit: int) -> Attributes:
+    """``gen_ai.input.messages`` for a text-completion LLM start (one user message per prompt)."""
+    converted = [{"role": "user", "parts": _text_parts(p)} for p in (prompts or ()) if isinstance(p, str)]
+    return {gen_ai.GEN_AI_INPUT_MESSAGES: _json(converted, limit)}
+
+
+def output_messages(response: Any, limit: int) -> Attributes:
+    converted: list[dict[str, Any]] = []
+    for generation_list in getattr(response, "generations", None) or ():
+        for generation in generation_list or ():
+            message = getattr(generation, "message", None)
+            info = getattr(generation, "generation_info", None) or {}
+            response_metadata = getattr(message, "response_metadata", None) or {}
+            reason = _first_str(info.get("finish_reason"), response_metadata.get("finish_reason"), response_metadata.get("stop_reason")) or "stop"
+            if message is not None:
+                parts = _text_parts(getattr(message, "content", "")) + _tool_call_parts(getattr(message, "tool_calls", None))
+            else:
+                parts = _text_parts(getattr(generation, "text", ""))
+            converted.append({"role": "assistant", "parts": parts, "finish_reason": reason})
+    return {gen_ai.GEN_AI_OUTPUT_MESSAGES: _json(converted, limit)}
+
+
+def _text_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "content": content}] if content else []
+    parts: list[dict[str, Any]] = []
+    if isinstance(content, Sequence):
+        for block in content:
+            if isinstance(block, str):
+                parts.append({"type": "text", "content": block})
+            elif isinstance(block, Mapping) and isinstance(block.get("text"), str):
+                parts.append({"type": "text", "content": block["text"]})
+            elif isinstance(block, Mapping):
+                parts.append({"type": str(block.get("type", "generic"))[:64], **{k: to_jsonable(v) for k, v in list(block.items())[:8] if k != "type" and not is_secret_key(str(k))}})
+    return parts
+
+
+def _tool_call_parts(tool_calls: Any) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for call in tool_calls or ():
+        if isinstance(call, Mapping):
+            parts.append({"type": "tool_call", "id": call.get("id"), "name": call.get("name"), "arguments": to_jsonable(call.get("args"))})
+    return parts
+
+
+def _json(value: Any, limit: int) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return to_json(value, limit)
+    return bound_text(text, limit)
+
+
+# --- small coercions --------------------------------------------------------------------------
+
+
+def _first_str(*values: Any) -> str | None:
+    for value in values:
+        if isinstance(value, str) and value:
+            return value[:256]
+    return None
+
+
+def _first_present(*values: Any) -> Any:
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def _first_number(kind: type, *values: Any) -> int | float | None:
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if kind is int:
+            return int(value)
+        if value == value and value not in (float("inf"), float("-inf")):
+            return float(value)
+    return None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
