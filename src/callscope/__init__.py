@@ -14,6 +14,7 @@ from __future__ import annotations
 from opentelemetry.trace import TracerProvider
 
 from callscope._exceptions import CallscopeError, ConfigError
+from callscope._export import configure
 from callscope._instrumentor import CallscopeInstrumentor
 from callscope.version import __version__
 
@@ -22,6 +23,7 @@ __all__ = [
     "CallscopeInstrumentor",
     "ConfigError",
     "__version__",
+    "configure",
     "instrument",
     "uninstrument",
 ]

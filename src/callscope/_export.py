@@ -1,0 +1,164 @@
+"""Export set-up from the standard ``OTEL_*`` environment: :func:`configure`.
+
+callscope itself only uses the OpenTelemetry API; an application (or ``opentelemetry-instrument``)
+owns the provider. :func:`configure` is for the application that has none yet: it builds one the
+way the SDK would, from the environment, and never replaces a provider that is already set.
+
+Everything about the network exporter is the SDK's: the OTLP exporter classes read
+``OTEL_EXPORTER_OTLP_[TRACES_]{ENDPOINT,HEADERS,TIMEOUT,COMPRESSION,CERTIFICATE,INSECURE}``
+themselves, and ``Resource.create()`` reads ``OTEL_SERVICE_NAME`` and
+``OTEL_RESOURCE_ATTRIBUTES``. This module only decides *whether* to export and over which
+transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable
+
+from opentelemetry import trace
+from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
+from opentelemetry.sdk.environment_variables import (
+    OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_PROTOCOL,
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+)
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+_log = logging.getLogger("callscope")
+
+__all__ = ["configure"]
+
+GRPC = "grpc"
+HTTP_PROTOBUF = "http/protobuf"
+#: The opentelemetry-python default (the distro's too), unlike the spec's ``http/protobuf``:
+#: ``OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317`` then works as the README shows.
+DEFAULT_PROTOCOL = GRPC
+
+_configure_lock = threading.Lock()
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    span_processors: Iterable[SpanProcessor] = (),
+) -> trace.TracerProvider:
+    """Return the global tracer provider, first building one from ``OTEL_*`` if there is none.
+
+    If the application already set a global provider, it is returned untouched: nothing is
+    added to it and it is never replaced. Otherwise a new SDK ``TracerProvider`` is built, set as
+    the global one and returned:
+
+    - its resource comes from ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``;
+      ``service_name`` is used only when neither of them names the service, so operators can
+      still rename it without a code change;
+    - it exports over OTLP only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+      ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set (and ``OTEL_TRACES_EXPORTER``, if set,
+      lists ``otlp``). The transport follows ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` /
+      ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc``, the default, or ``http/protobuf``); headers,
+      timeout, compression and TLS are read by the SDK's exporter itself;
+    - the exporter sits behind a ``BatchSpanProcessor``, so a slow or dead collector never
+      blocks a chain. ``provider.shutdown()`` (also run at exit) sends what is queued and
+      returns once the exporter gives up, i.e. within ``OTEL_EXPORTER_OTLP_TIMEOUT`` for the
+      final batch (10 s by default).
+
+    ``span_processors`` are added to a newly built provider as well (e.g. a console or file
+    exporter); they are ignored when the provider already existed.
+
+    >>> import callscope
+    >>> provider = callscope.configure(service_name="my-agent")  # doctest: +SKIP
+    >>> callscope.instrument()  # the global provider, now the one configure() returned
+    """
+    with _configure_lock:
+        current = trace.get_tracer_provider()
+        if not isinstance(current, trace.ProxyTracerProvider):
+            _log.debug("callscope: a global tracer provider is already set; configure() leaves it as is")
+            return current
+        provider = build_tracer_provider(service_name=service_name, span_processors=span_processors)
+        trace.set_tracer_provider(provider)
+        return provider
+
+
+def build_tracer_provider(
+    *,
+    service_name: str | None = None,
+    span_processors: Iterable[SpanProcessor] = (),
+) -> TracerProvider:
+    """Build, without making it global, the provider :func:`configure` would set."""
+    provider = TracerProvider(resource=resource_from_env(service_name))
+    for processor in span_processors:
+        provider.add_span_processor(processor)
+    exporter = otlp_exporter_from_env()
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def resource_from_env(service_name: str | None = None) -> Resource:
+    """``Resource.create()``, with ``service_name`` as the fallback when the env names none."""
+    resource = Resource.create()
+    if service_name and not _env_names_service():
+        resource = resource.merge(Resource({SERVICE_NAME: service_name}))
+    return resource
+
+
+def otlp_endpoint_from_env() -> str | None:
+    """The OTLP endpoint variable that is set (traces-specific first), or ``None``."""
+    for name in (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def otlp_protocol_from_env() -> str:
+    """``grpc`` or ``http/protobuf``; an unsupported value warns and falls back to ``grpc``."""
+    for name in (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL):
+        value = os.environ.get(name, "").strip().lower()
+        if not value:
+            continue
+        if value in (GRPC, HTTP_PROTOBUF):
+            return value
+        _log.warning(
+            "%s=%r is not supported by the Python OTLP exporters (use grpc or http/protobuf); using %s",
+            name,
+            value,
+            DEFAULT_PROTOCOL,
+        )
+        return DEFAULT_PROTOCOL
+    return DEFAULT_PROTOCOL
+
+
+def otlp_exporter_from_env() -> SpanExporter | None:
+    """The SDK's OTLP span exporter for the configured protocol, or ``None`` when no endpoint
+    variable is set or ``OTEL_TRACES_EXPORTER`` does not list ``otlp``."""
+    if otlp_endpoint_from_env() is None:
+        return None
+    exporters = os.environ.get(OTEL_TRACES_EXPORTER, "").strip().lower()
+    if exporters and "otlp" not in {part.strip() for part in exporters.split(",")}:
+        _log.debug("callscope: %s=%s, so no OTLP exporter", OTEL_TRACES_EXPORTER, exporters)
+        return None
+    # Constructed with no arguments on purpose: each exporter then reads endpoint, headers,
+    # timeout, compression and TLS settings from the environment exactly as the SDK documents.
+    if otlp_protocol_from_env() == HTTP_PROTOBUF:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
+
+        return HTTPExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCExporter
+
+    return GRPCExporter()
+
+
+def _env_names_service() -> bool:
+    if os.environ.get("OTEL_SERVICE_NAME", "").strip():
+        return True
+    for pair in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, _, value = pair.partition("=")
+        if key.strip() == SERVICE_NAME and value.strip():
+            return True
+    return False
