@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables.config import var_child_runnable_config
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, set_span_in_context
@@ -34,6 +35,9 @@ _log = logging.getLogger("callscope")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 _MAX_LOGGED_FAILURES = 10
+# Runnables that invoke their children with the config they were given instead of their child
+# config, so the children report the wrong parent (langchain-ai/langchain#36072).
+_LOSES_CHILDREN = frozenset({"RunnableWithFallbacks"})
 
 
 def _absorb(method: _F) -> _F:
@@ -77,18 +81,40 @@ class SpanHandler(BaseCallbackHandler):
         kind: SpanKind,
         attributes: Mapping[str, Any],
         operation: str,
+        loses_children: bool = False,
     ) -> RunRecord | None:
         if not is_instrumentation_enabled():
             return None
-        parent = self.registry.get(parent_run_id)
+        parent = self._parent_record(parent_run_id)
         # A known parent run decides the parent span. Otherwise (a root run, or a run whose parent
         # LangChain lost) the current context decides: the caller's span at the top level, or the
         # span of the step this run was started from, which _propagation made current there.
         parent_context = parent.context if parent is not None else None
         span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
-        record = RunRecord(span=span, context=set_span_in_context(span, parent_context), operation=operation)
+        record = RunRecord(
+            span=span,
+            context=set_span_in_context(span, parent_context),
+            operation=operation,
+            parent_run_id=parent_run_id,
+            loses_children=loses_children,
+        )
         self.registry.add(run_id, record)
         return record
+
+    def _parent_record(self, parent_run_id: UUID | None) -> RunRecord | None:
+        parent = self.registry.get(parent_run_id)
+        if parent is None:
+            return None
+        # The step this run is started from is LangChain's own record of where it runs. If that
+        # step belongs to a run known to mislabel its children, and LangChain reported that run's
+        # parent as ours, the step's run is the true parent.
+        config = var_child_runnable_config.get()
+        step_run_id = getattr(config.get("callbacks"), "parent_run_id", None) if config else None
+        if step_run_id is not None and step_run_id != parent_run_id:
+            step = self.registry.get(step_run_id)
+            if step is not None and step.loses_children and step.parent_run_id == parent_run_id:
+                return step
+        return parent
 
     @_absorb
     def on_chain_start(
@@ -104,7 +130,13 @@ class SpanHandler(BaseCallbackHandler):
     ) -> None:
         name = sc.component_name(serialized, kwargs.get("name"), "chain")
         record = self._start(
-            run_id, parent_run_id, name, SpanKind.INTERNAL, sc.chain_attributes(name, kwargs, tags, metadata), sc.CHAIN
+            run_id,
+            parent_run_id,
+            name,
+            SpanKind.INTERNAL,
+            sc.chain_attributes(name, kwargs, tags, metadata),
+            sc.CHAIN,
+            loses_children=name in _LOSES_CHILDREN,
         )
         if record is not None and self._content and record.span.is_recording():
             record.span.set_attribute(sc.INPUT, to_json(inputs, self._limit))

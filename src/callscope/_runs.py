@@ -38,6 +38,10 @@ class RunRecord:
     context: Context
     #: The operation family ("chain", "chat", "text_completion", "execute_tool", "retrieval").
     operation: str
+    parent_run_id: UUID | None = None
+    #: LangChain starts this run's children with this run's *own* parent as their parent
+    #: (RunnableWithFallbacks, langchain-ai/langchain#36072); see SpanHandler._parent_record.
+    loses_children: bool = False
     started_monotonic: float = field(default_factory=time.monotonic)
     first_chunk_monotonic: float | None = None
     chunks: int = 0

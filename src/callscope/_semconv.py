@@ -13,14 +13,13 @@ and set them in one call.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes
 
-from callscope._serialize import bound_text, is_secret_key, to_json, to_jsonable
+from callscope._serialize import is_secret_key, to_json, to_jsonable
 
 Attributes = dict[str, Any]
 
@@ -331,11 +330,7 @@ def _tool_call_parts(tool_calls: Any) -> list[dict[str, Any]]:
 
 
 def _json(value: Any, limit: int) -> str:
-    try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError):
-        return to_json(value, limit)
-    return bound_text(text, limit)
+    return to_json(value, limit)
 
 
 # --- small coercions --------------------------------------------------------------------------

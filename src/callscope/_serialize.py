@@ -60,25 +60,35 @@ def bound_text(text: str, limit: int) -> str:
     return head[: limit - len(marker)] + marker
 
 
-def to_jsonable(value: Any) -> Any:
-    """Turn ``value`` into plain JSON data (dict/list/str/int/float/bool/None), safely."""
-    return _convert(value, 0, set())
+def to_jsonable(value: Any, string_limit: int = 65536) -> Any:
+    """Turn ``value`` into plain JSON data (dict/list/str/int/float/bool/None), safely.
+
+    Strings are scrubbed of credentials and cut to ``string_limit`` characters each.
+    """
+    return _convert(value, 0, set(), string_limit)
 
 
 def to_json(value: Any, limit: int) -> str:
-    """Bounded JSON text of ``value``: the form content attributes are exported in."""
+    """Bounded JSON text of ``value``: the form content attributes are exported in.
+
+    Each string inside is cut first, so the result stays valid JSON in all but extreme cases
+    (many long strings); only then is the whole text cut, and the cut is marked.
+    """
     try:
-        text = json.dumps(to_jsonable(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        text = json.dumps(to_jsonable(value, limit), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):  # defensive: _convert only yields JSON-safe data
         text = json.dumps(f"<{type(value).__name__}>")
-    return bound_text(text, limit)
+    if len(text) <= limit:
+        return text
+    marker = "…[truncated]"
+    return text[: limit - len(marker)] + marker
 
 
-def _convert(value: Any, depth: int, seen: set[int]) -> Any:
+def _convert(value: Any, depth: int, seen: set[int], limit: int) -> Any:
     if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, str):
-        return value if len(value) <= 65536 else value[:65536] + "…[truncated]"
+        return bound_text(value, limit) if len(value) > 16 else value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -92,12 +102,12 @@ def _convert(value: Any, depth: int, seen: set[int]) -> Any:
         return "<cycle>"
     seen.add(marker)
     try:
-        return _convert_container(value, depth, seen)
+        return _convert_container(value, depth, seen, limit)
     finally:
         seen.discard(marker)
 
 
-def _convert_container(value: Any, depth: int, seen: set[int]) -> Any:
+def _convert_container(value: Any, depth: int, seen: set[int], limit: int) -> Any:
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for i, (key, item) in enumerate(_safe_items(value)):
@@ -105,20 +115,20 @@ def _convert_container(value: Any, depth: int, seen: set[int]) -> Any:
                 out["…"] = f"{len(value) - _MAX_ITEMS} more"
                 break
             name = key if isinstance(key, str) else _key_text(key)
-            out[name] = REDACTED if is_secret_key(name) else _convert(item, depth + 1, seen)
+            out[name] = REDACTED if is_secret_key(name) else _convert(item, depth + 1, seen, limit)
         return out
     if isinstance(value, (list, tuple, set, frozenset)):
         items = list(value)[: _MAX_ITEMS + 1] if not isinstance(value, (set, frozenset)) else _sorted_sample(value)
-        out_list = [_convert(item, depth + 1, seen) for item in items[:_MAX_ITEMS]]
+        out_list = [_convert(item, depth + 1, seen, limit) for item in items[:_MAX_ITEMS]]
         if len(value) > _MAX_ITEMS:
             out_list.append(f"…{len(value) - _MAX_ITEMS} more")
         return out_list
     message = _message_dict(value)
     if message is not None:
-        return _convert(message, depth + 1, seen)
+        return _convert(message, depth + 1, seen, limit)
     dumped = _pydantic_dump(value)
     if dumped is not None:
-        return _convert(dumped, depth + 1, seen)
+        return _convert(dumped, depth + 1, seen, limit)
     return f"<{type(value).__name__}>"
 
 

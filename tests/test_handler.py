@@ -1,0 +1,288 @@
+"""Points 1 and 6-10 of the core issue: one span per run of every kind, GenAI semantic
+conventions, errors and retries, streaming, content capture and secrets, absorbed bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import uuid
+
+import pytest
+from langchain_core.callbacks import CallbackManager
+from langchain_core.documents import Document
+from langchain_core.language_models import FakeListChatModel, FakeListLLM
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import RunnableLambda, RunnableParallel
+from langchain_core.tools import tool
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+from opentelemetry.trace import SpanKind, StatusCode
+
+import callscope
+from tests.models import chat_model
+
+
+class Shelf(BaseRetriever):
+    def _get_relevant_documents(self, query: str, *, run_manager) -> list[Document]:
+        return [Document(page_content=f"about {query}", id="doc-1", metadata={"score": 0.9})]
+
+
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+def test_one_span_per_run_of_every_kind(spans):
+    chain = ChatPromptTemplate.from_template("q {x}") | FakeListChatModel(responses=["r"]) | StrOutputParser()
+    RunnableParallel(chain=chain, llm=RunnableLambda(lambda d: d["x"]) | FakeListLLM(responses=["t"]), docs=RunnableLambda(lambda d: d["x"]) | Shelf()).invoke({"x": "1"})
+    add.invoke({"a": 1, "b": 2})
+    names = spans.names()
+    for expected in ("RunnableParallel<chain,llm,docs>", "RunnableSequence", "ChatPromptTemplate", "chat", "StrOutputParser", "text_completion", "retrieval Shelf", "execute_tool add"):
+        assert expected in names, (expected, names)
+    assert names.count("RunnableSequence") == 3
+    assert names.count("RunnableLambda") == 2
+    kinds = {s.name: s.kind for s in spans.all}
+    assert kinds["chat"] == SpanKind.CLIENT and kinds["text_completion"] == SpanKind.CLIENT
+    assert kinds["retrieval Shelf"] == SpanKind.CLIENT
+    assert kinds["execute_tool add"] == SpanKind.INTERNAL and kinds["RunnableSequence"] == SpanKind.INTERNAL
+    run_types = {s.name: s.attributes["callscope.run.type"] for s in spans.all}
+    assert run_types["ChatPromptTemplate"] == "prompt" and run_types["StrOutputParser"] == "parser"
+
+
+def test_langgraph_graph_and_nodes_are_spans(spans):
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        n: int
+
+    builder = StateGraph(State)
+    builder.add_node("double", lambda s: {"n": s["n"] * 2})
+    builder.add_node("inc", lambda s: {"n": s["n"] + 1})
+    builder.add_edge(START, "double")
+    builder.add_edge("double", "inc")
+    builder.add_edge("inc", END)
+    assert builder.compile().invoke({"n": 2}) == {"n": 5}
+    graph = spans.one("LangGraph")
+    for node, step in (("double", 1), ("inc", 2)):
+        span = spans.one(node)
+        assert spans.parent_of(span) is graph or spans.ancestors(span)[-1] == "LangGraph"
+        assert span.attributes["callscope.langgraph.node"] == node
+        assert span.attributes["callscope.langgraph.step"] == step
+
+
+def test_chat_span_follows_genai_conventions(spans):
+    model = chat_model()
+    model.invoke("What is the capital of France?", stop=["\n\n"])
+    span = spans.one("chat gpt-test")
+    a = span.attributes
+    assert span.kind == SpanKind.CLIENT
+    assert a[gen_ai.GEN_AI_OPERATION_NAME] == "chat"
+    assert a[gen_ai.GEN_AI_PROVIDER_NAME] == "openai"
+    assert a[gen_ai.GEN_AI_REQUEST_MODEL] == "gpt-test"
+    assert a[gen_ai.GEN_AI_REQUEST_TEMPERATURE] == pytest.approx(0.2)
+    assert a[gen_ai.GEN_AI_REQUEST_MAX_TOKENS] == 64
+    assert a[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] == ("\n\n",)
+    assert a[gen_ai.GEN_AI_RESPONSE_MODEL] == "gpt-test-2026"
+    assert a[gen_ai.GEN_AI_RESPONSE_ID] == "resp-123"
+    assert a[gen_ai.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)
+    assert a[gen_ai.GEN_AI_USAGE_INPUT_TOKENS] == 11 and a[gen_ai.GEN_AI_USAGE_OUTPUT_TOKENS] == 5
+    assert isinstance(a[gen_ai.GEN_AI_USAGE_INPUT_TOKENS], int)
+    assert gen_ai.GEN_AI_INPUT_MESSAGES not in a and gen_ai.GEN_AI_OUTPUT_MESSAGES not in a
+    assert span.status.status_code == StatusCode.UNSET
+
+
+def test_text_completion_span_and_model_without_a_name(spans):
+    FakeListLLM(responses=["x"]).invoke("p")
+    span = spans.one("text_completion")
+    assert span.attributes[gen_ai.GEN_AI_OPERATION_NAME] == "text_completion"
+    assert gen_ai.GEN_AI_REQUEST_MODEL not in span.attributes  # never invent a model name
+    assert span.attributes["callscope.component"] == "FakeListLLM"
+    assert span.attributes[gen_ai.GEN_AI_PROVIDER_NAME] == "fakelist"
+
+
+def test_tool_span_follows_genai_conventions(spans):
+    add.invoke({"type": "tool_call", "id": "call_7", "name": "add", "args": {"a": 2, "b": 3}})
+    a = spans.one("execute_tool add").attributes
+    assert a[gen_ai.GEN_AI_OPERATION_NAME] == "execute_tool"
+    assert a[gen_ai.GEN_AI_TOOL_NAME] == "add"
+    assert a[gen_ai.GEN_AI_TOOL_DESCRIPTION] == "Add two integers."
+    assert a[gen_ai.GEN_AI_TOOL_CALL_ID] == "call_7"
+    assert gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS not in a and gen_ai.GEN_AI_TOOL_CALL_RESULT not in a
+
+
+def test_failing_step_marks_it_and_every_ancestor_failing_with_it(spans, user_tracer):
+    def explode(_: str) -> str:
+        raise KeyError("missing")
+
+    chain = RunnableLambda(lambda v: v, name="ok") | RunnableLambda(explode, name="explode")
+    with user_tracer.start_as_current_span("caller"), pytest.raises(KeyError):
+        chain.invoke("x")
+    for name in ("explode", "RunnableSequence"):
+        span = spans.one(name)
+        assert span.status.status_code == StatusCode.ERROR
+        assert span.attributes["error.type"] == "KeyError"
+        (event,) = [e for e in span.events if e.name == "exception"]
+        assert event.attributes["exception.type"] == "builtins.KeyError"
+        assert "missing" in event.attributes["exception.message"]
+        assert "explode" in event.attributes["exception.stacktrace"]
+    assert spans.one("ok").status.status_code == StatusCode.UNSET
+
+
+def test_each_retry_attempt_is_a_span(spans):
+    attempts = []
+
+    def flaky(value: str) -> str:
+        attempts.append(value)
+        if len(attempts) < 3:
+            raise ConnectionError("try again")
+        return value
+
+    runnable = RunnableLambda(flaky, name="flaky").with_retry(stop_after_attempt=3, wait_exponential_jitter=False, retry_if_exception_type=(ConnectionError,))
+    assert runnable.invoke("x") == "x"
+    # The retry wrapper takes the bound runnable's name; each attempt is a child run of it.
+    (wrapper,) = [s for s in spans.named("flaky") if s.parent is None]
+    tries = sorted(spans.children(wrapper), key=lambda s: s.start_time)
+    assert [s.name for s in tries] == ["flaky"] * 3
+    # LangChain tags the retries, not the first attempt.
+    assert [s.attributes.get("callscope.retry.attempt") for s in tries] == [None, 2, 3]
+    assert [s.status.status_code for s in tries] == [StatusCode.ERROR, StatusCode.ERROR, StatusCode.UNSET]
+    assert wrapper.status.status_code == StatusCode.UNSET
+
+
+@pytest.mark.parametrize("mode", ["stream", "astream"])
+def test_streamed_model_records_first_chunk_time_and_chunk_count(mode, spans):
+    model = chat_model("one two three four")
+    if mode == "stream":
+        chunks = list(model.stream("hi"))
+    else:
+
+        async def collect():
+            return [c async for c in model.astream("hi")]
+
+        chunks = asyncio.run(collect())
+    a = spans.one("chat gpt-test").attributes
+    assert a[gen_ai.GEN_AI_REQUEST_STREAM] is True
+    assert a["callscope.stream.chunks"] == len(chunks) > 1
+    ttfc = a[gen_ai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK]
+    assert isinstance(ttfc, float) and 0 <= ttfc < 60
+
+
+def test_content_is_not_exported_by_default(spans):
+    chain = ChatPromptTemplate.from_template("secret plan {x}") | chat_model("classified answer")
+    chain.invoke({"x": "omega"})
+    add.invoke({"a": 1, "b": 2})
+    dumped = json.dumps([dict(s.attributes) for s in spans.all], default=str)
+    for text in ("omega", "secret plan", "classified answer"):
+        assert text not in dumped
+    assert all("callscope.input" not in s.attributes and "callscope.output" not in s.attributes for s in spans.all)
+
+
+@pytest.fixture
+def with_content(monkeypatch, tracer_provider, span_exporter):
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    callscope.instrument(tracer_provider)
+    from tests.spans import SpanTree
+
+    yield SpanTree(span_exporter)
+    callscope.uninstrument()
+
+
+def test_content_is_exported_with_the_standard_switch(with_content):
+    spans = with_content
+    prompt = ChatPromptTemplate.from_messages([("system", "be brief"), ("human", "capital of {x}?")])
+    (prompt | chat_model("Paris")).invoke({"x": "France"})
+    add.invoke({"type": "tool_call", "id": "c1", "name": "add", "args": {"a": 2, "b": 3}})
+    chat = spans.one("chat gpt-test").attributes
+    assert json.loads(chat[gen_ai.GEN_AI_INPUT_MESSAGES]) == [{"role": "user", "parts": [{"type": "text", "content": "capital of France?"}]}]
+    assert json.loads(chat[gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS]) == [{"type": "text", "content": "be brief"}]
+    assert json.loads(chat[gen_ai.GEN_AI_OUTPUT_MESSAGES]) == [{"role": "assistant", "parts": [{"type": "text", "content": "Paris"}], "finish_reason": "stop"}]
+    assert json.loads(spans.one("RunnableSequence").attributes["callscope.input"]) == {"x": "France"}
+    tool_span = spans.one("execute_tool add").attributes
+    assert json.loads(tool_span[gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS]) == {"a": 2, "b": 3}
+    assert json.loads(tool_span[gen_ai.GEN_AI_TOOL_CALL_RESULT]) == "5"
+
+
+def test_secrets_never_exported_even_with_content(with_content):
+    spans = with_content
+
+    def leak(_: dict) -> dict:
+        return {"api_key": "plain-key-value-123", "note": "token is sk-ant-abcdefghijklmnopqrstuv", "ok": 1}
+
+    chain = RunnableLambda(leak, name="leaky") | RunnableLambda(lambda d: d, name="next")
+    chain.invoke({"openai_api_key": "sk-proj-AAAAAAAAAAAAAAAAAAAA", "password": "hunter2hunter2"})
+    chat_model().invoke("hello")  # its serialized repr carries api_key=SecretStr(...)
+    blob = json.dumps([[dict(s.attributes), [dict(e.attributes or {}) for e in s.events]] for s in spans.all], default=str)
+    for secret in ("plain-key-value-123", "sk-ant-abcdefghijklmnopqrstuv", "sk-proj-AAAAAAAAAAAAAAAAAAAA", "hunter2hunter2", "SECRETSECRETSECRET"):
+        assert secret not in blob
+    assert "[REDACTED]" in blob
+    assert json.loads(spans.one("next").attributes["callscope.output"])["ok"] == 1
+
+
+def test_secret_in_an_exception_message_is_scrubbed(spans):
+    def fail(_: str) -> str:
+        raise PermissionError("Incorrect API key provided: sk-proj-ZZZZZZZZZZZZZZZZZZZZ")
+
+    with pytest.raises(PermissionError):
+        RunnableLambda(fail, name="auth").invoke("x")
+    span = spans.one("auth")
+    text = json.dumps([span.status.description, [dict(e.attributes) for e in span.events]])
+    assert "sk-proj-ZZZZ" not in text and "[REDACTED]" in text
+
+
+def test_content_values_are_bounded(monkeypatch, tracer_provider, span_exporter):
+    callscope.instrument(tracer_provider, capture_content=True, max_attribute_length=1000)
+    try:
+        RunnableLambda(lambda d: "y" * 1_000_000, name="huge").invoke({"blob": "x" * 1_000_000, "nan": math.nan, "raw": b"\x00\x01"})
+    finally:
+        callscope.uninstrument()
+    (span,) = span_exporter.get_finished_spans()
+    assert all(len(v) <= 1000 for v in span.attributes.values() if isinstance(v, str))
+    assert span.attributes["callscope.output"].endswith("…[truncated]")
+    assert '"nan":"nan"' in span.attributes["callscope.input"].replace("NaN", "nan") or "truncated" in span.attributes["callscope.input"]
+
+
+def test_odd_callbacks_are_absorbed_without_langchain_errors(spans, instrumented, caplog):
+    caplog.set_level(logging.WARNING)
+    handler = instrumented.handler
+    ghost = uuid.uuid4()
+    handler.on_chain_end({}, run_id=ghost)
+    handler.on_llm_end(object(), run_id=ghost)
+    handler.on_tool_error(RuntimeError("x"), run_id=ghost)
+    handler.on_llm_new_token("t", run_id=ghost)
+    handler.on_custom_event("evt", {"a": 1}, run_id=ghost)
+
+    class Hostile:
+        def __repr__(self):
+            raise RuntimeError("repr bomb")
+
+        __str__ = __repr__
+
+    cyclic: dict = {}
+    cyclic["self"] = cyclic
+    manager = CallbackManager.configure(inheritable_callbacks=[])
+    run = manager.on_chain_start({"id": None, "name": 7}, {"cyc": cyclic, 1: Hostile(), "b": b"\xff", "n": math.inf}, name=None)
+    run.on_chain_end({"out": Hostile()})
+    run.on_chain_end({"again": True})  # duplicate end
+    run.on_chain_error(ValueError("late"))  # error after end
+    assert handler.internal_errors == 0
+    assert not [r for r in caplog.records if r.getMessage().startswith("Error in")]
+    assert len(handler.registry) == 0
+    assert len(spans.all) == 1
+
+
+def test_custom_events_land_on_the_dispatching_run(spans):
+    from langchain_core.callbacks import dispatch_custom_event
+
+    def step(value: str) -> str:
+        dispatch_custom_event("progress", {"done": 1})
+        return value
+
+    RunnableLambda(step, name="step").invoke("x")
+    (event,) = spans.one("step").events
+    assert event.name == "progress"
