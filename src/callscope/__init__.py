@@ -19,10 +19,10 @@ from callscope._instrumentor import CallscopeInstrumentor
 from callscope.version import __version__
 
 __all__ = [
+    "__version__",
     "CallscopeError",
     "CallscopeInstrumentor",
     "ConfigError",
-    "__version__",
     "configure",
     "instrument",
     "uninstrument",

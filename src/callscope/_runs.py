@@ -25,6 +25,8 @@ _log = logging.getLogger("callscope")
 # to keep a stale run from outliving its TTL by more than a few runs.
 _AGE_CHECK_EVERY = 64
 
+_WARNING_INTERVAL_SECONDS = 60.0
+
 EVICTED_ATTRIBUTE = "callscope.run.evicted"
 
 
@@ -60,6 +62,7 @@ class RunRegistry:
         self._ttl = ttl_seconds
         self._lock = threading.Lock()
         self._starts = 0
+        self._last_warning = float("-inf")
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -103,17 +106,20 @@ class RunRegistry:
                     if oldest.started_monotonic > deadline:
                         break
                     victims.append(self._pop_oldest())
-        for record in victims:
-            if record is not None:
-                _end_evicted(record, "callscope: run evicted, its end callback never arrived")
-        if victims:
-            self.evicted += len(victims)
+        ended = [record for record in victims if record is not None]
+        for record in ended:
+            _end_evicted(record, "callscope: run evicted, its end callback never arrived")
+        self.evicted += len(ended)
+        now = time.monotonic()
+        # Once a minute at most: a leak of thousands of runs must not become thousands of lines.
+        if ended and now - self._last_warning >= _WARNING_INTERVAL_SECONDS:
+            self._last_warning = now
             _log.warning(
-                "callscope ended %d run(s) whose end callback never arrived (limit %d runs, %ss); "
-                "their spans are marked %s=true.",
-                len(victims),
+                "callscope has ended %d run(s) so far whose end callback never arrived "
+                "(limits: %d runs in flight, %s); their spans are marked %s=true.",
+                self.evicted,
                 self._max_runs,
-                self._ttl or "no age limit",
+                f"{self._ttl:g}s old" if self._ttl else "no age limit",
                 EVICTED_ATTRIBUTE,
             )
 
