@@ -1,0 +1,161 @@
+"""``callscope demo``: a small LangChain app on fake models that shows both callback scopes.
+
+No API key, no network, no server. Three runs, each its own trace:
+
+1. ``answer``: ``{topic, facts: lookup tool} | prompt | chat model | parser``, invoked with a
+   runtime handler. The model and the tool each carry a constructor handler, so the tree shows
+   the runtime handler *inherited* everywhere and each constructor handler *local* to its own
+   component and *missed* elsewhere.
+2. ``answer-streamed``: the same chain, streamed.
+3. ``answer-strict``: a chain whose last step raises; the error is caught, and its span is
+   marked ERROR.
+
+Spans go to an OTLP/JSON lines file through a provider of the demo's own (the global one is
+left alone), and over OTLP too when ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import FakeListChatModel
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.tools import StructuredTool
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+import callscope
+from callscope._exceptions import CallscopeError
+from callscope._export import build_tracer_provider, otlp_endpoint_from_env, otlp_protocol_from_env
+from callscope._otlp_json import OTLPJsonLinesExporter
+
+_log = logging.getLogger("callscope.demo")
+
+__all__ = ["DEFAULT_OUTPUT", "DEFAULT_SERVICE_NAME", "DemoResult", "LoggingHandler", "run_demo"]
+
+DEFAULT_OUTPUT = Path("callscope-traces.jsonl")
+DEFAULT_SERVICE_NAME = "callscope-demo"
+
+
+class LoggingHandler(BaseCallbackHandler):
+    """A user's callback handler: it logs each run it is told about, and remembers it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seen: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"LoggingHandler({self.name!r})"
+
+    def _saw(self, kind: str, serialized: dict[str, Any] | None, kwargs: dict[str, Any]) -> None:
+        run_name = kwargs.get("name") or (serialized or {}).get("name") or kind
+        self.seen.append(str(run_name))
+        _log.debug("%s saw %s %s", self.name, kind, run_name)
+
+    def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, **kwargs: Any) -> None:
+        self._saw("chain", serialized, kwargs)
+
+    def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: Any, **kwargs: Any) -> None:
+        self._saw("chat model", serialized, kwargs)
+
+    def on_tool_start(self, serialized: dict[str, Any] | None, input_str: Any, **kwargs: Any) -> None:
+        self._saw("tool", serialized, kwargs)
+
+
+@dataclass(slots=True)
+class DemoResult:
+    """Where the demo's spans went."""
+
+    output: Path
+    #: The OTLP endpoint variable's value when spans were also exported over OTLP, else None.
+    otlp_endpoint: str | None
+    otlp_protocol: str | None
+    handlers: list[LoggingHandler] = field(default_factory=list)
+    failure: str = ""
+
+
+def _lookup(topic: str) -> str:
+    """Look up what the knowledge base says about a topic."""
+    return f"{topic}: every LangChain run becomes a span; handlers are scoped per component."
+
+
+def _strict_parse(text: str) -> dict[str, str]:
+    if not text.startswith("{"):
+        raise ValueError(f"expected a JSON object from the model, got {text[:24]!r}")
+    return {"answer": text}
+
+
+def _build_chain(model_logger: LoggingHandler, tool_logger: LoggingHandler) -> tuple[Runnable, Runnable]:
+    model = FakeListChatModel(
+        responses=["Spans nest like runs do.", "Handlers given to a component stay with it."],
+        callbacks=[model_logger],
+    )
+    lookup = StructuredTool.from_function(_lookup, name="lookup", callbacks=[tool_logger])
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", "Answer from these facts: {facts}"), ("human", "Tell me about {topic}.")]
+    )
+    gather = {"topic": itemgetter("topic"), "facts": itemgetter("topic") | lookup}
+    answer = gather | prompt | model | StrOutputParser()
+    strict = prompt | model | StrOutputParser() | RunnableLambda(_strict_parse, name="strict_parse")
+    return answer, strict
+
+
+def run_demo(output: str | Path = DEFAULT_OUTPUT, *, service_name: str = DEFAULT_SERVICE_NAME) -> DemoResult:
+    """Run the demo app, writing its spans to ``output`` (replaced if it exists).
+
+    Raises :class:`CallscopeError` when callscope is already instrumented in this process (the
+    demo must use its own provider) or ``output`` cannot be written.
+
+    >>> result = run_demo("callscope-traces.jsonl")  # doctest: +SKIP
+    >>> result.output
+    PosixPath('callscope-traces.jsonl')
+    """
+    output = Path(output)
+    instrumentor = callscope.CallscopeInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        raise CallscopeError(
+            "callscope is already instrumented in this process; run the demo from a fresh process"
+        )
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        # A fresh file per run: the tree printed afterwards is this run's, not the last one's.
+        output.write_text("", encoding="utf-8")
+    except OSError as error:
+        raise CallscopeError(f"cannot write {output} ({error.strerror}); pass --output with a writable path") from None
+
+    endpoint = otlp_endpoint_from_env()
+    provider = build_tracer_provider(
+        service_name=service_name,
+        span_processors=[BatchSpanProcessor(OTLPJsonLinesExporter(output))],
+    )
+    result = DemoResult(output=output, otlp_endpoint=endpoint, otlp_protocol=otlp_protocol_from_env() if endpoint else None)
+    runtime_logger = LoggingHandler("runtime-logger")
+    model_logger = LoggingHandler("model-logger")
+    tool_logger = LoggingHandler("tool-logger")
+    result.handlers = [runtime_logger, model_logger, tool_logger]
+    callscope.instrument(tracer_provider=provider)
+    try:
+        answer, strict = _build_chain(model_logger, tool_logger)
+        config: dict[str, Any] = {"callbacks": [runtime_logger]}
+        answer.invoke({"topic": "callback scoping"}, config={**config, "run_name": "answer"})
+        # Distinct start times keep the traces in this order when they are read back.
+        time.sleep(0.002)
+        for _chunk in answer.stream({"topic": "streaming"}, config={**config, "run_name": "answer-streamed"}):
+            pass
+        time.sleep(0.002)
+        try:
+            strict.invoke({"topic": "errors", "facts": "none"}, config={**config, "run_name": "answer-strict"})
+        except ValueError as error:
+            result.failure = str(error)
+    finally:
+        callscope.uninstrument()
+        # Sends what is queued: the file at once, an OTLP collector within its exporter timeout.
+        provider.shutdown()
+    return result

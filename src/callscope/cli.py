@@ -1,0 +1,340 @@
+"""The ``callscope`` command line: ``callscope demo`` and ``callscope tree``.
+
+::
+
+    callscope demo [--output PATH]             run the built-in example, write and show its spans
+    callscope tree FILE [--trace ID]           show traces from an OTLP/JSON lines file
+    callscope tree --jaeger URL --trace ID     show one trace from Jaeger v2's query API
+
+Every failure prints one line, ``callscope: error: <problem>; <fix>``, on stderr and exits
+non-zero (see :class:`Exit`); ``--traceback`` re-raises instead, for bug reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from enum import IntEnum, unique
+from pathlib import Path
+from typing import NoReturn
+
+from rich.console import Console
+from rich.text import Text
+
+from callscope._exceptions import CallscopeError
+from callscope._otlp_json import SpansRead, TraceDataError, parse_document, read_spans_file
+from callscope._tree import TraceView, build_traces, render_trace
+from callscope.version import __version__
+
+__all__ = ["Exit", "main"]
+
+JAEGER_TIMEOUT_SECONDS = 5.0
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+# Rich falls back to 80 columns off a terminal; a piped tree is read in a file or a pager.
+_PIPE_WIDTH = 160
+
+
+@unique
+class Exit(IntEnum):
+    """The process exit status of ``callscope``, by cause."""
+
+    OK = 0
+    #: An unexpected failure (a bug): rerun with --traceback and report it.
+    ERROR = 1
+    #: The command line was wrong.
+    USAGE = 2
+    #: The input could not be used: a missing or non-OTLP/JSON file, an unknown trace id.
+    BAD_INPUT = 3
+    #: A server (Jaeger) could not be reached or answered with an error.
+    UNAVAILABLE = 4
+    #: Ctrl-C (128 + SIGINT).
+    INTERRUPTED = 130
+
+
+class UsageError(CallscopeError):
+    """A wrong command line."""
+
+
+class InputError(CallscopeError):
+    """Input that parsed but cannot be shown, e.g. an unknown trace id."""
+
+
+class UnavailableError(CallscopeError):
+    """A server that could not be reached, timed out, or answered with an error."""
+
+
+_EXIT_BY_ERROR: tuple[tuple[type[BaseException], Exit], ...] = (
+    (UsageError, Exit.USAGE),
+    (TraceDataError, Exit.BAD_INPUT),
+    (InputError, Exit.BAD_INPUT),
+    (UnavailableError, Exit.UNAVAILABLE),
+    (CallscopeError, Exit.ERROR),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse would print usage plus its own error line and exit; route it through the
+        # one boundary so every failure looks the same.
+        raise UsageError(f"{message}; see `{self.prog} --help`")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="callscope", description="LangChain callbacks as OpenTelemetry spans, scoping made visible.")
+    parser.add_argument("--version", action="version", version=f"callscope {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show the Python traceback of an error")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a built-in LangChain example (fake models, no network) and show its trace tree",
+        description=(
+            "Run a built-in LangChain example on fake models, write its spans as OTLP/JSON lines and "
+            "print the trace tree. Also exports over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT (or "
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, honouring the other OTEL_EXPORTER_OTLP_* "
+            "variables and OTEL_SERVICE_NAME (default: callscope-demo)."
+        ),
+    )
+    demo.add_argument(
+        "--output", "-o", type=Path, default=None, metavar="PATH", help="spans file (default: ./callscope-traces.jsonl)"
+    )
+
+    tree = commands.add_parser(
+        "tree",
+        help="show traces from an OTLP/JSON lines file or from Jaeger",
+        description="Show traces as a tree with one column per callback handler.",
+    )
+    tree.add_argument("file", nargs="?", type=Path, metavar="FILE", help="OTLP/JSON lines file, e.g. from `callscope demo`")
+    tree.add_argument("--trace", metavar="ID", help="show only this trace (hex id; a unique prefix is enough for a file)")
+    tree.add_argument("--jaeger", metavar="URL", help="Jaeger v2 query base URL, e.g. http://localhost:16686")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``callscope`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status.
+
+    >>> from callscope.cli import main
+    >>> main(["tree", "callscope-traces.jsonl"])  # doctest: +SKIP
+    0
+    """
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    err = Console(stderr=True, no_color=None, highlight=False, soft_wrap=True)
+    show_traceback = "--traceback" in args_list
+    try:
+        return int(_run(args_list))
+    except KeyboardInterrupt:
+        if show_traceback:
+            raise
+        err.print()
+        return Exit.INTERRUPTED
+    except Exception as error:
+        if show_traceback:
+            raise
+        status, message = _describe(error)
+        err.print(Text(f"callscope: error: {message}"), markup=False)
+        return status
+
+
+def _describe(error: Exception) -> tuple[Exit, str]:
+    for kind, status in _EXIT_BY_ERROR:
+        if isinstance(error, kind):
+            return status, _one_line(str(error))
+    return Exit.ERROR, _one_line(
+        f"unexpected {type(error).__name__}: {error}; rerun with --traceback and report it at the callscope issue tracker"
+    )
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _run(argv: list[str]) -> Exit:
+    """The program without error handling."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        raise UsageError("no command given; run `callscope demo` or `callscope tree FILE` (see `callscope --help`)")
+    _route_library_logs()
+    out = _stdout_console()
+    if args.command == "demo":
+        return _demo(out, args.output)
+    return _tree(out, file=args.file, trace=args.trace, jaeger=args.jaeger)
+
+
+def _stdout_console() -> Console:
+    # no_color=None lets rich honour NO_COLOR (and FORCE_COLOR); a pipe gets plain text anyway.
+    console = Console(no_color=None, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = _PIPE_WIDTH
+    return console
+
+
+def _route_library_logs() -> None:
+    # The SDK reports a dead collector through logging; without a handler Python would print
+    # bare messages. Give them a prefix so they read as callscope's output.
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.WARNING, format="callscope: %(levelname)s: %(name)s: %(message)s")
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+def _demo(out: Console, output: Path | None) -> Exit:
+    from callscope._demo import DEFAULT_OUTPUT, run_demo
+
+    result = run_demo(output if output is not None else DEFAULT_OUTPUT)
+    read = read_spans_file(result.output)
+    views = build_traces(read.spans)
+    out.print(
+        Text(f"wrote {len(read.spans)} spans in {len(views)} traces to {result.output}"),
+        markup=False,
+    )
+    if result.otlp_endpoint is not None:
+        service = views[0].service_name if views else None
+        out.print(
+            Text(f"also exported over OTLP ({result.otlp_protocol}) to {result.otlp_endpoint} as service {service!r}"),
+            markup=False,
+        )
+        if _is_local(result.otlp_endpoint):
+            out.print(
+                Text(f"with the docker-compose Jaeger: http://localhost:16686/search?service={service}"),
+                markup=False,
+            )
+    if result.failure:
+        out.print(Text(f"the strict step failed on purpose (caught): {result.failure}", style="dim"))
+    out.print()
+    _render(out, views)
+    out.print(Text(f"see it again: callscope tree {result.output}", style="dim"))
+    return Exit.OK
+
+
+def _is_local(endpoint: str) -> bool:
+    host = urllib.parse.urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
+# --- tree -------------------------------------------------------------------------------------
+
+
+def _tree(out: Console, *, file: Path | None, trace: str | None, jaeger: str | None) -> Exit:
+    if (file is None) == (jaeger is None):
+        raise UsageError("give either FILE or --jaeger URL; e.g. `callscope tree callscope-traces.jsonl`")
+    if trace is not None:
+        trace = trace.strip().lower()
+        if not trace or not re.fullmatch(r"[0-9a-f]+", trace):
+            raise UsageError(f"--trace {trace!r} is not a hex trace id; copy the id from a tree title or Jaeger")
+    if jaeger is not None:
+        if trace is None:
+            raise UsageError("--jaeger needs --trace ID; copy the 32-digit trace id from Jaeger's UI")
+        if not _TRACE_ID.fullmatch(trace):
+            raise UsageError(f"--trace {trace!r} is not a 32-digit hex trace id; Jaeger needs the full id")
+        read = _fetch_jaeger(jaeger, trace)
+        source = f"Jaeger at {jaeger}"
+    else:
+        assert file is not None
+        read = read_spans_file(file)
+        source = str(file)
+    views = build_traces(read.spans)
+    if trace is not None:
+        views = _pick(views, trace, source)
+    if not views:
+        raise InputError(f"{source} holds no spans; export some first, e.g. with `callscope demo`")
+    _render(out, views)
+    if read.skipped_lines or read.skipped_spans:
+        _report_skipped(read, source)
+    return Exit.OK
+
+
+def _pick(views: list[TraceView], trace: str, source: str) -> list[TraceView]:
+    chosen = [view for view in views if view.trace_id.startswith(trace)]
+    if len(chosen) == 1 or (chosen and any(view.trace_id == trace for view in chosen)):
+        return [view for view in chosen if view.trace_id == trace] or chosen
+    if not chosen:
+        known = ", ".join(view.trace_id for view in views[:3]) + (", ..." if len(views) > 3 else "")
+        raise InputError(
+            f"trace {trace} is not in {source} (it has {len(views)} trace{'s' if len(views) != 1 else ''}: {known}); "
+            "pass one of those ids, or omit --trace to show them all"
+        )
+    raise UsageError(f"--trace {trace} matches {len(chosen)} traces in {source}; give more digits")
+
+
+def _render(out: Console, views: list[TraceView]) -> None:
+    for view in views:
+        render_trace(view, out)
+        out.print()
+
+
+def _report_skipped(read: SpansRead, source: str) -> None:
+    err = Console(stderr=True, no_color=None, highlight=False, soft_wrap=True)
+    parts = []
+    if read.skipped_lines:
+        parts.append(f"{read.skipped_lines} of {read.lines} lines")
+    if read.skipped_spans:
+        parts.append(f"{read.skipped_spans} malformed spans")
+    detail = f" ({read.problems[0]})" if read.problems else ""
+    err.print(
+        Text(f"callscope: warning: skipped {' and '.join(parts)} of {source}{detail}; the rest is shown above"),
+        markup=False,
+    )
+
+
+def _fetch_jaeger(base_url: str, trace_id: str) -> SpansRead:
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"--jaeger {base_url!r} is not an http(s) URL; pass e.g. http://localhost:16686")
+    url = f"{base_url.rstrip('/')}/api/v3/traces/{trace_id}"
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=JAEGER_TIMEOUT_SECONDS) as response:
+            body = response.read()
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            raise InputError(
+                f"trace {trace_id} not found in Jaeger at {base_url}; check the id, "
+                "or wait a few seconds (spans are sent in batches) and retry"
+            ) from None
+        raise UnavailableError(
+            f"Jaeger at {base_url} answered HTTP {error.code} for {url}; check that URL is Jaeger v2's query port (16686)"
+        ) from None
+    except (TimeoutError, socket.timeout):
+        raise UnavailableError(
+            f"Jaeger at {base_url} did not answer within {JAEGER_TIMEOUT_SECONDS:g}s; check that it is up (`docker compose ps`)"
+        ) from None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, (TimeoutError, socket.timeout)):
+            raise UnavailableError(
+                f"Jaeger at {base_url} did not answer within {JAEGER_TIMEOUT_SECONDS:g}s; "
+                "check that it is up (`docker compose ps`)"
+            ) from None
+        raise UnavailableError(
+            f"cannot reach Jaeger at {base_url} ({getattr(reason, 'strerror', None) or reason}); "
+            "start it with `docker compose up -d` or pass the right --jaeger URL"
+        ) from None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise UnavailableError(
+            f"{url} did not return JSON; pass Jaeger v2's query base URL, e.g. http://localhost:16686"
+        ) from None
+    if isinstance(document, dict) and isinstance(document.get("error"), dict):
+        message = document["error"].get("message", "unknown error")
+        if "not found" in str(message).lower():
+            raise InputError(f"trace {trace_id} not found in Jaeger at {base_url}; check the id") from None
+        raise UnavailableError(f"Jaeger at {base_url} answered: {message}; check its logs") from None
+    try:
+        return parse_document(document)
+    except TraceDataError:
+        raise UnavailableError(
+            f"{url} did not return OTLP/JSON; pass Jaeger v2's query base URL (Jaeger v1 has no /api/v3)"
+        ) from None
