@@ -1,0 +1,165 @@
+"""configure() and the environment-driven pieces behind it (no network: see
+tests/integration/test_otlp_receiver.py for export to a real receiver)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util._once import Once
+
+import callscope
+from callscope._export import otlp_exporter_from_env, otlp_protocol_from_env, resource_from_env
+
+_OTEL_VARS = (
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _OTEL_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def _reset_global_provider() -> None:
+    # The API allows setting the global provider once per process; tests need it back.
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+
+
+@pytest.fixture
+def no_global_provider() -> Iterator[None]:
+    _reset_global_provider()
+    yield
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        current.shutdown()
+    _reset_global_provider()
+
+
+def test_configure_builds_and_sets_a_provider_when_there_is_none(no_global_provider: None) -> None:
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    provider = callscope.configure(service_name="my-agent")
+    assert isinstance(provider, TracerProvider)
+    assert trace.get_tracer_provider() is provider
+    assert provider.resource.attributes["service.name"] == "my-agent"
+
+
+def test_configure_never_replaces_an_application_provider(no_global_provider: None) -> None:
+    app_provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    app_provider.add_span_processor(SimpleSpanProcessor(memory))
+    trace.set_tracer_provider(app_provider)
+    extra = InMemorySpanExporter()
+    returned = callscope.configure(service_name="ignored", span_processors=[SimpleSpanProcessor(extra)])
+    assert returned is app_provider
+    assert trace.get_tracer_provider() is app_provider
+    with app_provider.get_tracer("t").start_as_current_span("s"):
+        pass
+    assert [s.name for s in memory.get_finished_spans()] == ["s"]
+    assert extra.get_finished_spans() == ()  # not attached to the app's provider
+    assert "service.name" not in app_provider.resource.attributes or (
+        app_provider.resource.attributes["service.name"] != "ignored"
+    )
+
+
+def test_configure_twice_returns_the_same_provider(no_global_provider: None) -> None:
+    first = callscope.configure()
+    assert callscope.configure() is first
+
+
+def test_extra_span_processors_are_attached_to_a_new_provider(no_global_provider: None) -> None:
+    memory = InMemorySpanExporter()
+    provider = callscope.configure(span_processors=[SimpleSpanProcessor(memory)])
+    with trace.get_tracer("t").start_as_current_span("through-the-global"):
+        pass
+    assert [s.name for s in memory.get_finished_spans()] == ["through-the-global"]
+    assert isinstance(provider, TracerProvider)
+
+
+def test_env_service_name_wins_over_the_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    assert resource_from_env("from-code").attributes["service.name"] == "from-env"
+
+
+def test_service_name_in_resource_attributes_wins_over_the_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci,service.name=from-attrs")
+    resource = resource_from_env("from-code")
+    assert resource.attributes["service.name"] == "from-attrs"
+    assert resource.attributes["deployment.environment"] == "ci"
+
+
+def test_argument_applies_when_env_names_no_service() -> None:
+    assert resource_from_env("from-code").attributes["service.name"] == "from-code"
+    assert resource_from_env(None).attributes["service.name"].startswith("unknown_service")
+
+
+def test_no_endpoint_means_no_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    assert otlp_exporter_from_env() is None
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, GRPCExporter),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, GRPCExporter),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, HTTPExporter),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"}, HTTPExporter),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "HTTP/Protobuf "}, HTTPExporter),
+    ],
+)
+def test_protocol_picks_the_sdk_exporter(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: type) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    exporter = otlp_exporter_from_env()
+    try:
+        assert type(exporter) is expected
+    finally:
+        assert exporter is not None
+        exporter.shutdown()
+
+
+def test_traces_endpoint_alone_enables_export(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://127.0.0.1:9/v1/traces")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    exporter = otlp_exporter_from_env()
+    assert isinstance(exporter, HTTPExporter)
+    exporter.shutdown()
+
+
+def test_traces_exporter_none_disables_otlp(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert otlp_exporter_from_env() is None
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console,otlp")
+    exporter = otlp_exporter_from_env()
+    assert exporter is not None
+    exporter.shutdown()
+
+
+def test_unsupported_protocol_warns_and_falls_back(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+    with caplog.at_level(logging.WARNING, logger="callscope"):
+        assert otlp_protocol_from_env() == "grpc"
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL='http/json' is not supported" in caplog.text
+
+
+def test_configure_is_public() -> None:
+    assert "configure" in callscope.__all__
+    assert callscope.configure.__doc__ and ">>>" in callscope.configure.__doc__
