@@ -11,11 +11,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode, set_span_in_context
 
 from callscope._runs import EVICTED_ATTRIBUTE, RunRecord, RunRegistry
+from callscope._scope import TraceScope
 
 
 def make_record(tracer, name: str, started: float | None = None) -> RunRecord:
     span = tracer.start_span(name)
-    record = RunRecord(span=span, context=set_span_in_context(span), operation="chain")
+    record = RunRecord(span=span, context=set_span_in_context(span), operation="chain", name=name, scope=TraceScope())
     if started is not None:
         record.started_monotonic = started
     return record

@@ -16,14 +16,18 @@ from opentelemetry.trace import TracerProvider
 from callscope._exceptions import CallscopeError, ConfigError
 from callscope._export import configure
 from callscope._instrumentor import CallscopeInstrumentor
+from callscope._processors import attach, detach
 from callscope.version import __version__
 
 __all__ = [
     "__version__",
+    "attach",
     "CallscopeError",
     "CallscopeInstrumentor",
     "ConfigError",
     "configure",
+    "current_handlers",
+    "detach",
     "instrument",
     "uninstrument",
 ]
@@ -36,6 +40,7 @@ def instrument(
     max_in_flight_runs: int | None = None,
     run_ttl_seconds: float | None = None,
     max_attribute_length: int | None = None,
+    include_internal_handlers: bool | None = None,
 ) -> None:
     """Trace every LangChain run in this process. Idempotent: a second call does nothing.
 
@@ -52,6 +57,7 @@ def instrument(
         max_in_flight_runs=max_in_flight_runs,
         run_ttl_seconds=run_ttl_seconds,
         max_attribute_length=max_attribute_length,
+        include_internal_handlers=include_internal_handlers,
     )
 
 
@@ -61,3 +67,17 @@ def uninstrument() -> None:
     >>> callscope.uninstrument()  # doctest: +SKIP
     """
     CallscopeInstrumentor().uninstrument()
+
+
+def current_handlers() -> tuple[str, ...]:
+    """Labels of the callback handlers that an event dispatched from here would reach.
+
+    Inside a step (a lambda body, a tool, a LangGraph node) these are the runtime handlers
+    inherited down to it; outside any run, or when not instrumented, the tuple is empty.
+
+    >>> def step(x):
+    ...     print(callscope.current_handlers())  # e.g. ('LoggingHandler',)
+    ...     return x
+    """
+    handler = CallscopeInstrumentor().handler
+    return handler.current_handlers() if handler is not None else ()

@@ -27,6 +27,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, set_span_in_context
 
 from callscope import _semconv as sc
+from callscope import _scope
 from callscope._runs import RunRecord, RunRegistry
 from callscope._serialize import bound_text, to_json
 from callscope._settings import Settings
@@ -62,6 +63,8 @@ class SpanHandler(BaseCallbackHandler):
     # instead of hopping to a thread pool per event.
     run_inline = True
     raise_error = False
+    # Never listed among the handlers a run reached: callscope is the observer, not the observed.
+    _callscope_internal = True
 
     def __init__(self, tracer: Tracer, settings: Settings, registry: RunRegistry) -> None:
         self._tracer = tracer
@@ -85,35 +88,52 @@ class SpanHandler(BaseCallbackHandler):
     ) -> RunRecord | None:
         if not is_instrumentation_enabled():
             return None
-        parent = self._parent_record(parent_run_id)
+        step = self.registry.get(_step_run_id())
+        parent = self._parent_record(parent_run_id, step)
         # A known parent run decides the parent span. Otherwise (a root run, or a run whose parent
         # LangChain lost) the current context decides: the caller's span at the top level, or the
         # span of the step this run was started from, which _propagation made current there.
         parent_context = parent.context if parent is not None else None
+        # A run LangChain reports as a root but that starts inside a traced step belongs to that
+        # step's trace, and so to its handler labels.
+        enclosing = parent or step
+        scope = enclosing.scope if enclosing is not None else _scope.TraceScope(self._settings.include_internal_handlers)
+        handlers = scope.handlers_of(_scope.starting_manager(), operation)
+        scope.record_run(name, handlers)
         span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
+        if span.is_recording():
+            if handlers.local:
+                span.set_attribute(_scope.LOCAL, handlers.local)
+            if handlers.inherited:
+                span.set_attribute(_scope.INHERITED, handlers.inherited)
         record = RunRecord(
             span=span,
             context=set_span_in_context(span, parent_context),
             operation=operation,
+            name=name,
+            scope=scope,
+            owns_scope=enclosing is None,
+            handlers=handlers,
             parent_run_id=parent_run_id,
             loses_children=loses_children,
         )
         self.registry.add(run_id, record)
+        for processor in handlers.processors:
+            try:
+                processor.on_start(span, parent_context)
+            except Exception:
+                _log.exception("callscope: span processor %r failed in on_start", processor)
         return record
 
-    def _parent_record(self, parent_run_id: UUID | None) -> RunRecord | None:
+    def _parent_record(self, parent_run_id: UUID | None, step: RunRecord | None) -> RunRecord | None:
         parent = self.registry.get(parent_run_id)
         if parent is None:
             return None
         # The step this run is started from is LangChain's own record of where it runs. If that
         # step belongs to a run known to mislabel its children, and LangChain reported that run's
         # parent as ours, the step's run is the true parent.
-        config = var_child_runnable_config.get()
-        step_run_id = getattr(config.get("callbacks"), "parent_run_id", None) if config else None
-        if step_run_id is not None and step_run_id != parent_run_id:
-            step = self.registry.get(step_run_id)
-            if step is not None and step.loses_children and step.parent_run_id == parent_run_id:
-                return step
+        if step is not None and step is not parent and step.loses_children and step.parent_run_id == parent_run_id:
+            return step
         return parent
 
     @_absorb
@@ -227,8 +247,27 @@ class SpanHandler(BaseCallbackHandler):
         record = self.registry.get(run_id)
         if record is None or not record.span.is_recording():
             return
-        attributes = {"callscope.event.data": to_json(data, self._limit)} if self._content else None
-        record.span.add_event(bound_text(str(name), 256) if isinstance(name, str) else "custom_event", attributes)
+        attributes: dict[str, Any] = {}
+        manager = _step_manager()
+        if manager is not None and getattr(manager, "parent_run_id", None) == run_id:
+            received = record.scope.handlers_of(manager, "custom_event")
+            if received.local:
+                attributes[_scope.LOCAL] = received.local
+            if received.inherited:
+                attributes[_scope.INHERITED] = received.inherited
+        if self._content:
+            attributes["callscope.event.data"] = to_json(data, self._limit)
+        record.span.add_event(bound_text(name, 256) if isinstance(name, str) else "custom_event", attributes)
+
+    def current_handlers(self) -> tuple[str, ...]:
+        """Labels of the handlers an event dispatched from the current step would reach."""
+        manager = _step_manager()
+        if manager is None or not hasattr(manager, "handlers"):
+            return ()
+        run = self.registry.get(getattr(manager, "parent_run_id", None))
+        scope = run.scope if run is not None else _scope.TraceScope(self._settings.include_internal_handlers)
+        received = scope.handlers_of(manager, "custom_event")
+        return received.local + received.inherited
 
     @_absorb
     def on_retry(self, retry_state: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -248,7 +287,7 @@ class SpanHandler(BaseCallbackHandler):
             return
         if self._content and record.span.is_recording():
             record.span.set_attribute(sc.OUTPUT, to_json(outputs, self._limit))
-        record.span.end()
+        record.finish()
 
     @_absorb
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -262,7 +301,7 @@ class SpanHandler(BaseCallbackHandler):
             if self._content:
                 attributes.update(sc.output_messages(response, self._limit))
             span.set_attributes(attributes)
-        span.end()
+        record.finish()
 
     @_absorb
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -272,7 +311,7 @@ class SpanHandler(BaseCallbackHandler):
         if self._content and record.span.is_recording():
             result = getattr(output, "content", output) if hasattr(output, "tool_call_id") else output
             record.span.set_attribute(gen_ai.GEN_AI_TOOL_CALL_RESULT, to_json(result, self._limit))
-        record.span.end()
+        record.finish()
 
     @_absorb
     def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -281,7 +320,7 @@ class SpanHandler(BaseCallbackHandler):
             return
         if self._content and record.span.is_recording():
             record.span.set_attribute(gen_ai.GEN_AI_RETRIEVAL_DOCUMENTS, to_json(_documents(documents), self._limit))
-        record.span.end()
+        record.finish()
 
     @_absorb
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -325,7 +364,7 @@ class SpanHandler(BaseCallbackHandler):
                 )
                 span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"[:1024]))
             span.set_attributes(attributes)
-        span.end()
+        record.finish()
 
     @staticmethod
     def _add_stream_timing(record: RunRecord, attributes: dict[str, Any]) -> None:
@@ -334,6 +373,17 @@ class SpanHandler(BaseCallbackHandler):
         attributes[gen_ai.GEN_AI_REQUEST_STREAM] = True
         attributes[gen_ai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = record.first_chunk_monotonic - record.started_monotonic
         attributes[sc.STREAM_CHUNKS] = record.chunks
+
+
+def _step_manager() -> Any:
+    """The callback manager LangChain's config context holds for the current step, if any."""
+    config = var_child_runnable_config.get()
+    return config.get("callbacks") if config else None
+
+
+def _step_run_id() -> UUID | None:
+    """The run whose step the current code executes in, as LangChain's config context says."""
+    return getattr(_step_manager(), "parent_run_id", None)
 
 
 def _documents(documents: Any) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 from callscope._handler import SpanHandler
 from callscope._propagation import StepContextPropagator
 from callscope._runs import RunRegistry
+from callscope._scope import ManagerProbe
 from callscope._settings import Settings
 from callscope.package import _instruments
 from callscope.version import __version__
@@ -53,10 +54,13 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
         max_in_flight_runs, run_ttl_seconds, max_attribute_length: see
             ``callscope.environment_variables``.
+        include_internal_handlers: also list LangChain's internal streaming handlers (the ones
+            ``stream``/``astream_events`` add) among the handlers a run reached.
     """
 
     _handler: SpanHandler | None = None
     _propagator: StepContextPropagator | None = None
+    _probe: ManagerProbe | None = None
     _hook: tuple[Any, ...] | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -68,6 +72,7 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             max_in_flight_runs=kwargs.get("max_in_flight_runs"),
             run_ttl_seconds=kwargs.get("run_ttl_seconds"),
             max_attribute_length=kwargs.get("max_attribute_length"),
+            include_internal_handlers=kwargs.get("include_internal_handlers"),
         )
         tracer = trace.get_tracer(
             "callscope",
@@ -79,17 +84,21 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         handler = SpanHandler(tracer, settings, registry)
         propagator = StepContextPropagator(registry)
         propagator.install()
+        probe = ManagerProbe()
+        probe.install()
         self._hook = _register_handler(handler)
-        self._handler, self._propagator = handler, propagator
+        self._handler, self._propagator, self._probe = handler, propagator, probe
 
     def _uninstrument(self, **kwargs: Any) -> None:
         if self._hook is not None:
             _unregister_handler(self._hook)
         if self._propagator is not None:
             self._propagator.uninstall()
+        if self._probe is not None:
+            self._probe.uninstall()
         if self._handler is not None:
             self._handler.registry.clear()
-        self._hook = self._handler = self._propagator = None
+        self._hook = self._handler = self._propagator = self._probe = None
 
     @property
     def handler(self) -> SpanHandler | None:

@@ -13,11 +13,12 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 from uuid import UUID
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, Status, StatusCode
+
+from callscope._scope import EMPTY, RunHandlers, TraceScope
 
 _log = logging.getLogger("callscope")
 
@@ -40,6 +41,11 @@ class RunRecord:
     context: Context
     #: The operation family ("chain", "chat", "text_completion", "execute_tool", "retrieval").
     operation: str
+    name: str
+    scope: TraceScope
+    #: True for the first run of a trace: its span carries the trace's "missed" summary.
+    owns_scope: bool = False
+    handlers: RunHandlers = EMPTY
     parent_run_id: UUID | None = None
     #: LangChain starts this run's children with this run's *own* parent as their parent
     #: (RunnableWithFallbacks, langchain-ai/langchain#36072); see SpanHandler._parent_record.
@@ -47,8 +53,18 @@ class RunRecord:
     started_monotonic: float = field(default_factory=time.monotonic)
     first_chunk_monotonic: float | None = None
     chunks: int = 0
-    #: Anything an operation wants to carry to its end (e.g. the streamed flag).
-    extra: dict[str, Any] | None = None
+
+    def finish(self) -> None:
+        """End the span, and tell processors attached to this component."""
+        span = self.span
+        if self.owns_scope and span.is_recording():
+            span.set_attributes(self.scope.missed_attributes())
+        span.end()
+        for processor in self.handlers.processors:
+            try:
+                processor.on_end(span)
+            except Exception:
+                _log.exception("callscope: span processor %r failed in on_end", processor)
 
 
 class RunRegistry:
@@ -140,4 +156,4 @@ def _end_evicted(record: RunRecord, reason: str) -> None:
     if span.is_recording():
         span.set_attribute(EVICTED_ATTRIBUTE, True)
         span.set_status(Status(StatusCode.ERROR, reason))
-    span.end()
+    record.finish()

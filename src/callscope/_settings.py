@@ -41,6 +41,7 @@ class Settings:
     max_in_flight_runs: int = 10_000
     run_ttl_seconds: float = 3600.0
     max_attribute_length: int = 8192
+    include_internal_handlers: bool = False
 
     @classmethod
     def resolve(
@@ -50,6 +51,7 @@ class Settings:
         max_in_flight_runs: int | None = None,
         run_ttl_seconds: float | None = None,
         max_attribute_length: int | None = None,
+        include_internal_handlers: bool | None = None,
     ) -> Settings:
         return cls(
             capture_content=_content_from(capture_content),
@@ -64,6 +66,7 @@ class Settings:
                 8192,
                 minimum=64,
             ),
+            include_internal_handlers=_flag("include_internal_handlers", include_internal_handlers),
         )
 
 
@@ -123,3 +126,11 @@ def _ttl_from(argument: float | None) -> float:
         _log.warning("%s=%r is not a number >= 0; using 3600.", env.CALLSCOPE_RUN_TTL_SECONDS, raw)
         return 3600.0
     return value
+
+
+def _flag(name: str, argument: bool | None) -> bool:
+    if argument is None:
+        return False
+    if not isinstance(argument, bool):
+        raise ConfigError(f"{name} must be True or False, got {argument!r}")
+    return argument

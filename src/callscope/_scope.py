@@ -1,0 +1,202 @@
+"""The scope model: which callback handlers receive a run's events, and how they got there.
+
+LangChain gives a run the handlers of the callback manager that starts it. Of those, the ones in
+the manager's ``inheritable_handlers`` came from the call (``config={"callbacks": ...}``) or an
+enclosing ``with_config`` and reach every child run: they are *inherited*. The others were given
+to this component's constructor and reach only its own run: they are *local*.
+
+The starting manager is not passed to callback handlers, so ``ManagerProbe`` wraps the managers'
+``on_*_start`` methods to publish it in a ContextVar for exactly the duration of the call (set
+and reset in the same frame, so it cannot leak). ``SpanHandler`` reads it once per run start.
+
+Handlers are labelled per trace: the class name, and ``#2``, ``#3`` … for further distinct
+instances of the same class in order of first appearance. ``TraceScope`` keeps those labels and,
+for the root span, which runs each handler saw and missed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wrapt import wrap_function_wrapper
+
+LOCAL = "callscope.handlers.local"
+INHERITED = "callscope.handlers.inherited"
+MISSED = "callscope.handlers.missed"
+#: Prefix of the per-handler root attributes: ``callscope.handlers.missed.<label>``.
+MISSED_PREFIX = MISSED + "."
+
+_MAX_TRACKED_RUNS = 1000
+_MAX_LISTED_MISSES = 32
+
+#: The LangChain callback condition that decides whether a handler receives each operation.
+IGNORE_CONDITION = {
+    "chain": "ignore_chain",
+    "chat": "ignore_chat_model",
+    "text_completion": "ignore_llm",
+    "execute_tool": "ignore_agent",
+    "retrieval": "ignore_retriever",
+    "custom_event": "ignore_custom_event",
+}
+
+_starting_manager: contextvars.ContextVar[Any] = contextvars.ContextVar("callscope_starting_manager", default=None)
+
+_START_METHODS = ("on_chain_start", "on_chat_model_start", "on_llm_start", "on_tool_start", "on_retriever_start")
+_MANAGER_MODULE = "langchain_core.callbacks.manager"
+
+
+def starting_manager() -> Any:
+    """The callback manager whose ``on_*_start`` is running right now, if any."""
+    return _starting_manager.get()
+
+
+class ManagerProbe:
+    """Publishes the starting callback manager while its ``on_*_start`` runs."""
+
+    def __init__(self) -> None:
+        self._wrapped: list[tuple[type, str]] = []
+
+    def install(self) -> None:
+        module = importlib.import_module(_MANAGER_MODULE)
+        for owner, probe in ((module.CallbackManager, _probe_sync), (module.AsyncCallbackManager, _probe_async)):
+            for method in _START_METHODS:
+                wrap_function_wrapper(owner, method, probe)
+                self._wrapped.append((owner, method))
+
+    def uninstall(self) -> None:
+        while self._wrapped:
+            owner, method = self._wrapped.pop()
+            wrapper = owner.__dict__.get(method)
+            original = getattr(wrapper, "__wrapped__", None)
+            if original is not None:
+                setattr(owner, method, original)
+
+
+def _probe_sync(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    token = _starting_manager.set(instance)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _starting_manager.reset(token)
+
+
+def _probe_async(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def probed() -> Any:
+        # Inside the coroutine, so set and reset happen in the awaiting task's own context.
+        token = _starting_manager.set(instance)
+        try:
+            return await wrapped(*args, **kwargs)
+        finally:
+            _starting_manager.reset(token)
+
+    return probed()
+
+
+def is_plumbing(handler: Any) -> bool:
+    """LangChain's and LangGraph's internal handlers: the ones ``stream``, ``astream_events``
+    and ``astream_log`` add to carry output, not observers a user attached."""
+    return any(base.__name__ in ("_StreamingCallbackHandler", "_V2StreamingCallbackHandler") for base in type(handler).__mro__)
+
+
+def is_callscope(handler: Any) -> bool:
+    return getattr(handler, "_callscope_internal", False) is True
+
+
+@dataclass(frozen=True, slots=True)
+class RunHandlers:
+    """The handlers one run's events reach, as labels, plus processors attached to it."""
+
+    local: tuple[str, ...] = ()
+    inherited: tuple[str, ...] = ()
+    processors: tuple[Any, ...] = ()
+
+
+EMPTY = RunHandlers()
+
+
+@dataclass(slots=True, eq=False)
+class TraceScope:
+    """Per-trace handler labels and, for the root span, who saw which run."""
+
+    include_plumbing: bool = False
+    _labels: dict[int, str] = field(default_factory=dict)
+    #: Keeps labelled handlers alive so that their ids cannot be reused within the trace.
+    _handlers: list[Any] = field(default_factory=list)
+    _per_class: dict[str, int] = field(default_factory=dict)
+    _runs: list[tuple[str, frozenset[str]]] = field(default_factory=list)
+    _untracked_runs: int = 0
+
+    def label(self, handler: Any) -> str:
+        key = id(handler)
+        label = self._labels.get(key)
+        if label is None:
+            name = type(handler).__name__
+            count = self._per_class.get(name, 0) + 1
+            self._per_class[name] = count
+            label = name if count == 1 else f"{name}#{count}"
+            self._labels[key] = label
+            self._handlers.append(handler)
+        return label
+
+    def handlers_of(self, manager: Any, operation: str) -> RunHandlers:
+        """Classify ``manager``'s handlers for a run of ``operation``; computed once per run."""
+        handlers = getattr(manager, "handlers", None)
+        if not handlers:
+            return EMPTY
+        inheritable = getattr(manager, "inheritable_handlers", None) or ()
+        ignore = IGNORE_CONDITION.get(operation)
+        local: list[str] = []
+        inherited: list[str] = []
+        processors: list[Any] = []
+        for handler in handlers:
+            is_inherited = any(handler is other for other in inheritable)
+            attached = getattr(handler, "_callscope_processors", None)
+            if attached is not None:
+                if not is_inherited:  # constructor scope: this component's own run only
+                    processors.extend(attached)
+                continue
+            if is_callscope(handler) or (ignore and getattr(handler, ignore, False)):
+                continue
+            if not self.include_plumbing and is_plumbing(handler):
+                continue
+            (inherited if is_inherited else local).append(self.label(handler))
+        if not (local or inherited or processors):
+            return EMPTY
+        return RunHandlers(tuple(local), tuple(inherited), tuple(processors))
+
+    def record_run(self, name: str, handlers: RunHandlers) -> None:
+        if len(self._runs) < _MAX_TRACKED_RUNS:
+            self._runs.append((name, frozenset(handlers.local + handlers.inherited)))
+        else:
+            self._untracked_runs += 1
+
+    def missed_attributes(self) -> dict[str, Any]:
+        """Root-span attributes: for every handler seen in the trace, the runs it missed."""
+        total = len(self._runs)
+        summary: list[str] = []
+        attributes: dict[str, Any] = {}
+        for label in self._labels.values():
+            missed = [name for name, seen in self._runs if label not in seen]
+            if not missed:
+                continue
+            listed = missed[:_MAX_LISTED_MISSES]
+            if len(missed) > len(listed):
+                listed.append(f"… {len(missed) - len(listed)} more")
+            attributes[MISSED_PREFIX + label] = tuple(listed)
+            summary.append(f"{label} saw {total - len(missed)} of {total} runs; missed {', '.join(_counted(missed))}")
+        if summary:
+            if self._untracked_runs:
+                summary.append(f"({self._untracked_runs} further runs not tracked)")
+            attributes[MISSED] = tuple(summary)
+        return attributes
+
+
+def _counted(names: Iterable[str]) -> list[str]:
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return [name if n == 1 else f"{name} ×{n}" for name, n in counts.items()][:_MAX_LISTED_MISSES]

@@ -1,0 +1,303 @@
+"""Callback scoping made visible: which handlers saw each run, which missed it, and span
+processors attached to one component (the callback-scoping issue)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler, dispatch_custom_event
+from langchain_core.language_models import FakeListChatModel
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import tool
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import callscope
+
+LOCAL, INHERITED = "callscope.handlers.local", "callscope.handlers.inherited"
+
+
+class LoggingHandler(BaseCallbackHandler):
+    """The seed document's handler: it records which events reach it."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def on_chat_model_start(self, serialized, messages, **kwargs: Any) -> None:
+        self.events.append("chat_model_start")
+
+    def on_chain_start(self, serialized, inputs, **kwargs: Any) -> None:
+        self.events.append(f"chain_start:{kwargs.get('name')}")
+
+
+class AuditHandler(BaseCallbackHandler):
+    pass
+
+
+def local(span) -> tuple:
+    return tuple(span.attributes.get(LOCAL, ()))
+
+
+def inherited(span) -> tuple:
+    return tuple(span.attributes.get(INHERITED, ()))
+
+
+def seed_chain(handler: BaseCallbackHandler | None = None):
+    model = FakeListChatModel(responses=["1 + 2 = 3"], callbacks=[handler] if handler else None)
+    return ChatPromptTemplate.from_template("What is 1 + {number}?") | model
+
+
+def test_seed_constructor_handler_is_local_to_the_model_and_misses_the_rest(spans):
+    handler = LoggingHandler()
+    seed_chain(handler).invoke({"number": "2"})
+    assert handler.events == ["chat_model_start"]  # LangChain's own behaviour, as the seed says
+    chat, prompt, sequence = spans.one("chat"), spans.one("ChatPromptTemplate"), spans.one("RunnableSequence")
+    assert local(chat) == ("LoggingHandler",) and inherited(chat) == ()
+    assert local(prompt) == inherited(prompt) == local(sequence) == inherited(sequence) == ()
+    assert sequence.attributes["callscope.handlers.missed.LoggingHandler"] == ("RunnableSequence", "ChatPromptTemplate")
+    assert sequence.attributes["callscope.handlers.missed"] == (
+        "LoggingHandler saw 1 of 3 runs; missed RunnableSequence, ChatPromptTemplate",
+    )
+
+
+def test_seed_runtime_handler_is_inherited_by_every_run(spans):
+    handler = LoggingHandler()
+    seed_chain().invoke({"number": "2"}, config={"callbacks": [handler]})
+    assert handler.events == ["chain_start:RunnableSequence", "chain_start:ChatPromptTemplate", "chat_model_start"]
+    for span in spans.all:
+        assert inherited(span) == ("LoggingHandler",) and local(span) == ()
+    assert not any(k.startswith("callscope.handlers.missed") for k in spans.one("RunnableSequence").attributes)
+
+
+def test_same_handler_in_constructor_and_at_runtime_is_delivered_once(spans):
+    handler = LoggingHandler()
+    seed_chain(handler).invoke({"number": "2"}, config={"callbacks": [handler]})
+    assert handler.events.count("chat_model_start") == 1
+    assert inherited(spans.one("chat")) == ("LoggingHandler",) and local(spans.one("chat")) == ()
+
+
+def test_with_config_callbacks_reach_that_subtree_only(spans):
+    audit = AuditHandler()
+    inner = (RunnableLambda(lambda v: v, name="a") | RunnableLambda(lambda v: v, name="b")).with_config(callbacks=[audit], run_name="sub")
+    (RunnableLambda(lambda v: v, name="before") | inner).invoke(1)
+    for name in ("sub", "a", "b"):
+        assert inherited(spans.one(name)) == ("AuditHandler",), name
+    for name in ("before", "RunnableSequence"):
+        assert inherited(spans.one(name)) == (), name
+    root = [s for s in spans.named("RunnableSequence") if s.parent is None][0]
+    assert root.attributes["callscope.handlers.missed.AuditHandler"] == ("RunnableSequence", "before")
+
+
+def test_constructor_model_inside_a_lambda_and_tool_with_its_own_handler(spans):
+    model_handler, tool_handler = LoggingHandler(), AuditHandler()
+    model = FakeListChatModel(responses=["r"], callbacks=[model_handler])
+    inner_model = FakeListChatModel(responses=["inner"])
+
+    @tool
+    def search(query: str) -> str:
+        """Search."""
+        return inner_model.invoke(query).content
+
+    search.callbacks = [tool_handler]
+    chain = RunnableLambda(lambda v: model.invoke(v).content, name="ask") | RunnableLambda(lambda v: search.invoke(v), name="use_tool")
+    chain.invoke("q")
+    chats = {spans.parent_name(s): s for s in spans.named("chat")}
+    assert local(chats["ask"]) == ("LoggingHandler",)
+    assert local(spans.one("execute_tool search")) == ("AuditHandler",)
+    # The tool's constructor handler does not see the model run inside the tool.
+    assert local(chats["execute_tool search"]) == () and inherited(chats["execute_tool search"]) == ()
+    assert local(spans.one("ask")) == ()
+
+
+def test_two_instances_of_one_class_are_numbered_in_order_of_appearance(spans):
+    first, second = AuditHandler(), AuditHandler()
+    model = FakeListChatModel(responses=["r"], callbacks=[second])
+    (RunnableLambda(lambda v: v, name="step") | model).invoke("q", config={"callbacks": [first]})
+    assert inherited(spans.one("step")) == ("AuditHandler",)
+    assert inherited(spans.one("chat")) == ("AuditHandler",) and local(spans.one("chat")) == ("AuditHandler#2",)
+    assert spans.one("RunnableSequence").attributes["callscope.handlers.missed.AuditHandler#2"] == ("RunnableSequence", "step")
+
+
+def test_labels_restart_in_each_trace(spans):
+    a, b = AuditHandler(), AuditHandler()
+    RunnableLambda(lambda v: v, name="one").invoke(1, config={"callbacks": [a]})
+    RunnableLambda(lambda v: v, name="two").invoke(1, config={"callbacks": [b]})
+    assert inherited(spans.one("one")) == inherited(spans.one("two")) == ("AuditHandler",)
+
+
+def test_handlers_with_raise_error_or_run_inline_are_labelled_like_any_other(spans):
+    class Strict(BaseCallbackHandler):
+        raise_error = True
+        run_inline = True
+
+    seed_chain().invoke({"number": "2"}, config={"callbacks": [Strict()]})
+    assert all(inherited(s) == ("Strict",) for s in spans.all)
+
+
+def test_ignored_event_kinds_are_not_counted_as_seen(spans):
+    class ModelsOnly(BaseCallbackHandler):
+        ignore_chain = True
+
+    seed_chain().invoke({"number": "2"}, config={"callbacks": [ModelsOnly()]})
+    assert inherited(spans.one("chat")) == ("ModelsOnly",)
+    assert inherited(spans.one("RunnableSequence")) == ()
+
+
+MODES = ["invoke", "batch", "ainvoke", "stream", "astream", "astream_events"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_labels_are_identical_in_every_execution_mode(mode, spans):
+    runtime, ctor = LoggingHandler(), AuditHandler()
+    chain = seed_chain(ctor)
+    config = {"callbacks": [runtime]}
+    value = {"number": "2"}
+    if mode == "invoke":
+        chain.invoke(value, config)
+    elif mode == "batch":
+        chain.batch([value], config)
+    elif mode == "stream":
+        list(chain.stream(value, config))
+    else:
+
+        async def drive():
+            if mode == "ainvoke":
+                await chain.ainvoke(value, config)
+            elif mode == "astream":
+                return [c async for c in chain.astream(value, config)]
+            else:
+                return [e async for e in chain.astream_events(value, config, version="v2")]
+
+        asyncio.run(drive())
+    # stream/astream_events add LangChain's internal streaming handlers: never listed by default.
+    assert {s.name: (local(s), inherited(s)) for s in spans.all} == {
+        "RunnableSequence": ((), ("LoggingHandler",)),
+        "ChatPromptTemplate": ((), ("LoggingHandler",)),
+        "chat": (("AuditHandler",), ("LoggingHandler",)),
+    }
+
+
+def test_internal_handlers_listed_when_asked(tracer_provider, span_exporter):
+    callscope.instrument(tracer_provider, include_internal_handlers=True)
+    try:
+
+        async def drive():
+            return [e async for e in seed_chain().astream_events({"number": "2"}, version="v2")]
+
+        asyncio.run(drive())
+    finally:
+        callscope.uninstrument()
+    chat = [s for s in span_exporter.get_finished_spans() if s.name == "chat"][0]
+    assert "_AstreamEventsCallbackHandler" in inherited(chat)
+
+
+def test_langgraph_nodes_carry_inherited_labels(spans):
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        n: int
+
+    builder = StateGraph(State)
+    builder.add_node("inc", lambda s: {"n": s["n"] + 1})
+    builder.add_edge(START, "inc")
+    builder.add_edge("inc", END)
+    builder.compile().invoke({"n": 1}, config={"callbacks": [AuditHandler()]})
+    assert inherited(spans.one("inc")) == ("AuditHandler",)
+    assert inherited(spans.one("LangGraph")) == ("AuditHandler",)
+
+
+def test_current_handlers_and_custom_events_inside_a_step(spans):
+    seen: list[tuple[str, ...]] = []
+
+    def step(value: str) -> str:
+        seen.append(callscope.current_handlers())
+        dispatch_custom_event("checkpoint", {"at": 1})
+        return value
+
+    audit = AuditHandler()
+    RunnableLambda(step, name="step").invoke("x", config={"callbacks": [audit, LoggingHandler()]})
+    assert seen == [("AuditHandler", "LoggingHandler")]
+    assert callscope.current_handlers() == ()
+    (event,) = spans.one("step").events
+    assert event.name == "checkpoint"
+    assert tuple(event.attributes[INHERITED]) == ("AuditHandler", "LoggingHandler")
+
+
+def test_current_handlers_is_empty_when_not_instrumented():
+    assert RunnableLambda(lambda v: callscope.current_handlers()).invoke(1, config={"callbacks": [AuditHandler()]}) == ()
+
+
+# --- span processors attached to one component --------------------------------------------
+
+
+def test_attached_processor_sees_exactly_the_components_own_spans(spans):
+    own = InMemorySpanExporter()
+    model = callscope.attach(FakeListChatModel(responses=["a", "b"]), SimpleSpanProcessor(own))
+    chain = RunnableLambda(lambda v: v, name="prep") | model
+    chain.invoke("q")
+    chain.invoke("q", config={"callbacks": [AuditHandler()]})
+    FakeListChatModel(responses=["other"]).invoke("not this model")
+    assert [s.name for s in own.get_finished_spans()] == ["chat", "chat"]
+    # the provider's own processors still see every span
+    assert spans.names().count("chat") == 3 and "prep" in spans.names()
+    # the carrier is callscope plumbing, never listed as a handler
+    assert all(local(s) == () for s in spans.named("chat"))
+
+
+def test_attached_processor_gets_start_and_end(spans):
+    class Counting:
+        def __init__(self):
+            self.started, self.ended = [], []
+
+        def on_start(self, span, parent_context=None):
+            self.started.append(span.name)
+
+        def on_end(self, span):
+            self.ended.append((span.name, span.end_time is not None))
+
+        def shutdown(self):
+            pass
+
+        def force_flush(self, timeout_millis=30000):
+            return True
+
+    counter = Counting()
+
+    @tool
+    def ping(text: str) -> str:
+        """Ping."""
+        return text
+
+    callscope.attach(ping, counter)
+    RunnableLambda(lambda v: ping.invoke(v), name="caller").invoke("x")
+    assert counter.started == ["execute_tool ping"] and counter.ended == [("execute_tool ping", True)]
+
+
+def test_detach_stops_delivery_and_restores_callbacks(spans):
+    own = InMemorySpanExporter()
+    processor = SimpleSpanProcessor(own)
+    handler = LoggingHandler()
+    model = FakeListChatModel(responses=["a"], callbacks=[handler])
+    callscope.attach(model, processor)
+    callscope.detach(model, processor)
+    model.invoke("q")
+    assert own.get_finished_spans() == ()
+    assert model.callbacks == [handler]
+
+
+@pytest.mark.parametrize("component", [RunnableLambda(lambda v: v), seed_chain()], ids=["lambda", "sequence"])
+def test_attach_to_a_component_without_constructor_callbacks_says_what_to_do(component):
+    with pytest.raises(callscope.ConfigError, match="with_config"):
+        callscope.attach(component, SimpleSpanProcessor(InMemorySpanExporter()))
+
+
+def test_attach_rejects_things_that_are_not_processors():
+    with pytest.raises(callscope.ConfigError, match="SimpleSpanProcessor"):
+        callscope.attach(FakeListChatModel(responses=["a"]), InMemorySpanExporter())
+    with pytest.raises(callscope.ConfigError, match="at least one"):
+        callscope.attach(FakeListChatModel(responses=["a"]))
