@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """callscope's benchmark: one command, every configuration side by side.
 
-    python3 benchmarks/run.py              # about 4-6 minutes on 2 cores
+    python3 benchmarks/run.py              # about 4 minutes on 2 cores, plus the venv set-up once
     python3 benchmarks/run.py --quick      # a smoke run, under a minute once the venv exists
     python3 benchmarks/run.py --full       # more repeats and iterations, 100,000-run memory check
 
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 repeats, 100 calls, 10,000-run memory check")
     parser.add_argument("--full", action="store_true", help="9 repeats, 800 calls, 100,000-run memory check (~15 min)")
     parser.add_argument("--repeats", type=int, help="fresh processes per configuration (default 5)")
-    parser.add_argument("--iterations", type=int, help="timed calls per workload per process (default 300)")
+    parser.add_argument("--iterations", type=int, help="timed calls per workload per process (default 200)")
     parser.add_argument("--memory-runs", type=int, help="LangChain runs for the memory check (default 50,000; 5 runs per invoke)")
     parser.add_argument("--concurrent", type=int, default=1000, help="concurrent ainvokes for the tree check")
     parser.add_argument("--configs", help="comma-separated subset of configurations (none is always added)")
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     repeats = args.repeats or (2 if args.quick else 9 if args.full else 5)
-    iterations = args.iterations or (100 if args.quick else 800 if args.full else 300)
+    iterations = args.iterations or (100 if args.quick else 800 if args.full else 200)
     memory_runs = args.memory_runs or (10_000 if args.quick else 100_000 if args.full else 50_000)
 
     python = args.python or prepare(args.venv, args.reinstall, not args.no_peers)
