@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes
 
-from callscope._serialize import is_secret_key, to_json, to_jsonable
+from callscope._serialize import to_json, to_jsonable
 
 Attributes = dict[str, Any]
 
@@ -317,7 +317,9 @@ def _text_parts(content: Any) -> list[dict[str, Any]]:
             elif isinstance(block, Mapping) and isinstance(block.get("text"), str):
                 parts.append({"type": "text", "content": block["text"]})
             elif isinstance(block, Mapping):
-                parts.append({"type": str(block.get("type", "generic"))[:64], **{k: to_jsonable(v) for k, v in list(block.items())[:8] if k != "type" and not is_secret_key(str(k))}})
+                # Images, audio, provider-specific blocks: a generic part that keeps its type.
+                rest = {key: value for key, value in block.items() if key != "type"}
+                parts.append({"type": str(block.get("type") or "generic")[:64], "content": to_jsonable(rest)})
     return parts
 
 

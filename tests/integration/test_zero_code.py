@@ -1,0 +1,71 @@
+"""`opentelemetry-instrument python app.py` traces an unmodified LangChain app through the
+`callscope` entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+APP = textwrap.dedent(
+    """
+    from langchain_core.language_models import FakeListChatModel
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_core.runnables import RunnableLambda
+    from opentelemetry import trace
+
+    def step(text):
+        with trace.get_tracer("app").start_as_current_span("app.inside_step"):
+            return text
+
+    chain = ChatPromptTemplate.from_template("hi {x}") | FakeListChatModel(responses=["ok"]) | RunnableLambda(step)
+    print("RESULT", chain.invoke({"x": "there"}).content)
+    """
+)
+
+
+def test_opentelemetry_instrument_traces_an_unmodified_app(tmp_path: Path):
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    instrument = Path(sys.executable).with_name("opentelemetry-instrument")
+    env = {
+        **os.environ,
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_SERVICE_NAME": "zero-code-app",
+    }
+    done = subprocess.run([str(instrument), sys.executable, str(app)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "RESULT ok" in done.stdout
+    spans = _console_spans(done.stdout)
+    by_name = {s["name"]: s for s in spans}
+    assert {"RunnableSequence", "ChatPromptTemplate", "chat", "step", "app.inside_step"} <= set(by_name)
+    sequence_id = by_name["RunnableSequence"]["context"]["span_id"]
+    assert by_name["chat"]["parent_id"] == sequence_id
+    assert by_name["app.inside_step"]["parent_id"] == by_name["step"]["context"]["span_id"]
+    assert {s["context"]["trace_id"] for s in spans} == {by_name["RunnableSequence"]["context"]["trace_id"]}
+    assert by_name["chat"]["resource"]["attributes"]["service.name"] == "zero-code-app"
+    assert "Error in" not in done.stderr and "Failed to detach" not in done.stderr
+
+
+def _console_spans(stdout: str) -> list[dict]:
+    """The console exporter prints one pretty-printed JSON object per span."""
+    decoder = json.JSONDecoder()
+    spans, index = [], 0
+    while (start := stdout.find("{", index)) != -1:
+        try:
+            value, index = decoder.raw_decode(stdout, start)
+        except json.JSONDecodeError:
+            index = start + 1
+            continue
+        if isinstance(value, dict) and "context" in value:
+            spans.append(value)
+    return spans

@@ -1,0 +1,62 @@
+"""Captured message content validates against the official GenAI message JSON schemas
+(shared/semconv, v1.41.1), including tool calls and tool results."""
+
+from __future__ import annotations
+
+import json
+from itertools import cycle
+from pathlib import Path
+
+import pytest
+from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+
+import callscope
+from tests.spans import SpanTree
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "semconv" / "v1.41.1" / "docs" / "gen-ai"
+
+jsonschema = pytest.importorskip("jsonschema")
+
+
+@pytest.fixture
+def content_spans(tracer_provider, span_exporter):
+    callscope.instrument(tracer_provider, capture_content=True)
+    yield SpanTree(span_exporter)
+    callscope.uninstrument()
+
+
+def schema(name: str) -> dict:
+    path = SCHEMAS / name
+    if not path.exists():
+        pytest.skip(f"the GenAI schemas are read from {SCHEMAS}, which this checkout lacks")
+    return json.loads(path.read_text())
+
+
+def test_content_attributes_match_the_genai_schemas(content_spans):
+    reply = AIMessage(
+        content="",
+        tool_calls=[{"id": "call_1", "name": "weather", "args": {"city": "Paris"}, "type": "tool_call"}],
+        response_metadata={"finish_reason": "tool_calls"},
+    )
+    model = GenericFakeChatModel(messages=cycle([reply]))
+    model.invoke(
+        [
+            SystemMessage("You are terse."),
+            HumanMessage("Weather in Paris?"),
+            AIMessage(content="", tool_calls=[{"id": "call_0", "name": "weather", "args": {"city": "Lyon"}, "type": "tool_call"}]),
+            ToolMessage("12C", tool_call_id="call_0"),
+        ]
+    )
+    attributes = content_spans.one("chat").attributes
+    inputs = json.loads(attributes[gen_ai.GEN_AI_INPUT_MESSAGES])
+    outputs = json.loads(attributes[gen_ai.GEN_AI_OUTPUT_MESSAGES])
+    system = json.loads(attributes[gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS])
+    jsonschema.validate(inputs, schema("gen-ai-input-messages.json"))
+    jsonschema.validate(outputs, schema("gen-ai-output-messages.json"))
+    jsonschema.validate(system, schema("gen-ai-system-instructions.json"))
+    assert [m["role"] for m in inputs] == ["user", "assistant", "tool"]
+    assert inputs[1]["parts"][0] == {"type": "tool_call", "id": "call_0", "name": "weather", "arguments": {"city": "Lyon"}}
+    assert inputs[2]["parts"][0] == {"type": "tool_call_response", "id": "call_0", "response": "12C"}
+    assert outputs[0]["finish_reason"] == "tool_calls" and outputs[0]["parts"][0]["name"] == "weather"
