@@ -38,7 +38,16 @@ from callscope._otlp_json import OTLPJsonLinesExporter
 
 _log = logging.getLogger("callscope.demo")
 
-__all__ = ["DEFAULT_OUTPUT", "DEFAULT_SERVICE_NAME", "DemoResult", "LoggingHandler", "run_demo"]
+__all__ = [
+    "DEFAULT_OUTPUT",
+    "DEFAULT_SERVICE_NAME",
+    "DemoResult",
+    "LoggingHandler",
+    "ModelLogger",
+    "RuntimeLogger",
+    "ToolLogger",
+    "run_demo",
+]
 
 DEFAULT_OUTPUT = Path("callscope-traces.jsonl")
 DEFAULT_SERVICE_NAME = "callscope-demo"
@@ -67,6 +76,19 @@ class LoggingHandler(BaseCallbackHandler):
 
     def on_tool_start(self, serialized: dict[str, Any] | None, input_str: Any, **kwargs: Any) -> None:
         self._saw("tool", serialized, kwargs)
+
+
+# callscope labels handlers by class name, so three roles get three small classes.
+class RuntimeLogger(LoggingHandler):
+    """Passed at call time (``config={"callbacks": [...]}``): inherited by every child run."""
+
+
+class ModelLogger(LoggingHandler):
+    """Given to the chat model's constructor: local to the model's own runs."""
+
+
+class ToolLogger(LoggingHandler):
+    """Given to the tool's constructor: local to the tool's own runs."""
 
 
 @dataclass(slots=True)
@@ -136,9 +158,9 @@ def run_demo(output: str | Path = DEFAULT_OUTPUT, *, service_name: str = DEFAULT
         span_processors=[BatchSpanProcessor(OTLPJsonLinesExporter(output))],
     )
     result = DemoResult(output=output, otlp_endpoint=endpoint, otlp_protocol=otlp_protocol_from_env() if endpoint else None)
-    runtime_logger = LoggingHandler("runtime-logger")
-    model_logger = LoggingHandler("model-logger")
-    tool_logger = LoggingHandler("tool-logger")
+    runtime_logger = RuntimeLogger("runtime-logger")
+    model_logger = ModelLogger("model-logger")
+    tool_logger = ToolLogger("tool-logger")
     result.handlers = [runtime_logger, model_logger, tool_logger]
     callscope.instrument(tracer_provider=provider)
     try:

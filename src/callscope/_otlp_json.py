@@ -136,6 +136,8 @@ class SpanRecord:
     status_message: str = ""
     attributes: Mapping[str, Any] = field(default_factory=dict)
     service_name: str | None = None
+    #: The instrumentation scope that made the span (``callscope`` for callscope's own).
+    scope_name: str | None = None
 
     @property
     def duration_ns(self) -> int:
@@ -233,8 +235,15 @@ def parse_document(document: Any) -> SpansRead:
         resource_attributes = _attributes(resource.get("attributes") if isinstance(resource, Mapping) else None)
         service = resource_attributes.get("service.name")
         for scope_spans in _list(resource_spans.get("scopeSpans")):
-            for span in _list(scope_spans.get("spans") if isinstance(scope_spans, Mapping) else None):
-                record = _span_record(span, service if isinstance(service, str) else None)
+            if not isinstance(scope_spans, Mapping):
+                read.skipped_spans += 1
+                continue
+            scope = scope_spans.get("scope")
+            scope_name = scope.get("name") if isinstance(scope, Mapping) else None
+            for span in _list(scope_spans.get("spans")):
+                record = _span_record(
+                    span, service if isinstance(service, str) else None, scope_name if isinstance(scope_name, str) else None
+                )
                 if record is None:
                     read.skipped_spans += 1
                 else:
@@ -242,7 +251,7 @@ def parse_document(document: Any) -> SpansRead:
     return read
 
 
-def _span_record(span: Any, service: str | None) -> SpanRecord | None:
+def _span_record(span: Any, service: str | None, scope_name: str | None) -> SpanRecord | None:
     if not isinstance(span, Mapping):
         return None
     trace_id = _id(span.get("traceId"), 16)
@@ -267,6 +276,7 @@ def _span_record(span: Any, service: str | None) -> SpanRecord | None:
         status_message=str(status.get("message", "")),
         attributes=_attributes(span.get("attributes")),
         service_name=service,
+        scope_name=scope_name,
     )
 
 

@@ -9,8 +9,9 @@ span, which handlers LangChain gave that run, as two string-array attributes:
   are passed down to every child run.
 
 A cell says ``local``, ``inherited`` or ``missed`` (the handler saw other runs of this trace but
-not this one). A span that carries neither attribute (a span from another instrumentation, or
-from a callscope without scoping data) shows ``·``: there is nothing to say about it.
+not this one). callscope leaves out an empty list, so a callscope span with neither attribute
+missed every handler. A span from another instrumentation (say, an HTTP client inside a tool)
+shows ``·``: handlers do not apply to it.
 
 >>> from rich.console import Console
 >>> from callscope._otlp_json import read_spans_file
@@ -38,11 +39,14 @@ __all__ = [
     "build_traces",
     "format_duration",
     "handler_cell",
+    "render_legend",
     "render_trace",
 ]
 
 HANDLERS_LOCAL = "callscope.handlers.local"
 HANDLERS_INHERITED = "callscope.handlers.inherited"
+#: The instrumentation scope name of callscope's spans (its tracer's name).
+CALLSCOPE_SCOPE = "callscope"
 
 LOCAL = "local"
 INHERITED = "inherited"
@@ -52,6 +56,8 @@ NO_DATA = "·"
 _CELL_STYLES = {LOCAL: "bold green", INHERITED: "cyan", MISSED: "red", NO_DATA: "dim"}
 _STATUS_STYLES = {"OK": "green", "UNSET": "dim", "ERROR": "bold red"}
 _MAX_STATUS_MESSAGE = 60
+# One ASCII character each, so that styled spans keep their offsets.
+_ASCII_MARKS = str.maketrans({"·": "-", "…": "~"})
 
 
 @dataclass(slots=True)
@@ -117,9 +123,17 @@ def _build_trace(trace_id: str, members: dict[str, SpanRecord]) -> TraceView:
             roots.append(node)
         else:
             parent.children.append(node)
-    # Malformed data can link spans in a cycle, which no root reaches; draw those as roots too.
+    # Malformed data can link spans in a cycle, which no root reaches. Cut each cycle at its
+    # earliest span and draw that span as a root, so every span is drawn, once.
     reached = _reachable(roots)
-    roots.extend(node for node in nodes.values() if id(node) not in reached)
+    for node in sorted(nodes.values(), key=_start_key):
+        if id(node) in reached:
+            continue
+        parent = nodes[node.span.parent_id]  # present: only linked spans can be unreached
+        parent.children.remove(node)
+        node.orphan = True
+        roots.append(node)
+        reached |= _reachable([node])
     for node in nodes.values():
         node.children.sort(key=_start_key)
     roots.sort(key=_start_key)
@@ -163,8 +177,9 @@ def _labels(span: SpanRecord, key: str) -> list[str]:
 
 
 def handler_cell(span: SpanRecord, label: str) -> str:
-    """``local``, ``inherited``, ``missed``, or ``·`` when the span has no handler data."""
-    if HANDLERS_LOCAL not in span.attributes and HANDLERS_INHERITED not in span.attributes:
+    """``local``, ``inherited``, ``missed``, or ``·`` for a span that is not a LangChain run."""
+    has_data = HANDLERS_LOCAL in span.attributes or HANDLERS_INHERITED in span.attributes
+    if not has_data and span.scope_name not in (None, CALLSCOPE_SCOPE):
         return NO_DATA
     if label in _labels(span, HANDLERS_LOCAL):
         return LOCAL
@@ -186,7 +201,7 @@ def format_duration(duration_ns: int) -> str:
 def render_trace(view: TraceView, console: Console) -> None:
     """Print one trace as a table. Styles are dropped by ``console`` itself when it writes to a
     pipe or ``NO_COLOR`` is set, leaving the same words in plain text."""
-    unicode = console.encoding.lower().startswith("utf")
+    unicode = _can_draw(console)
     table = Table(
         box=box.SIMPLE_HEAD if unicode else box.ASCII2,
         show_edge=False,
@@ -203,19 +218,39 @@ def render_trace(view: TraceView, console: Console) -> None:
         name.append(span.name or "(unnamed)", style="bold red" if span.status_code == "ERROR" else "")
         if node.orphan:
             name.append(f"  (parent {span.parent_id} not in data)", style="dim italic")
-        cells = [Text(cell, style=_CELL_STYLES[cell]) for cell in (handler_cell(span, label) for label in view.handlers)]
-        table.add_row(name, format_duration(span.duration_ns), _status(span), *cells)
+        cells = [
+            Text(_ascii(cell, unicode), style=_CELL_STYLES[cell])
+            for cell in (handler_cell(span, label) for label in view.handlers)
+        ]
+        table.add_row(name, format_duration(span.duration_ns), _ascii(_status(span), unicode), *cells)
     # The title is printed on its own line: as a table title it would wrap to the table's width.
-    console.print(_title(view))
+    console.print(_ascii(_title(view), unicode))
     console.print(table)
-    if view.handlers:
-        console.print(
-            Text(
-                "local: the component's own (constructor) handler · inherited: a runtime handler "
-                "passed down from a parent run · missed: the handler never saw this run",
-                style="dim",
-            )
-        )
+
+
+def render_legend(console: Console) -> None:
+    """One line explaining the handler cells; print it once, after the traces."""
+    legend = Text(
+        f"{LOCAL}: a constructor handler of that component · {INHERITED}: a runtime handler passed "
+        f"down from the call · {MISSED}: the handler never saw that run · {NO_DATA}: not a LangChain run",
+        style="dim",
+    )
+    console.print(_ascii(legend, _can_draw(console)))
+
+
+def _can_draw(console: Console) -> bool:
+    return console.encoding.lower().replace("-", "").startswith("utf")
+
+
+def _ascii(text: Text | str, unicode: bool) -> Text | str:
+    """``text`` with its few non-ASCII marks replaced, for a console that cannot encode them."""
+    if unicode:
+        return text
+    if isinstance(text, str):
+        return text.translate(_ASCII_MARKS)
+    plain = text.copy()
+    plain.plain = text.plain.translate(_ASCII_MARKS)  # same length, so the styles still fit
+    return plain
 
 
 def _title(view: TraceView) -> Text:

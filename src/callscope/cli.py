@@ -32,7 +32,7 @@ from rich.text import Text
 
 from callscope._exceptions import CallscopeError
 from callscope._otlp_json import SpansRead, TraceDataError, parse_document, read_spans_file
-from callscope._tree import TraceView, build_traces, render_trace
+from callscope._tree import TraceView, build_traces, render_legend, render_trace
 from callscope.version import __version__
 
 __all__ = ["Exit", "main"]
@@ -272,6 +272,8 @@ def _render(out: Console, views: list[TraceView]) -> None:
     for view in views:
         render_trace(view, out)
         out.print()
+    if any(view.handlers for view in views):
+        render_legend(out)
 
 
 def _report_skipped(read: SpansRead, source: str) -> None:
