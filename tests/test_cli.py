@@ -1,0 +1,258 @@
+"""The callscope CLI, in process: ``main(argv)`` with captured streams."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from callscope.cli import Exit, main
+
+DATA = Path(__file__).with_name("data")
+JAEGER_RESPONSE = DATA / "jaeger_v3_trace.json"
+JAEGER_TRACE_ID = "7e706cacc7b3d99c413d4ca619b61d7f"
+
+
+@pytest.fixture(autouse=True)
+def no_otlp_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SERVICE_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got: {stderr!r}"
+    assert lines[0].startswith("callscope: error: ")
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.fixture
+def demo_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    output = tmp_path / "out" / "traces.jsonl"
+    assert main(["demo", "--output", str(output)]) == Exit.OK
+    capsys.readouterr()
+    return output
+
+
+def test_demo_writes_the_file_and_prints_the_tree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "demo.jsonl"
+    assert main(["demo", "--output", str(output)]) == Exit.OK
+    out, err = capsys.readouterr()
+    assert f"wrote 23 spans in 3 traces to {output}" in out
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert lines and all("resourceSpans" in line for line in lines)
+    for root in ("answer", "answer-streamed", "answer-strict"):
+        assert any(line.startswith(root + " ") for line in out.splitlines()), root
+    assert "\x1b[" not in out  # captured output is not a terminal: plain text
+    strict = next(line for line in out.splitlines() if line.startswith("└─ strict_parse"))
+    assert "error: ValueError" in strict
+    assert "callscope: error" not in err
+
+
+def test_demo_tree_shows_each_handler_scope(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--output", str(tmp_path / "d.jsonl")]) == Exit.OK
+    out = capsys.readouterr().out.splitlines()
+    header = next(line for line in out if line.lstrip().startswith("span "))
+    labels = header.split()[3:]
+    assert labels == ["RuntimeLogger", "ToolLogger", "ModelLogger"]
+
+    def cells(prefix: str) -> dict[str, str]:
+        row = next(line for line in out if line.startswith(prefix))
+        return dict(zip(labels, row.split()[-3:]))
+
+    assert cells("answer ") == {"RuntimeLogger": "inherited", "ToolLogger": "missed", "ModelLogger": "missed"}
+    assert cells("│     └─ execute_tool lookup")["ToolLogger"] == "local"
+    assert cells("├─ chat")["ModelLogger"] == "local"
+
+
+def test_tree_of_the_demo_file(demo_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tree", str(demo_file)]) == Exit.OK
+    out, err = capsys.readouterr()
+    assert out.count("trace ") >= 3 and err == ""
+
+
+def test_tree_picks_one_trace_by_id_or_prefix(demo_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tree", str(demo_file)]) == Exit.OK
+    titles = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("trace ")]
+    assert len(titles) == 3
+    assert main(["tree", str(demo_file), "--trace", titles[1][:12].upper()]) == Exit.OK
+    out = capsys.readouterr().out
+    assert [line.split()[1] for line in out.splitlines() if line.startswith("trace ")] == [titles[1]]
+
+
+def test_unknown_trace_id_names_the_known_ones(demo_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tree", str(demo_file), "--trace", "f" * 32]) == Exit.BAD_INPUT
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"trace {'f' * 32} is not in {demo_file} (it has 3 traces:" in line
+    assert "pass one of those ids" in line
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "no such file; run `callscope demo`"),
+        ("just some text\n", "is not OTLP/JSON"),
+        ('{"resourceSpans": [{"scopeSp\n', "is not OTLP/JSON (line 1: not JSON"),
+        ('{"data": [{"traceID": "abc"}]}\n', "is not OTLP/JSON (line 1: no resourceSpans list)"),
+    ],
+)
+def test_bad_files_give_one_line_and_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, expected: str
+) -> None:
+    path = tmp_path / "in.jsonl"
+    if content is not None:
+        path.write_text(content)
+    assert main(["tree", str(path)]) == Exit.BAD_INPUT
+    assert expected in _one_error_line(capsys.readouterr().err)
+
+
+def test_partly_broken_file_renders_the_rest_and_says_what_it_skipped(
+    demo_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = demo_file.read_text().splitlines()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join([*lines, "garbage", lines[0][:40]]) + "\n")
+    assert main(["tree", str(broken)]) == Exit.OK
+    out, err = capsys.readouterr()
+    assert out.count("\ntrace ") + out.startswith("trace ") >= 1 and "answer" in out
+    [warning] = [line for line in err.splitlines() if line.strip()]
+    assert warning.startswith(f"callscope: warning: skipped 2 of {len(lines) + 2} lines of {broken}")
+
+
+def test_usage_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for argv, expected in [
+        ([], "no command given"),
+        (["frobnicate"], "invalid choice"),
+        (["tree"], "give either FILE or --jaeger URL"),
+        (["tree", "x.jsonl", "--jaeger", "http://127.0.0.1:9"], "give either FILE or --jaeger URL"),
+        (["tree", "--jaeger", "http://127.0.0.1:9"], "--jaeger needs --trace ID"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--trace", "abc"], "not a 32-digit hex trace id"),
+        (["tree", "--jaeger", "localhost:16686", "--trace", "a" * 32], "is not an http(s) URL"),
+        (["tree", "x.jsonl", "--trace", "xyz!"], "is not a hex trace id"),
+    ]:
+        assert main(argv) == Exit.USAGE, argv
+        assert expected in _one_error_line(capsys.readouterr().err), argv
+
+
+def test_traceback_flag_reraises(tmp_path: Path) -> None:
+    from callscope._otlp_json import TraceDataError
+
+    with pytest.raises(TraceDataError):
+        main(["--traceback", "tree", str(tmp_path / "missing.jsonl")])
+
+
+def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import callscope.cli as cli
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "read_spans_file", interrupted)
+    assert main(["tree", "whatever.jsonl"]) == Exit.INTERRUPTED == 130
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_an_unexpected_bug_is_one_line_with_the_way_to_report_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import callscope.cli as cli
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(cli, "read_spans_file", broken)
+    assert main(["tree", "whatever.jsonl"]) == Exit.ERROR
+    line = _one_error_line(capsys.readouterr().err)
+    assert "unexpected RuntimeError: kaboom; rerun with --traceback" in line
+
+
+# --- Jaeger ------------------------------------------------------------------------------------
+
+
+class _JaegerStub(http.server.BaseHTTPRequestHandler):
+    """Answers like Jaeger v2's query service: the recorded trace, 404 for any other id."""
+
+    routes: dict[str, tuple[int, bytes]] = {}
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        status, body = self.routes.get(self.path, (404, b'{"error":{"httpCode":404,"message":"trace not found"}}'))
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def jaeger_stub() -> Iterator[tuple[str, dict[str, tuple[int, bytes]]]]:
+    routes = {f"/api/v3/traces/{JAEGER_TRACE_ID}": (200, JAEGER_RESPONSE.read_bytes())}
+    handler = type("Stub", (_JaegerStub,), {"routes": routes})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", routes
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+def test_tree_from_a_jaeger_v3_response(jaeger_stub, capsys: pytest.CaptureFixture[str]) -> None:
+    url, _ = jaeger_stub
+    assert main(["tree", "--jaeger", url + "/", "--trace", JAEGER_TRACE_ID]) == Exit.OK
+    out, err = capsys.readouterr()
+    assert f"trace {JAEGER_TRACE_ID}  callscope-demo · 9 spans" in out
+    assert any(line.startswith("answer ") for line in out.splitlines())
+    assert err == ""
+
+
+def test_jaeger_unknown_trace_is_named(jaeger_stub, capsys: pytest.CaptureFixture[str]) -> None:
+    url, _ = jaeger_stub
+    assert main(["tree", "--jaeger", url, "--trace", "1" * 32]) == Exit.BAD_INPUT
+    assert f"trace {'1' * 32} not found in Jaeger at {url}" in _one_error_line(capsys.readouterr().err)
+
+
+def test_jaeger_answering_something_else(jaeger_stub, capsys: pytest.CaptureFixture[str]) -> None:
+    url, routes = jaeger_stub
+    routes[f"/api/v3/traces/{'2' * 32}"] = (200, b"<html>not jaeger</html>")
+    routes[f"/api/v3/traces/{'3' * 32}"] = (500, b"{}")
+    routes[f"/api/v3/traces/{'4' * 32}"] = (200, b'{"data": []}')
+    assert main(["tree", "--jaeger", url, "--trace", "2" * 32]) == Exit.UNAVAILABLE
+    assert "did not return JSON" in _one_error_line(capsys.readouterr().err)
+    assert main(["tree", "--jaeger", url, "--trace", "3" * 32]) == Exit.UNAVAILABLE
+    assert "answered HTTP 500" in _one_error_line(capsys.readouterr().err)
+    assert main(["tree", "--jaeger", url, "--trace", "4" * 32]) == Exit.UNAVAILABLE
+    assert "did not return OTLP/JSON" in _one_error_line(capsys.readouterr().err)
+
+
+def test_unreachable_jaeger_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again on exit: nothing listens there
+    assert main(["tree", "--jaeger", f"http://127.0.0.1:{port}", "--trace", "a" * 32]) == Exit.UNAVAILABLE
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"cannot reach Jaeger at http://127.0.0.1:{port}" in line and "docker compose up -d" in line
+
+
+def test_jaeger_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    import callscope.cli as cli
+
+    monkeypatch.setattr(cli, "JAEGER_TIMEOUT_SECONDS", 0.3)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)  # accepts into the backlog, never reads or answers
+        port = server.getsockname()[1]
+        assert main(["tree", "--jaeger", f"http://127.0.0.1:{port}", "--trace", "a" * 32]) == Exit.UNAVAILABLE
+    assert "did not answer within 0.3s" in _one_error_line(capsys.readouterr().err)
