@@ -126,7 +126,7 @@ def test_plain_text_off_a_terminal(chain_records: list[SpanRecord]) -> None:
     assert any(line.startswith("└─ extract") for line in lines)
     divide_row = next(line for line in lines if "divide" in line)
     assert "error: ZeroDivisionError: division by zero" in divide_row
-    assert "missed: the handler never saw that run" in text
+    assert "missed: never saw that run" in text
 
 
 def test_colour_on_a_terminal_and_none_under_no_color(

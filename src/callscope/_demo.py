@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -129,8 +130,16 @@ def _build_chain(model_logger: LoggingHandler, tool_logger: LoggingHandler) -> t
     return answer, strict
 
 
-def run_demo(output: str | Path = DEFAULT_OUTPUT, *, service_name: str = DEFAULT_SERVICE_NAME) -> DemoResult:
+def run_demo(
+    output: str | Path = DEFAULT_OUTPUT,
+    *,
+    service_name: str = DEFAULT_SERVICE_NAME,
+    on_file_written: Callable[[DemoResult], None] | None = None,
+) -> DemoResult:
     """Run the demo app, writing its spans to ``output`` (replaced if it exists).
+
+    ``on_file_written`` is called once every span is in the file, before the OTLP exporter (if
+    any) is shut down, which against a dead collector takes up to its timeout.
 
     Raises :class:`CallscopeError` when callscope is already instrumented in this process (the
     demo must use its own provider) or ``output`` cannot be written.
@@ -153,10 +162,8 @@ def run_demo(output: str | Path = DEFAULT_OUTPUT, *, service_name: str = DEFAULT
         raise CallscopeError(f"cannot write {output} ({error.strerror}); pass --output with a writable path") from None
 
     endpoint = otlp_endpoint_from_env()
-    provider = build_tracer_provider(
-        service_name=service_name,
-        span_processors=[BatchSpanProcessor(OTLPJsonLinesExporter(output))],
-    )
+    file_processor = BatchSpanProcessor(OTLPJsonLinesExporter(output))
+    provider = build_tracer_provider(service_name=service_name, span_processors=[file_processor])
     result = DemoResult(output=output, otlp_endpoint=endpoint, otlp_protocol=otlp_protocol_from_env() if endpoint else None)
     runtime_logger = RuntimeLogger("runtime-logger")
     model_logger = ModelLogger("model-logger")
@@ -178,6 +185,12 @@ def run_demo(output: str | Path = DEFAULT_OUTPUT, *, service_name: str = DEFAULT
             result.failure = str(error)
     finally:
         callscope.uninstrument()
-        # Sends what is queued: the file at once, an OTLP collector within its exporter timeout.
+        file_processor.force_flush()
+    try:
+        if on_file_written is not None:
+            on_file_written(result)
+    finally:
+        # Last, because a dead collector holds this up until the exporter's timeout, and the
+        # file is worth showing meanwhile.
         provider.shutdown()
     return result

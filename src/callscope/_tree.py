@@ -231,8 +231,8 @@ def render_trace(view: TraceView, console: Console) -> None:
 def render_legend(console: Console) -> None:
     """One line explaining the handler cells; print it once, after the traces."""
     legend = Text(
-        f"{LOCAL}: a constructor handler of that component · {INHERITED}: a runtime handler passed "
-        f"down from the call · {MISSED}: the handler never saw that run · {NO_DATA}: not a LangChain run",
+        f"{LOCAL}: the component's constructor handler · {INHERITED}: a runtime handler, passed down"
+        f" · {MISSED}: never saw that run · {NO_DATA}: not a LangChain run",
         style="dim",
     )
     console.print(_ascii(legend, _can_draw(console)))

@@ -190,37 +190,40 @@ def _route_library_logs() -> None:
 
 
 def _demo(out: Console, output: Path | None) -> Exit:
-    from callscope._demo import DEFAULT_OUTPUT, run_demo
+    from callscope._demo import DEFAULT_OUTPUT, DemoResult, run_demo
 
-    result = run_demo(output if output is not None else DEFAULT_OUTPUT)
-    read = read_spans_file(result.output)
-    views = build_traces(read.spans)
-    out.print(
-        Text(f"wrote {len(read.spans)} spans in {len(views)} traces to {result.output}"),
-        markup=False,
-    )
+    views: list[TraceView] = []
+
+    def show(result: DemoResult) -> None:
+        read = read_spans_file(result.output)
+        views.extend(build_traces(read.spans))
+        out.print(Text(f"wrote {len(read.spans)} spans in {len(views)} traces to {result.output}"))
+        if result.failure:
+            out.print(Text(f"the strict step failed on purpose (caught): {result.failure}", style="dim"))
+        out.print()
+        _render(out, views)
+        out.print(Text(f"see it again: callscope tree {result.output}", style="dim"))
+        if result.otlp_endpoint is not None:
+            out.print(Text(f"sending the spans over OTLP ({result.otlp_protocol}) to {result.otlp_endpoint} ..."))
+
+    result = run_demo(output if output is not None else DEFAULT_OUTPUT, on_file_written=show)
     if result.otlp_endpoint is not None:
         service = views[0].service_name if views else None
-        out.print(
-            Text(f"also exported over OTLP ({result.otlp_protocol}) to {result.otlp_endpoint} as service {service!r}"),
-            markup=False,
-        )
+        # The SDK logs export failures above; it offers no way to ask whether this one worked.
+        out.print(Text(f"done (service {service!r}; export errors, if any, are logged above)"))
         if _is_local(result.otlp_endpoint):
-            out.print(
-                Text(f"with the docker-compose Jaeger: http://localhost:16686/search?service={service}"),
-                markup=False,
-            )
-    if result.failure:
-        out.print(Text(f"the strict step failed on purpose (caught): {result.failure}", style="dim"))
-    out.print()
-    _render(out, views)
-    out.print(Text(f"see it again: callscope tree {result.output}", style="dim"))
+            out.print(Text(f"with the docker-compose Jaeger: http://localhost:16686/search?service={service}"))
     return Exit.OK
 
 
 def _is_local(endpoint: str) -> bool:
-    host = urllib.parse.urlsplit(endpoint if "//" in endpoint else f"//{endpoint}").hostname
-    return host in ("localhost", "127.0.0.1", "::1")
+    """Whether ``endpoint`` looks like docker-compose.yml's Jaeger or collector ports."""
+    parts = urllib.parse.urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
+    try:
+        port = parts.port
+    except ValueError:
+        return False
+    return parts.hostname in ("localhost", "127.0.0.1", "::1") and port in (4317, 4318, 14317, 14318)
 
 
 # --- tree -------------------------------------------------------------------------------------

@@ -1,0 +1,196 @@
+"""Export to a real OTLP receiver (rotel) over gRPC and HTTP/protobuf, and what happens when the
+collector is down or hangs. Only 127.0.0.1 is ever contacted."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.language_models import FakeListChatModel
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import Runnable
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import callscope
+from callscope._export import build_tracer_provider
+from tests.integration.conftest import Receiver
+
+pytestmark = pytest.mark.integration
+
+PROTOCOLS = ("grpc", "http/protobuf")
+EXPORT_TIMEOUT_S = 1
+
+
+class AuditHandler(BaseCallbackHandler):
+    pass
+
+
+def _endpoint(receiver: Receiver, protocol: str) -> str:
+    # OTEL_EXPORTER_OTLP_ENDPOINT is a base URL for both; the HTTP exporter appends /v1/traces.
+    return receiver.grpc_endpoint if protocol == "grpc" else receiver.http_base
+
+
+@pytest.fixture
+def otlp_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_TRACES_EXPORTER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "callscope-export-test")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", str(EXPORT_TIMEOUT_S))
+    yield monkeypatch
+
+
+@pytest.fixture
+def traced() -> Iterator[list[TracerProvider]]:
+    """Instrument callscope against the provider a test builds; uninstrument and shut down after."""
+    providers: list[TracerProvider] = []
+    yield providers
+    callscope.uninstrument()
+    for provider in providers:
+        provider.shutdown()
+
+
+def _chain() -> Runnable:
+    model = FakeListChatModel(responses=["exported"], callbacks=[AuditHandler()])
+    return ChatPromptTemplate.from_messages([("human", "{q}")]) | model
+
+
+def _build(otlp_env: pytest.MonkeyPatch, endpoint: str, protocol: str, traced: list[TracerProvider]):
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    memory = InMemorySpanExporter()
+    provider = build_tracer_provider(service_name="ignored-because-env-wins", span_processors=[SimpleSpanProcessor(memory)])
+    traced.append(provider)
+    callscope.instrument(tracer_provider=provider)
+    return provider, memory
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_spans_arrive_intact(
+    rotel_receiver: Receiver, otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], protocol: str
+) -> None:
+    provider, memory = _build(otlp_env, _endpoint(rotel_receiver, protocol), protocol, traced)
+    tracer = provider.get_tracer("tests.integration")
+    # An application span around the chain, carrying handler lists written here, so the
+    # attribute arrays are checked even where scoping would leave them out.
+    with tracer.start_as_current_span(
+        "app-request",
+        attributes={
+            "callscope.handlers.local": ["AuditHandler"],
+            "callscope.handlers.inherited": ["RuntimeLogger", "Tracer#2"],
+        },
+    ):
+        _chain().invoke({"q": "hello"}, config={"callbacks": [AuditHandler()], "run_name": "exported-chain"})
+    provider.shutdown()
+
+    sent = {format(s.context.span_id, "016x"): s for s in memory.get_finished_spans()}
+    assert len(sent) >= 4  # app span, the sequence, the prompt, the model
+    received = {row["span_id"]: row for row in rotel_receiver.wait_for(len(sent))}
+    assert set(received) == set(sent)
+    trace_ids = {row["trace_id"] for row in received.values()}
+    assert trace_ids == {format(next(iter(sent.values())).context.trace_id, "032x")}
+    for span_id, span in sent.items():
+        row = received[span_id]
+        assert row["name"] == span.name
+        expected_parent = format(span.parent.span_id, "016x") if span.parent else "0" * 16
+        assert (row["parent_span_id"] or "0" * 16) == expected_parent, span.name
+        assert row["service"] == "callscope-export-test"
+        for key, value in span.attributes.items():
+            if key.startswith("callscope.handlers."):
+                assert row["attributes"][key] == list(value), (span.name, key)
+    app = next(row for row in received.values() if row["name"] == "app-request")
+    assert app["attributes"]["callscope.handlers.inherited"] == ["RuntimeLogger", "Tracer#2"]
+    assert app["attributes"]["callscope.handlers.local"] == ["AuditHandler"]
+    chain_root = next(row for row in received.values() if row["name"] == "exported-chain")
+    assert chain_root["parent_span_id"] == app["span_id"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_spans_queued_at_shutdown_are_flushed(
+    rotel_receiver: Receiver, otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], protocol: str
+) -> None:
+    otlp_env.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")  # nothing leaves before shutdown
+    provider, memory = _build(otlp_env, _endpoint(rotel_receiver, protocol), protocol, traced)
+    chain = _chain()
+    for i in range(5):
+        chain.invoke({"q": str(i)})
+    time.sleep(0.3)
+    assert rotel_receiver.received() == []  # still queued in the BatchSpanProcessor
+    started = time.monotonic()
+    provider.shutdown()
+    assert time.monotonic() - started < EXPORT_TIMEOUT_S + 1
+    rows = rotel_receiver.wait_for(len(memory.get_finished_spans()))
+    assert {row["span_id"] for row in rows} == {format(s.context.span_id, "016x") for s in memory.get_finished_spans()}
+
+
+def _run_against_a_broken_collector(
+    otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], endpoint: str, protocol: str
+) -> tuple[float, float, list[str]]:
+    provider, memory = _build(otlp_env, endpoint, protocol, traced)
+    chain = _chain()
+    started = time.monotonic()
+    outputs = [chain.invoke({"q": str(i)}).content for i in range(3)]
+    chain_seconds = time.monotonic() - started
+    started = time.monotonic()
+    provider.shutdown()  # must not raise, and must give up within the exporter timeout
+    shutdown_seconds = time.monotonic() - started
+    assert len(memory.get_finished_spans()) == 9  # the chain was traced all the same
+    return chain_seconds, shutdown_seconds, outputs
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_dead_collector_blocks_nothing(
+    dead_port: int, otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], protocol: str
+) -> None:
+    chain_s, shutdown_s, outputs = _run_against_a_broken_collector(
+        otlp_env, traced, f"http://127.0.0.1:{dead_port}", protocol
+    )
+    assert outputs == ["exported"] * 3
+    assert chain_s < 0.5, f"the chain waited on the collector: {chain_s:.2f}s"
+    assert shutdown_s < EXPORT_TIMEOUT_S + 1.0, f"shutdown took {shutdown_s:.2f}s"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_hanging_collector_blocks_nothing(
+    hanging_port: int, otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], protocol: str
+) -> None:
+    chain_s, shutdown_s, outputs = _run_against_a_broken_collector(
+        otlp_env, traced, f"http://127.0.0.1:{hanging_port}", protocol
+    )
+    assert outputs == ["exported"] * 3
+    assert chain_s < 0.5, f"the chain waited on the collector: {chain_s:.2f}s"
+    assert shutdown_s < EXPORT_TIMEOUT_S + 1.0, f"shutdown took {shutdown_s:.2f}s"
+
+
+def test_configure_then_instrument_exports_through_the_global_provider(
+    rotel_receiver: Receiver, otlp_env: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry import trace
+    from opentelemetry.util._once import Once
+
+    def reset_global() -> None:
+        # The API sets the global provider once per process; the test must leave none behind.
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+        trace._TRACER_PROVIDER = None
+
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rotel_receiver.http_base)
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    otlp_env.delenv("OTEL_SERVICE_NAME")
+    reset_global()
+    try:
+        provider = callscope.configure(service_name="configured-app")
+        callscope.instrument()
+        try:
+            _chain().invoke({"q": "global"})
+        finally:
+            callscope.uninstrument()
+        assert isinstance(provider, TracerProvider)
+        provider.shutdown()
+    finally:
+        reset_global()
+    rows = rotel_receiver.wait_for(3)
+    assert {row["service"] for row in rows} == {"configured-app"}
+    assert len({row["trace_id"] for row in rows}) == 1
