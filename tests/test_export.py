@@ -163,3 +163,24 @@ def test_unsupported_protocol_warns_and_falls_back(monkeypatch: pytest.MonkeyPat
 def test_configure_is_public() -> None:
     assert "configure" in callscope.__all__
     assert callscope.configure.__doc__ and ">>>" in callscope.configure.__doc__
+
+
+@pytest.mark.parametrize(
+    ("env", "seconds"),
+    [
+        ({}, 10.0),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "2.5"}, 2.5),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "2", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "3"}, 3.0),
+        ({"OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, 10.0),
+    ],
+)
+def test_shutdown_deadline_follows_the_exporter_timeout(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], seconds: float
+) -> None:
+    from callscope._export import _export_timeout_s
+
+    for name in ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _export_timeout_s() == seconds

@@ -194,3 +194,22 @@ def test_configure_then_instrument_exports_through_the_global_provider(
     rows = rotel_receiver.wait_for(3)
     assert {row["service"] for row in rows} == {"configured-app"}
     assert len({row["trace_id"] for row in rows}) == 1
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_shutdown_is_bounded_once_not_per_queued_batch(
+    hanging_port: int, otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], protocol: str
+) -> None:
+    # 2000 spans are four export batches; the SDK's own shutdown spends a timeout on each.
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{hanging_port}")
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    provider = build_tracer_provider()
+    traced.append(provider)
+    tracer = provider.get_tracer("tests.integration")
+    for _ in range(2000):
+        with tracer.start_as_current_span("queued"):
+            pass
+    started = time.monotonic()
+    provider.shutdown()
+    elapsed = time.monotonic() - started
+    assert elapsed < EXPORT_TIMEOUT_S + 0.8, f"shutdown took {elapsed:.2f}s"
