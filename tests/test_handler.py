@@ -286,3 +286,23 @@ def test_custom_events_land_on_the_dispatching_run(spans):
     RunnableLambda(step, name="step").invoke("x")
     (event,) = spans.one("step").events
     assert event.name == "progress"
+
+
+def test_a_hostile_payload_at_the_end_still_ends_the_span(tracer_provider, span_exporter):
+    class Exploding:
+        def __iter__(self):
+            raise RuntimeError("iteration exploded")
+
+        def __bool__(self):
+            return True
+
+    callscope.instrument(tracer_provider, capture_content=True)
+    try:
+        manager = CallbackManager.configure()
+        run = manager.on_retriever_start({"name": "r"}, "q", name="r")
+        run.on_retriever_end(Exploding())
+        handler = callscope.CallscopeInstrumentor().handler
+        assert len(handler.registry) == 0
+    finally:
+        callscope.uninstrument()
+    assert [s.name for s in span_exporter.get_finished_spans()] == ["retrieval r"]

@@ -16,6 +16,7 @@ import functools
 import logging
 import time
 import traceback
+from itertools import islice
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from uuid import UUID
@@ -282,45 +283,51 @@ class SpanHandler(BaseCallbackHandler):
 
     @_absorb
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        record = self.registry.pop(run_id)
-        if record is None:
-            return
-        if self._content and record.span.is_recording():
-            record.span.set_attribute(sc.OUTPUT, to_json(outputs, self._limit))
-        record.finish()
+        self._end(run_id, self._annotate_chain_end, outputs)
 
     @_absorb
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        record = self.registry.pop(run_id)
-        if record is None:
-            return
-        span = record.span
-        if span.is_recording():
-            attributes = sc.model_end_attributes(response)
-            self._add_stream_timing(record, attributes)
-            if self._content:
-                attributes.update(sc.output_messages(response, self._limit))
-            span.set_attributes(attributes)
-        record.finish()
+        self._end(run_id, self._annotate_llm_end, response)
 
     @_absorb
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        record = self.registry.pop(run_id)
-        if record is None:
-            return
-        if self._content and record.span.is_recording():
-            result = getattr(output, "content", output) if hasattr(output, "tool_call_id") else output
-            record.span.set_attribute(gen_ai.GEN_AI_TOOL_CALL_RESULT, to_json(result, self._limit))
-        record.finish()
+        self._end(run_id, self._annotate_tool_end, output)
 
     @_absorb
     def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end(run_id, self._annotate_retriever_end, documents)
+
+    def _end(self, run_id: UUID, annotate: Callable[[RunRecord, Any], None], payload: Any) -> None:
         record = self.registry.pop(run_id)
         if record is None:
             return
-        if self._content and record.span.is_recording():
+        try:
+            if record.span.is_recording():
+                annotate(record, payload)
+        finally:
+            # Whatever the payload does to the annotation (a hostile __iter__, say), the span
+            # has left the registry and must still end, or it is lost.
+            record.finish()
+
+    def _annotate_chain_end(self, record: RunRecord, outputs: Any) -> None:
+        if self._content:
+            record.span.set_attribute(sc.OUTPUT, to_json(outputs, self._limit))
+
+    def _annotate_llm_end(self, record: RunRecord, response: Any) -> None:
+        attributes = sc.model_end_attributes(response)
+        self._add_stream_timing(record, attributes)
+        if self._content:
+            attributes.update(sc.output_messages(response, self._limit))
+        record.span.set_attributes(attributes)
+
+    def _annotate_tool_end(self, record: RunRecord, output: Any) -> None:
+        if self._content:
+            result = getattr(output, "content", output) if hasattr(output, "tool_call_id") else output
+            record.span.set_attribute(gen_ai.GEN_AI_TOOL_CALL_RESULT, to_json(result, self._limit))
+
+    def _annotate_retriever_end(self, record: RunRecord, documents: Any) -> None:
+        if self._content:
             record.span.set_attribute(gen_ai.GEN_AI_RETRIEVAL_DOCUMENTS, to_json(_documents(documents), self._limit))
-        record.finish()
 
     @_absorb
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
@@ -339,32 +346,30 @@ class SpanHandler(BaseCallbackHandler):
         self._fail(run_id, error)
 
     def _fail(self, run_id: UUID, error: BaseException) -> None:
-        record = self.registry.pop(run_id)
-        if record is None:
-            return
+        self._end(run_id, self._annotate_failure, error)
+
+    def _annotate_failure(self, record: RunRecord, error: BaseException) -> None:
         span = record.span
-        if span.is_recording():
-            attributes: dict[str, Any] = {}
-            self._add_stream_timing(record, attributes)
-            if isinstance(error, GeneratorExit):
-                # The consumer stopped reading (break, close(), aclose(), garbage collection):
-                # the run ends early, but nothing failed.
-                attributes[sc.STREAM_ABANDONED] = True
-            else:
-                error_type = type(error).__qualname__
-                message = bound_text(_safe_str(error), self._limit)
-                attributes[sc.ERROR_TYPE] = error_type
-                span.add_event(
-                    "exception",
-                    {
-                        "exception.type": f"{type(error).__module__}.{error_type}",
-                        "exception.message": message,
-                        "exception.stacktrace": bound_text(_safe_traceback(error), self._limit),
-                    },
-                )
-                span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"[:1024]))
-            span.set_attributes(attributes)
-        record.finish()
+        attributes: dict[str, Any] = {}
+        self._add_stream_timing(record, attributes)
+        if isinstance(error, GeneratorExit):
+            # The consumer stopped reading (break, close(), aclose(), garbage collection):
+            # the run ends early, but nothing failed.
+            attributes[sc.STREAM_ABANDONED] = True
+        else:
+            error_type = type(error).__qualname__
+            message = bound_text(_safe_str(error), self._limit)
+            attributes[sc.ERROR_TYPE] = error_type
+            span.add_event(
+                "exception",
+                {
+                    "exception.type": f"{type(error).__module__}.{error_type}",
+                    "exception.message": message,
+                    "exception.stacktrace": bound_text(_safe_traceback(error), self._limit),
+                },
+            )
+            span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"[:1024]))
+        span.set_attributes(attributes)
 
     @staticmethod
     def _add_stream_timing(record: RunRecord, attributes: dict[str, Any]) -> None:
@@ -388,7 +393,11 @@ def _step_run_id() -> UUID | None:
 
 def _documents(documents: Any) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    for document in list(documents or ())[:64]:
+    try:
+        listed = list(islice(documents, 64)) if documents is not None else []
+    except Exception:  # a payload that is not the documented list of Documents
+        return out
+    for document in listed:
         item: dict[str, Any] = {"id": getattr(document, "id", None)}
         metadata = getattr(document, "metadata", None)
         if isinstance(metadata, Mapping) and isinstance(metadata.get("score"), (int, float)):
