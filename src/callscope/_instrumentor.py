@@ -12,6 +12,7 @@ Instrumenting does three things, and uninstrumenting undoes each:
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import logging
 from collections.abc import Collection
@@ -88,8 +89,13 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         probe.install()
         self._hook = _register_handler(handler)
         self._handler, self._propagator, self._probe = handler, propagator, probe
+        # atexit runs last-registered first, so this runs before the provider's own shutdown
+        # (registered when the provider was made) flushes: runs whose end LangChain never
+        # delivered (an async stream dropped as its event loop closed) are exported, not lost.
+        atexit.register(self._end_open_runs_at_exit)
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        atexit.unregister(self._end_open_runs_at_exit)
         if self._hook is not None:
             _unregister_handler(self._hook)
         if self._propagator is not None:
@@ -99,6 +105,10 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if self._handler is not None:
             self._handler.registry.clear()
         self._hook = self._handler = self._propagator = self._probe = None
+
+    def _end_open_runs_at_exit(self) -> None:
+        if self._handler is not None:
+            self._handler.registry.clear("callscope: the process exited before this run ended")
 
     @property
     def handler(self) -> SpanHandler | None:

@@ -103,13 +103,13 @@ class RunRegistry:
     def pop(self, run_id: UUID) -> RunRecord | None:
         return self._runs.pop(run_id, None)
 
-    def clear(self) -> None:
-        """End every open run's span as evicted and forget it (used by uninstrument and tests)."""
+    def clear(self, reason: str = "callscope: instrumentation was removed before this run ended") -> None:
+        """End every open run's span as evicted and forget it (uninstrument, process exit)."""
         with self._lock:
             while self._runs:
                 record = self._pop_oldest()
                 if record is not None:
-                    _end_evicted(record, "callscope: instrumentation was removed before this run ended")
+                    _end_evicted(record, reason)
 
     def _evict(self) -> None:
         victims: list[RunRecord] = []

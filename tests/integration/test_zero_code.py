@@ -69,3 +69,27 @@ def _console_spans(stdout: str) -> list[dict]:
         if isinstance(value, dict) and "context" in value:
             spans.append(value)
     return spans
+
+
+def test_runs_still_open_at_process_exit_are_exported(tmp_path: Path):
+    app = tmp_path / "exit_app.py"
+    app.write_text(
+        textwrap.dedent(
+            """
+            from langchain_core.callbacks import CallbackManager
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+            import callscope
+
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+            callscope.instrument(provider)
+            CallbackManager.configure().on_chain_start(None, {}, name="never_ends")
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(app)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (span,) = [s for s in _console_spans(done.stdout) if s["name"] == "never_ends"]
+    assert span["attributes"]["callscope.run.evicted"] is True
+    assert "process exited" in span["status"]["description"]
