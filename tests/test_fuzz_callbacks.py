@@ -527,7 +527,7 @@ def test_runs_that_never_end_are_evicted_by_age() -> None:
     assert t.counter.started == t.counter.ended
 
 
-# --- known callscope bugs, found by the fuzz above, kept as strict xfails ---------------------
+# --- regressions: callscope bugs the fuzz above found (now fixed) ---------------------------
 
 
 def _chat_run(t: Traced, **invocation_params: Any) -> Any:
@@ -537,12 +537,6 @@ def _chat_run(t: Traced, **invocation_params: Any) -> Any:
     return chain, llm
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="callscope bug: _semconv._first_number(int, x) returns int(x) for any finite float, so "
-    "invocation_params max_tokens=1e300 exports gen_ai.request.max_tokens as a 997-digit int, "
-    "which is not an OTel int64 attribute value (OTLP export fails).",
-)
 def test_request_numbers_huge_float_max_tokens_is_not_exported_as_a_bigint() -> None:
     with traced(capture_content=False, limit=300) as t:
         chain, llm = _chat_run(t, max_tokens=1e300)
@@ -552,12 +546,6 @@ def test_request_numbers_huge_float_max_tokens_is_not_exported_as_a_bigint() -> 
     t.check_spans()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="callscope bug: _semconv._first_number(int, nan) calls int(nan) -> ValueError inside "
-    "model_attributes, before the span starts: the chat run gets no span at all and callscope "
-    "logs 'on_chat_model_start failed'.",
-)
 def test_request_numbers_nan_max_tokens_still_gives_the_model_run_a_span() -> None:
     with traced(capture_content=False, limit=300) as t:
         chain, llm = _chat_run(t, max_tokens=float("nan"))
@@ -567,12 +555,6 @@ def test_request_numbers_nan_max_tokens_still_gives_the_model_run_a_span() -> No
         t.check_logs()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="callscope bug: _semconv.model_end_attributes calls details.get() on "
-    "usage_metadata['input_token_details'] without checking it is a mapping; a list there raises "
-    "in on_llm_end after the record was popped, so the chat span is never ended (lost, not exported).",
-)
 def test_usage_details_of_the_wrong_shape_do_not_lose_the_span() -> None:
     with traced(capture_content=False, limit=300) as t:
         chain, llm = _chat_run(t)
@@ -586,12 +568,6 @@ def test_usage_details_of_the_wrong_shape_do_not_lose_the_span() -> None:
         t.check_all_ended()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="callscope bug: _serialize._SECRET_TEXT does not know 'Authorization': a failed run whose "
-    "exception text holds {'Authorization': 'Basic …'} (e.g. a repr of request headers) exports the "
-    "credential in exception.message and the span status description.",
-)
 def test_error_message_with_an_authorization_header_is_scrubbed() -> None:
     with traced(capture_content=False, limit=300) as t:
         run = CallbackManager.configure().on_chain_start(None, {}, name="call")

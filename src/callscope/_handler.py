@@ -41,6 +41,20 @@ _MAX_LOGGED_FAILURES = 10
 # config, so the children report the wrong parent (langchain-ai/langchain#36072).
 _LOSES_CHILDREN = frozenset({"RunnableWithFallbacks"})
 
+_Describe = Callable[[Any, Mapping[str, Any], Any, Any], tuple[str, Mapping[str, Any]]]
+
+# Runs dropped by the sampler at the root share one scope that records nothing.
+_UNSAMPLED_SCOPE = _scope.TraceScope()
+
+
+def _sampler_follows_parent(sampler: Any) -> bool:
+    """True when a child of an unsampled span is certain to be unsampled too, so callscope may
+    skip offering it to the sampler: parent-based sampling, and the samplers whose decision is
+    the same for every span of a trace. Unknown samplers get every span offered."""
+    from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler, TraceIdRatioBased
+
+    return isinstance(sampler, (ParentBased, StaticSampler, TraceIdRatioBased))
+
 
 def _absorb(method: _F) -> _F:
     """Run a callback body; log (a bounded number of times) and swallow anything it raises."""
@@ -74,6 +88,7 @@ class SpanHandler(BaseCallbackHandler):
         self._limit = settings.max_attribute_length
         self.registry = registry
         self.internal_errors = 0
+        self._sampling_follows_parent = _sampler_follows_parent(getattr(tracer, "sampler", None))
 
     # --- starts -------------------------------------------------------------------------------
 
@@ -81,42 +96,63 @@ class SpanHandler(BaseCallbackHandler):
         self,
         run_id: UUID,
         parent_run_id: UUID | None,
-        name: str,
-        kind: SpanKind,
-        attributes: Mapping[str, Any],
         operation: str,
-        loses_children: bool = False,
+        kind: SpanKind,
+        describe: _Describe,
+        serialized: Any,
+        kwargs: Mapping[str, Any],
+        tags: Any,
+        metadata: Any,
     ) -> RunRecord | None:
         if not is_instrumentation_enabled():
             return None
         step = self.registry.get(_step_run_id())
         parent = self._parent_record(parent_run_id, step)
+        if parent is not None and not parent.sampled and self._sampling_follows_parent:
+            # The sampler would drop this run as it dropped its parent: skip the whole span, but
+            # keep a record so that children and step bodies still find the (unsampled) trace.
+            record = RunRecord(
+                span=parent.span, context=parent.context, operation=operation, name="", scope=parent.scope, sampled=False
+            )
+            self.registry.add(run_id, record)
+            return record
+        try:
+            name, attributes = describe(serialized, kwargs, tags, metadata)
+        except Exception:
+            # A payload no mapping anticipated must cost the span its details, never the span.
+            self._note_failure(f"describing a {operation} run")
+            name, attributes = operation, {}
         # A known parent run decides the parent span. Otherwise (a root run, or a run whose parent
         # LangChain lost) the current context decides: the caller's span at the top level, or the
         # span of the step this run was started from, which _propagation made current there.
         parent_context = parent.context if parent is not None else None
+        span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
+        context = set_span_in_context(span, parent_context)
         # A run LangChain reports as a root but that starts inside a traced step belongs to that
         # step's trace, and so to its handler labels.
         enclosing = parent or step
+        if not span.is_recording():
+            scope = enclosing.scope if enclosing is not None else _UNSAMPLED_SCOPE
+            record = RunRecord(span=span, context=context, operation=operation, name=name, scope=scope, sampled=False)
+            self.registry.add(run_id, record)
+            return record
         scope = enclosing.scope if enclosing is not None else _scope.TraceScope(self._settings.include_internal_handlers)
         handlers = scope.handlers_of(_scope.starting_manager(), operation)
         scope.record_run(name, handlers)
-        span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
-        if span.is_recording():
-            if handlers.local:
-                span.set_attribute(_scope.LOCAL, handlers.local)
-            if handlers.inherited:
-                span.set_attribute(_scope.INHERITED, handlers.inherited)
+        if handlers.local:
+            span.set_attribute(_scope.LOCAL, handlers.local)
+        if handlers.inherited:
+            span.set_attribute(_scope.INHERITED, handlers.inherited)
         record = RunRecord(
             span=span,
-            context=set_span_in_context(span, parent_context),
+            context=context,
             operation=operation,
             name=name,
             scope=scope,
             owns_scope=enclosing is None,
             handlers=handlers,
             parent_run_id=parent_run_id,
-            loses_children=loses_children,
+            loses_children=operation == sc.CHAIN and name in _LOSES_CHILDREN,
         )
         self.registry.add(run_id, record)
         for processor in handlers.processors:
@@ -137,6 +173,11 @@ class SpanHandler(BaseCallbackHandler):
             return step
         return parent
 
+    def _note_failure(self, what: str) -> None:
+        self.internal_errors += 1
+        if self.internal_errors <= _MAX_LOGGED_FAILURES:
+            _log.warning("callscope: %s failed; the span was kept with fewer details", what, exc_info=True)
+
     @_absorb
     def on_chain_start(
         self,
@@ -149,16 +190,7 @@ class SpanHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        name = sc.component_name(serialized, kwargs.get("name"), "chain")
-        record = self._start(
-            run_id,
-            parent_run_id,
-            name,
-            SpanKind.INTERNAL,
-            sc.chain_attributes(name, kwargs, tags, metadata),
-            sc.CHAIN,
-            loses_children=name in _LOSES_CHILDREN,
-        )
+        record = self._start(run_id, parent_run_id, sc.CHAIN, SpanKind.INTERNAL, sc.describe_chain, serialized, kwargs, tags, metadata)
         if record is not None and self._content and record.span.is_recording():
             record.span.set_attribute(sc.INPUT, to_json(inputs, self._limit))
 
@@ -174,8 +206,7 @@ class SpanHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        name, attributes = sc.model_attributes(sc.CHAT, serialized, kwargs, tags, metadata)
-        record = self._start(run_id, parent_run_id, name, SpanKind.CLIENT, attributes, sc.CHAT)
+        record = self._start(run_id, parent_run_id, sc.CHAT, SpanKind.CLIENT, sc.describe_chat, serialized, kwargs, tags, metadata)
         if record is not None and self._content and record.span.is_recording():
             record.span.set_attributes(sc.input_messages(messages, self._limit))
 
@@ -191,8 +222,9 @@ class SpanHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        name, attributes = sc.model_attributes(sc.TEXT_COMPLETION, serialized, kwargs, tags, metadata)
-        record = self._start(run_id, parent_run_id, name, SpanKind.CLIENT, attributes, sc.TEXT_COMPLETION)
+        record = self._start(
+            run_id, parent_run_id, sc.TEXT_COMPLETION, SpanKind.CLIENT, sc.describe_text_completion, serialized, kwargs, tags, metadata
+        )
         if record is not None and self._content and record.span.is_recording():
             record.span.set_attributes(sc.prompt_messages(prompts, self._limit))
 
@@ -209,8 +241,7 @@ class SpanHandler(BaseCallbackHandler):
         inputs: Any = None,
         **kwargs: Any,
     ) -> None:
-        name, attributes = sc.tool_attributes(serialized, kwargs, tags, metadata)
-        record = self._start(run_id, parent_run_id, name, SpanKind.INTERNAL, attributes, sc.EXECUTE_TOOL)
+        record = self._start(run_id, parent_run_id, sc.EXECUTE_TOOL, SpanKind.INTERNAL, sc.describe_tool, serialized, kwargs, tags, metadata)
         if record is not None and self._content and record.span.is_recording():
             arguments = inputs if inputs is not None else input_str
             record.span.set_attribute(gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS, to_json(arguments, self._limit))
@@ -227,8 +258,9 @@ class SpanHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        name, attributes = sc.retriever_attributes(serialized, kwargs, tags, metadata)
-        record = self._start(run_id, parent_run_id, name, SpanKind.CLIENT, attributes, sc.RETRIEVAL)
+        record = self._start(
+            run_id, parent_run_id, sc.RETRIEVAL, SpanKind.CLIENT, sc.describe_retriever, serialized, kwargs, tags, metadata
+        )
         if record is not None and self._content and record.span.is_recording() and isinstance(query, str):
             record.span.set_attribute(gen_ai.GEN_AI_RETRIEVAL_QUERY_TEXT, bound_text(query, self._limit))
 

@@ -46,6 +46,9 @@ class RunRecord:
     #: True for the first run of a trace: its span carries the trace's "missed" summary.
     owns_scope: bool = False
     handlers: RunHandlers = EMPTY
+    #: False when the sampler dropped this run: then ``span`` and ``context`` may be borrowed
+    #: from an unsampled parent, and nothing is recorded about the run.
+    sampled: bool = True
     parent_run_id: UUID | None = None
     #: LangChain starts this run's children with this run's *own* parent as their parent
     #: (RunnableWithFallbacks, langchain-ai/langchain#36072); see SpanHandler._parent_record.

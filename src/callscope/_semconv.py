@@ -13,6 +13,7 @@ and set them in one call.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -93,12 +94,18 @@ def component_name(serialized: Mapping[str, Any] | None, name: Any, default: str
     return default
 
 
-def chain_attributes(name: str, kwargs: Mapping[str, Any], tags: Iterable[str] | None, metadata: Mapping[str, Any] | None) -> Attributes:
-    attributes: Attributes = {COMPONENT: name}
+def describe_chain(
+    serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], tags: Iterable[str] | None, metadata: Mapping[str, Any] | None
+) -> tuple[str, Attributes]:
+    """Span name and start attributes of a chain-like run (sequence, prompt, parser, lambda, node).
+
+    The span is named after the component, so no attribute repeats the name.
+    """
+    name = component_name(serialized, kwargs.get("name"), "chain")
     run_type = kwargs.get("run_type")
-    attributes[RUN_TYPE] = run_type if isinstance(run_type, str) and run_type else CHAIN
+    attributes: Attributes = {RUN_TYPE: run_type if isinstance(run_type, str) and run_type else CHAIN}
     _add_run_context(attributes, tags, metadata)
-    return attributes
+    return name, attributes
 
 
 def model_attributes(
@@ -138,6 +145,18 @@ def model_attributes(
     return (f"{operation} {model}" if model else operation), attributes
 
 
+def describe_chat(
+    serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], tags: Iterable[str] | None, metadata: Mapping[str, Any] | None
+) -> tuple[str, Attributes]:
+    return model_attributes(CHAT, serialized, kwargs, tags, metadata)
+
+
+def describe_text_completion(
+    serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], tags: Iterable[str] | None, metadata: Mapping[str, Any] | None
+) -> tuple[str, Attributes]:
+    return model_attributes(TEXT_COMPLETION, serialized, kwargs, tags, metadata)
+
+
 def provider_name(ls_provider: Any, component: str) -> str:
     if isinstance(ls_provider, str) and ls_provider:
         return _PROVIDERS.get(ls_provider.lower(), ls_provider.lower())
@@ -154,9 +173,9 @@ def model_end_attributes(response: Any) -> Attributes:
     response_model = response_id = None
     for generation_list in generations:
         for generation in generation_list or ():
-            info = getattr(generation, "generation_info", None) or {}
+            info = _mapping(getattr(generation, "generation_info", None))
             message = getattr(generation, "message", None)
-            response_metadata = getattr(message, "response_metadata", None) or {}
+            response_metadata = _mapping(getattr(message, "response_metadata", None))
             reason = _first_str(info.get("finish_reason"), response_metadata.get("finish_reason"), response_metadata.get("stop_reason"))
             if reason:
                 finish_reasons.append(reason)
@@ -167,10 +186,10 @@ def model_end_attributes(response: Any) -> Attributes:
                 saw_usage = True
                 input_tokens += _int(usage.get("input_tokens"))
                 output_tokens += _int(usage.get("output_tokens"))
-                details = usage.get("input_token_details") or {}
+                details = _mapping(usage.get("input_token_details"))
                 cache_read += _int(details.get("cache_read"))
                 cache_creation += _int(details.get("cache_creation"))
-                reasoning += _int((usage.get("output_token_details") or {}).get("reasoning"))
+                reasoning += _int(_mapping(usage.get("output_token_details")).get("reasoning"))
     llm_output = getattr(response, "llm_output", None)
     if isinstance(llm_output, Mapping):
         response_model = response_model or _first_str(llm_output.get("model_name"), llm_output.get("model"))
@@ -197,7 +216,7 @@ def model_end_attributes(response: Any) -> Attributes:
     return attributes
 
 
-def tool_attributes(
+def describe_tool(
     serialized: Mapping[str, Any] | None,
     kwargs: Mapping[str, Any],
     tags: Iterable[str] | None,
@@ -222,7 +241,7 @@ def tool_attributes(
     return f"{EXECUTE_TOOL} {name}", attributes
 
 
-def retriever_attributes(
+def describe_retriever(
     serialized: Mapping[str, Any] | None,
     kwargs: Mapping[str, Any],
     tags: Iterable[str] | None,
@@ -295,8 +314,8 @@ def output_messages(response: Any, limit: int) -> Attributes:
     for generation_list in getattr(response, "generations", None) or ():
         for generation in generation_list or ():
             message = getattr(generation, "message", None)
-            info = getattr(generation, "generation_info", None) or {}
-            response_metadata = getattr(message, "response_metadata", None) or {}
+            info = _mapping(getattr(generation, "generation_info", None))
+            response_metadata = _mapping(getattr(message, "response_metadata", None))
             reason = _first_str(info.get("finish_reason"), response_metadata.get("finish_reason"), response_metadata.get("stop_reason")) or "stop"
             if message is not None:
                 parts = _text_parts(getattr(message, "content", "")) + _tool_call_parts(getattr(message, "tool_calls", None))
@@ -352,16 +371,28 @@ def _first_present(*values: Any) -> Any:
     return None
 
 
+_INT64_MAX = 2**63 - 1
+
+
 def _first_number(kind: type, *values: Any) -> int | float | None:
+    """The first value usable as an attribute of ``kind``: finite, and within int64 for ints
+    (OTLP has no bigger integer), so a nonsense parameter is dropped rather than exported."""
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             continue
         if kind is int:
-            return int(value)
-        if value == value and value not in (float("inf"), float("-inf")):
-            return float(value)
+            if abs(value) <= _INT64_MAX:
+                return int(value)
+            continue
+        return float(value)
     return None
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= _INT64_MAX:
+        return value
+    return 0
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}

@@ -36,7 +36,8 @@ _SECRET_TEXT = re.compile(
     r"|\b(?:ghp|gho|ghs|github_pat|xox[abpr])_[A-Za-z0-9_]{12,}"
     r"|\bAKIA[0-9A-Z]{16}\b"
     r"|\b[Bb]earer\s+[A-Za-z0-9._~+/=\-]{8,}"
-    r"|(?i:api[_\-]?key|secret|password|token)(?:['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]{6,})"
+    r"|(?i:(?:proxy-)?authorization|x-api-key|api[_\-]?key|secret|password|passwd|token|cookie)"
+    r"(?:['\"]?\s*[:=]\s*['\"]?)(?:(?i:basic|bearer|token|digest)\s+)?[^\s'\",}]{6,})"
 )
 
 
