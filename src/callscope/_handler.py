@@ -41,10 +41,7 @@ _MAX_LOGGED_FAILURES = 10
 # config, so the children report the wrong parent (langchain-ai/langchain#36072).
 _LOSES_CHILDREN = frozenset({"RunnableWithFallbacks"})
 
-_Describe = Callable[[Any, Mapping[str, Any], Any, Any], tuple[str, Mapping[str, Any]]]
-
-# Runs dropped by the sampler at the root share one scope that records nothing.
-_UNSAMPLED_SCOPE = _scope.TraceScope()
+_Describe = Callable[[Any, Mapping[str, Any], Any, Any], tuple[str, dict[str, Any]]]
 
 
 def _sampler_follows_parent(sampler: Any) -> bool:
@@ -126,23 +123,24 @@ class SpanHandler(BaseCallbackHandler):
         # LangChain lost) the current context decides: the caller's span at the top level, or the
         # span of the step this run was started from, which _propagation made current there.
         parent_context = parent.context if parent is not None else None
-        span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
-        context = set_span_in_context(span, parent_context)
         # A run LangChain reports as a root but that starts inside a traced step belongs to that
         # step's trace, and so to its handler labels.
         enclosing = parent or step
+        scope = enclosing.scope if enclosing is not None else _scope.TraceScope(self._settings.include_internal_handlers)
+        # Classified before the span starts so the labels go in with the other start attributes
+        # (one attribute-cleaning pass in the SDK instead of a set_attribute call per list).
+        handlers = scope.handlers_of(_scope.starting_manager(), operation)
+        if handlers.local:
+            attributes[_scope.LOCAL] = handlers.local
+        if handlers.inherited:
+            attributes[_scope.INHERITED] = handlers.inherited
+        span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
+        context = set_span_in_context(span, parent_context)
         if not span.is_recording():
-            scope = enclosing.scope if enclosing is not None else _UNSAMPLED_SCOPE
             record = RunRecord(span=span, context=context, operation=operation, name=name, scope=scope, sampled=False)
             self.registry.add(run_id, record)
             return record
-        scope = enclosing.scope if enclosing is not None else _scope.TraceScope(self._settings.include_internal_handlers)
-        handlers = scope.handlers_of(_scope.starting_manager(), operation)
         scope.record_run(name, handlers)
-        if handlers.local:
-            span.set_attribute(_scope.LOCAL, handlers.local)
-        if handlers.inherited:
-            span.set_attribute(_scope.INHERITED, handlers.inherited)
         record = RunRecord(
             span=span,
             context=context,
