@@ -37,7 +37,16 @@ PEER_PACKAGES = (
     ("openinference", "openinference.instrumentation.langchain", "openinference-instrumentation-langchain"),
     ("otel-genai-official", "opentelemetry.instrumentation.genai.langchain", "opentelemetry-instrumentation-genai-langchain"),
 )
-OWN_CONFIGS = ("none", "noop-handler", "floor", "callscope", "callscope-content", "callscope-sampled-out")
+OWN_CONFIGS = (
+    "none",
+    "noop-handler",
+    "floor",
+    "callscope",
+    "callscope-content",
+    "callscope-sampled-out",
+    "callscope-batch",
+    "callscope-dead-collector",
+)
 WORKLOADS = ("invoke", "langgraph", "stream")
 
 
@@ -142,12 +151,13 @@ def report(results: dict[str, Any], peers: list[str]) -> list[str]:
     added = {c: {w: s["median_us"][w] - base[w] for w in WORKLOADS} for c, s in summary.items()}
     out("")
     out(f"Speed: median per call over {results['repeats']} fresh processes per config x {results['iterations']} calls "
-        "(SimpleSpanProcessor, counting no-op exporter for every config)")
-    header = f"{'config':<22}" + "".join(f"{w + ' us':>13}{'+added':>10}{'spans':>7}" for w in WORKLOADS)
+        "(SimpleSpanProcessor and a counting no-op exporter, except the -batch and -dead-collector "
+        "configs: BatchSpanProcessor, in front of that exporter or of an OTLP exporter aimed at a closed port)")
+    header = f"{'config':<26}" + "".join(f"{w + ' us':>13}{'+added':>10}{'spans':>7}" for w in WORKLOADS)
     out(header)
     out("-" * len(header))
     for config, s in summary.items():
-        row = f"{config:<22}"
+        row = f"{config:<26}"
         for w in WORKLOADS:
             row += f"{s['median_us'][w]:>13.1f}{added[config][w] if config != 'none' else 0:>+10.1f}{s['spans_per_call'][w]:>7.0f}"
         out(row)
@@ -162,16 +172,17 @@ def report(results: dict[str, Any], peers: list[str]) -> list[str]:
             spans = summary[config]["spans_per_call"][w]
             per_span = f"{added[config][w] / spans:.0f} us/span" if spans else "no spans"
             cells.append(f"{w} {ratio:.2f}x ({per_span})")
-        out(f"  {config:<22}" + "; ".join(cells))
+        out(f"  {config:<26}" + "; ".join(cells))
 
     out("")
     out("Goals")
     goals: list[tuple[str, str, bool | None]] = []
-    for w in WORKLOADS:
+    have = set(summary)
+    for w in WORKLOADS if {"callscope", "floor"} <= have else ():
         cs, fl = added["callscope"][w], added["floor"][w]
         goals.append((f"[{w}] callscope added <= 1.5x floor's", f"{cs:.0f} us vs {fl:.0f} us = {cs / fl:.2f}x", cs <= 1.5 * fl))
     present = [p for p in peers if p in summary]
-    for w in WORKLOADS:
+    for w in WORKLOADS if "callscope" in have else ():
         cs = added["callscope"][w]
         if present:
             fastest = min(present, key=lambda p: added[p][w])
@@ -179,9 +190,17 @@ def report(results: dict[str, Any], peers: list[str]) -> list[str]:
             goals.append((f"[{w}] callscope added <= 0.5x fastest peer's", f"{cs:.0f} us vs {fastest} {pa:.0f} us = {cs / pa:.2f}x", cs <= 0.5 * pa))
         else:
             goals.append((f"[{w}] callscope added <= 0.5x fastest peer's", "no peer installed", None))
-    for w in WORKLOADS:
+    for w in WORKLOADS if {"callscope", "callscope-sampled-out"} <= have else ():
         so, cs = added["callscope-sampled-out"][w], added["callscope"][w]
         goals.append((f"[{w}] sampled-out added <= 10% of sampled", f"{so:.0f} us vs {cs:.0f} us = {so / cs:.0%}", so <= 0.1 * cs))
+    if {"callscope-batch", "callscope-dead-collector"} <= have:
+        for w in WORKLOADS:
+            dead, live = added["callscope-dead-collector"][w], added["callscope-batch"][w]
+            goals.append((
+                f"[{w}] collector down: chain latency unaffected",
+                f"{dead:.0f} us vs {live:.0f} us with a working sink = {dead / live:.2f}x",
+                dead <= 1.15 * live,
+            ))
     memory = results.get("memory")
     if memory:
         cs, none = memory["callscope"], memory["none"]
@@ -204,7 +223,7 @@ def report(results: dict[str, Any], peers: list[str]) -> list[str]:
             f"{conc['traces']} traces, {conc['spans']} spans, {conc['bad_traces']} malformed, registry {conc['registry_len']}, {conc['seconds']:.2f} s",
             ok,
         ))
-    width = max(len(g[0]) for g in goals)
+    width = max((len(g[0]) for g in goals), default=0)
     for name, figure, ok in goals:
         out(f"  {verdict(ok):<7}{name:<{width}}  {figure}")
 

@@ -17,6 +17,7 @@ import gc
 import json
 import os
 import pstats
+import socket
 import statistics
 import sys
 import time
@@ -30,7 +31,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
@@ -44,6 +45,8 @@ CONFIGS = (
     "callscope",
     "callscope-content",
     "callscope-sampled-out",
+    "callscope-batch",
+    "callscope-dead-collector",
     "openllmetry",
     "openinference",
     "otel-genai-official",
@@ -122,7 +125,13 @@ def configure(config: str, exporter: SpanExporter) -> tuple[TracerProvider | Non
         return None, None
     sampler = ALWAYS_OFF if config == "callscope-sampled-out" else None
     provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if config in ("callscope-batch", "callscope-dead-collector"):
+        # What a production set-up looks like (configure() builds the same): a batching
+        # processor, here in front of either the counting sink or a real OTLP exporter aimed at a
+        # loopback port nobody listens on. The two must cost the chain the same.
+        provider.add_span_processor(BatchSpanProcessor(exporter if config == "callscope-batch" else _dead_collector_exporter()))
+    else:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
     if config == "floor":
         import floor
 
@@ -153,6 +162,15 @@ def configure(config: str, exporter: SpanExporter) -> tuple[TracerProvider | Non
         Official().instrument(tracer_provider=provider, skip_dep_check=True)
         return provider, None
     raise SystemExit(f"unknown config {config!r}; one of {', '.join(CONFIGS)}")
+
+
+def _dead_collector_exporter() -> SpanExporter:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    with socket.socket() as probe:  # a free loopback port, closed again: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}", insecure=True, timeout=1)
 
 
 def _median_ns(call: Callable[[], Any], iterations: int) -> float:
