@@ -17,7 +17,7 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from opentelemetry import trace
 from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
@@ -30,8 +30,8 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
 )
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 _log = logging.getLogger("callscope")
 
@@ -115,8 +115,10 @@ class DeadlineBatchSpanProcessor(BatchSpanProcessor):
     """
 
     def __init__(self, span_exporter: SpanExporter, *, shutdown_timeout_s: float) -> None:
-        super().__init__(span_exporter)
+        self._losses = _LossCountingExporter(span_exporter)
+        super().__init__(self._losses)
         self._shutdown_timeout_ms = max(0.0, shutdown_timeout_s) * 1000
+        self._reported = False
 
     def shutdown(self) -> None:
         # The SDK's BatchProcessor.shutdown takes the deadline; BatchSpanProcessor does not pass
@@ -124,8 +126,57 @@ class DeadlineBatchSpanProcessor(BatchSpanProcessor):
         inner = getattr(self, "_batch_processor", None)
         if inner is None or "timeout_millis" not in inspect.signature(inner.shutdown).parameters:
             super().shutdown()
-            return
-        inner.shutdown(timeout_millis=self._shutdown_timeout_ms)
+        else:
+            inner.shutdown(timeout_millis=self._shutdown_timeout_ms)
+        self._report_losses(len(getattr(inner, "_queue", ())))
+
+    def _report_losses(self, still_queued: int) -> None:
+        # The SDK logs each failed batch (and each retry); the user is owed one sentence with the
+        # total, whatever the number of batches or spans.
+        lost = self._losses.failed + still_queued
+        if lost and not self._reported:
+            self._reported = True
+            _log.warning(
+                "callscope: %d span(s) were not exported: the OTLP collector rejected or never "
+                "answered %d, and %d were still queued when shutdown gave up. Check that the "
+                "collector at OTEL_EXPORTER_OTLP_ENDPOINT is running and reachable.",
+                lost,
+                self._losses.failed,
+                still_queued,
+            )
+
+
+class _LossCountingExporter(SpanExporter):
+    """Delegates to an exporter and counts the spans it failed to send."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
+        self._lock = threading.Lock()
+        self.failed = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._exporter.export(spans)
+        except Exception:
+            self._count(len(spans))
+            raise
+        if result is not SpanExportResult.SUCCESS:
+            self._count(len(spans))
+        return result
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.failed += n
+
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        # The SDK passes its remaining deadline only to exporters whose shutdown names it.
+        if "timeout_millis" in inspect.signature(self._exporter.shutdown).parameters:
+            self._exporter.shutdown(timeout_millis=timeout_millis)  # type: ignore[call-arg]
+        else:
+            self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
 
 
 def resource_from_env(service_name: str | None = None) -> Resource:

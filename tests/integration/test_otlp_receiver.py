@@ -3,6 +3,8 @@ collector is down or hangs. Only 127.0.0.1 is ever contacted."""
 
 from __future__ import annotations
 
+import logging
+
 import time
 from collections.abc import Iterator
 
@@ -143,12 +145,16 @@ def _run_against_a_broken_collector(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_dead_collector_blocks_nothing(
-    dead_port: int, otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], protocol: str
+    dead_port: int, otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], protocol: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="callscope")
     chain_s, shutdown_s, outputs = _run_against_a_broken_collector(
         otlp_env, traced, f"http://127.0.0.1:{dead_port}", protocol
     )
     assert outputs == ["exported"] * 3
+    # What was dropped is reported once, with the total, not once per span or batch.
+    (report,) = [r.getMessage() for r in caplog.records if r.name == "callscope" and "not exported" in r.getMessage()]
+    assert report.startswith("callscope: 9 span(s) were not exported")
     assert chain_s < 0.5, f"the chain waited on the collector: {chain_s:.2f}s"
     assert shutdown_s < EXPORT_TIMEOUT_S + 1.0, f"shutdown took {shutdown_s:.2f}s"
 
