@@ -30,22 +30,15 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORKER = HERE / "worker.py"
+sys.path.insert(0, str(HERE))
+
+from configs import OWN_CONFIGS  # noqa: E402  (needs HERE on the path)
 
 # (config name, import that must succeed, pip requirement)
 PEER_PACKAGES = (
     ("openllmetry", "opentelemetry.instrumentation.langchain", "opentelemetry-instrumentation-langchain"),
     ("openinference", "openinference.instrumentation.langchain", "openinference-instrumentation-langchain"),
     ("otel-genai-official", "opentelemetry.instrumentation.genai.langchain", "opentelemetry-instrumentation-genai-langchain"),
-)
-OWN_CONFIGS = (
-    "none",
-    "noop-handler",
-    "floor",
-    "callscope",
-    "callscope-content",
-    "callscope-sampled-out",
-    "callscope-batch",
-    "callscope-dead-collector",
 )
 WORKLOADS = ("invoke", "langgraph", "stream")
 

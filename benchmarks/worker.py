@@ -37,21 +37,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: Every configuration run.py knows, in the order it prints them.
-CONFIGS = (
-    "none",
-    "noop-handler",
-    "floor",
-    "callscope",
-    "callscope-content",
-    "callscope-sampled-out",
-    "callscope-batch",
-    "callscope-dead-collector",
-    "openllmetry",
-    "openinference",
-    "otel-genai-official",
-)
-PEERS = ("openllmetry", "openinference", "otel-genai-official")
+from configs import CONFIGS, PEERS  # noqa: E402  (benchmarks/ is on the path)
 #: LangChain runs per chain invoke: the sequence, the prompt, the model, the parser, the lambda.
 RUNS_PER_INVOKE = 5
 
