@@ -17,7 +17,9 @@ for the root span, which runs each handler saw and missed.
 from __future__ import annotations
 
 import contextvars
+import functools
 import importlib
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,7 @@ MISSED = "callscope.handlers.missed"
 MISSED_PREFIX = MISSED + "."
 
 _MAX_TRACKED_RUNS = 1000
+_LABEL_LOCK = threading.Lock()
 _MAX_LISTED_MISSES = 32
 
 #: The LangChain callback condition that decides whether a handler receives each operation.
@@ -99,7 +102,13 @@ def _probe_async(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
 def is_plumbing(handler: Any) -> bool:
     """LangChain's and LangGraph's internal handlers: the ones ``stream``, ``astream_events``
     and ``astream_log`` add to carry output, not observers a user attached."""
-    return any(base.__name__ in ("_StreamingCallbackHandler", "_V2StreamingCallbackHandler") for base in type(handler).__mro__)
+    return _is_plumbing_class(type(handler))
+
+
+@functools.lru_cache(maxsize=256)
+def _is_plumbing_class(cls: type) -> bool:
+    # By name: the marker classes are private to LangChain and may move between modules.
+    return any(base.__name__ in ("_StreamingCallbackHandler", "_V2StreamingCallbackHandler") for base in cls.__mro__)
 
 
 def is_callscope(handler: Any) -> bool:
@@ -134,12 +143,17 @@ class TraceScope:
         key = id(handler)
         label = self._labels.get(key)
         if label is None:
-            name = type(handler).__name__
-            count = self._per_class.get(name, 0) + 1
-            self._per_class[name] = count
-            label = name if count == 1 else f"{name}#{count}"
-            self._labels[key] = label
-            self._handlers.append(handler)
+            # Parallel branches run in threads and may meet a new handler at the same moment;
+            # numbering must happen once per handler.
+            with _LABEL_LOCK:
+                label = self._labels.get(key)
+                if label is None:
+                    name = type(handler).__name__
+                    count = self._per_class.get(name, 0) + 1
+                    self._per_class[name] = count
+                    label = name if count == 1 else f"{name}#{count}"
+                    self._labels[key] = label
+                    self._handlers.append(handler)
         return label
 
     def handlers_of(self, manager: Any, operation: str) -> RunHandlers:
@@ -153,17 +167,15 @@ class TraceScope:
         inherited: list[str] = []
         processors: list[Any] = []
         for handler in handlers:
-            is_inherited = any(handler is other for other in inheritable)
-            attached = getattr(handler, "_callscope_processors", None)
-            if attached is not None:
-                if not is_inherited:  # constructor scope: this component's own run only
+            if is_callscope(handler):
+                attached = getattr(handler, "_callscope_processors", None)
+                # A processor carrier in constructor scope reaches this component's own run only.
+                if attached and not _contains(inheritable, handler):
                     processors.extend(attached)
                 continue
-            if is_callscope(handler) or (ignore and getattr(handler, ignore, False)):
+            if (ignore and getattr(handler, ignore, False)) or (not self.include_plumbing and is_plumbing(handler)):
                 continue
-            if not self.include_plumbing and is_plumbing(handler):
-                continue
-            (inherited if is_inherited else local).append(self.label(handler))
+            (inherited if _contains(inheritable, handler) else local).append(self.label(handler))
         if not (local or inherited or processors):
             return EMPTY
         return RunHandlers(tuple(local), tuple(inherited), tuple(processors))
@@ -193,6 +205,15 @@ class TraceScope:
                 summary.append(f"({self._untracked_runs} further runs not tracked)")
             attributes[MISSED] = tuple(summary)
         return attributes
+
+
+def _contains(handlers: Any, handler: Any) -> bool:
+    """Identity membership: LangChain dedups handlers by identity, and a handler's __eq__ is
+    user code."""
+    for other in handlers:
+        if other is handler:
+            return True
+    return False
 
 
 def _counted(names: Iterable[str]) -> list[str]:
