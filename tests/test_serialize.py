@@ -1,0 +1,84 @@
+"""Safe, bounded serialization: odd payloads never raise, secrets never pass, sizes are capped."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from pydantic import BaseModel, SecretStr
+
+from callscope._serialize import REDACTED, bound_text, scrub_text, to_json, to_jsonable
+
+
+class Hostile:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr bomb")
+
+    __str__ = __repr__
+
+
+class Config(BaseModel):
+    model: str = "m"
+    api_key: SecretStr = SecretStr("s3cr3t-value")
+
+
+def test_odd_values_become_plain_json():
+    cyclic: dict = {"name": "loop"}
+    cyclic["self"] = cyclic
+    value = {"cyc": cyclic, 1: "int key", None: "none key", b"k": "bytes key", "nan": math.nan, "inf": -math.inf, "raw": b"\x00" * 10, "obj": Hostile()}
+    data = to_jsonable(value)
+    json.dumps(data, allow_nan=False)  # valid JSON, no NaN
+    assert data["cyc"]["self"] == "<cycle>"
+    assert data["1"] == "int key" and data["null"] == "none key" and data["<1 bytes>"] == "bytes key"
+    assert data["nan"] == "nan" and data["inf"] == "-inf"
+    assert data["raw"] == "<10 bytes>" and data["obj"] == "<Hostile>"
+
+
+def test_depth_and_width_are_bounded():
+    deep: list = []
+    node = deep
+    for _ in range(50):
+        node.append([])
+        node = node[0]
+    text = json.dumps(to_jsonable(deep))
+    assert "too deep" in text
+    wide = to_jsonable(list(range(1000)))
+    assert len(wide) == 65 and wide[-1] == "…936 more"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "key sk-proj-abcdefghijklmnopqrstu",
+        "Authorization: Bearer abc.def.ghijkl",
+        "{'Authorization': 'Basic dXNlcjpwYXNzd29yZA=='}",
+        "password=hunter2hunter2",
+        "AKIAABCDEFGHIJKLMNOP",
+        "ghp_abcdefghijklmnopqrstuvwx",
+    ],
+)
+def test_credential_shapes_in_text_are_redacted(text):
+    scrubbed = scrub_text(text)
+    assert REDACTED in scrubbed
+    for secret in ("abcdefghijklmnopqrstu", "abc.def.ghijkl", "dXNlcjpwYXNzd29yZA", "hunter2hunter2", "ABCDEFGHIJKLMNOP", "abcdefghijklmnopqrstuvwx"):
+        assert secret not in scrubbed
+
+
+def test_token_counts_are_not_mistaken_for_secrets():
+    assert scrub_text("max_tokens=100, input_tokens: 5") == "max_tokens=100, input_tokens: 5"
+    assert to_jsonable({"max_tokens": 100, "output_tokens": 5}) == {"max_tokens": 100, "output_tokens": 5}
+
+
+def test_secret_fields_and_secret_types_are_redacted():
+    data = to_jsonable({"openai_api_key": "plain", "client_secret": "x", "nested": Config()})
+    assert data == {"openai_api_key": REDACTED, "client_secret": REDACTED, "nested": {"model": "m", "api_key": REDACTED}}
+
+
+def test_lengths_are_bounded_and_cuts_are_marked():
+    assert len(bound_text("x" * 100_000, 500)) == 500 and bound_text("x" * 100_000, 500).endswith("…[truncated]")
+    assert bound_text("short", 500) == "short"
+    out = to_json({"a": "y" * 10_000}, 300)
+    assert len(out) <= 300
+    # a secret straddling the cut is still recognised
+    assert "sk-proj" not in bound_text("a" * 490 + " sk-proj-abcdefghijklmnopqrstu", 500)
