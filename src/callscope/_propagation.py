@@ -19,13 +19,13 @@ so an attach in ``on_chain_start`` can never be undone from ``on_chain_end``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context as otel_context
-from wrapt import wrap_function_wrapper
 
 from callscope._runs import RunRegistry
 
@@ -39,11 +39,17 @@ STEP_CONTEXT_OPENERS = (
 
 
 class StepContextPropagator:
-    """Installs and removes the ``_set_config_context`` wrappers for one run registry."""
+    """Installs and removes the ``_set_config_context`` wrappers for one run registry.
+
+    The wrapper is a plain function rather than a wrapt proxy: it runs for every step of every
+    chain, and a plain closure costs a fraction of wrapt's descriptor and argument marshalling.
+    It keeps the original as ``__wrapped__`` and is only removed while it is still the module's
+    attribute, so a wrapper someone installed on top of it is never torn out.
+    """
 
     def __init__(self, registry: RunRegistry) -> None:
         self._registry = registry
-        self._wrapped: list[tuple[Any, str]] = []
+        self._installed: list[tuple[Any, str, Callable[..., Any], Callable[..., Any]]] = []
 
     def install(self) -> None:
         for module_name, function in STEP_CONTEXT_OPENERS:
@@ -51,7 +57,8 @@ class StepContextPropagator:
                 module = importlib.import_module(module_name)
             except ImportError:
                 continue  # LangGraph not installed
-            if not callable(getattr(module, function, None)):
+            original = getattr(module, function, None)
+            if not callable(original):
                 _log.warning(
                     "callscope: %s.%s not found; code inside steps will not see the step's span. "
                     "This LangChain/LangGraph version is newer than callscope knows.",
@@ -59,28 +66,33 @@ class StepContextPropagator:
                     function,
                 )
                 continue
-            wrap_function_wrapper(module, function, self._enter_step)
-            self._wrapped.append((module, function))
+            opener = self._opener(original)
+            setattr(module, function, opener)
+            self._installed.append((module, function, original, opener))
 
     def uninstall(self) -> None:
-        while self._wrapped:
-            module, function = self._wrapped.pop()
-            wrapper = getattr(module, function)
-            original = getattr(wrapper, "__wrapped__", None)
-            if original is not None:
+        while self._installed:
+            module, function, original, opener = self._installed.pop()
+            if getattr(module, function, None) is opener:
                 setattr(module, function, original)
+            else:
+                _log.warning("callscope: %s.%s was wrapped again after callscope; leaving it in place", module.__name__, function)
 
-    def _enter_step(self, wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        result = wrapped(*args, **kwargs)
-        try:
-            config = args[0] if args else kwargs.get("config")
-            callbacks = config.get("callbacks") if isinstance(config, dict) else None
-            record = self._registry.get(getattr(callbacks, "parent_run_id", None))
-            if record is not None:
-                # We are inside the Context LangChain copied for this step (it calls this
-                # function through ctx.run). The token is deliberately dropped: the copy is
-                # discarded with the step, so there is nothing to restore.
-                otel_context.attach(record.context)
-        except Exception:
-            _log.debug("callscope: could not make the step's span current", exc_info=True)
-        return result
+    def _opener(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        runs = self._registry
+
+        @functools.wraps(original)
+        def open_step_context(config: Any, *args: Any, **kwargs: Any) -> Any:
+            result = original(config, *args, **kwargs)
+            try:
+                record = runs.get(getattr(config.get("callbacks"), "parent_run_id", None))
+                if record is not None:
+                    # We are inside the Context LangChain copied for this step (it calls this
+                    # function through ctx.run). The token is deliberately dropped: the copy is
+                    # discarded with the step, so there is nothing to restore.
+                    otel_context.attach(record.context)
+            except Exception:
+                _log.debug("callscope: could not make the step's span current", exc_info=True)
+            return result
+
+        return open_step_context

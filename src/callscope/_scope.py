@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wrapt import wrap_function_wrapper
 
 LOCAL = "callscope.handlers.local"
 INHERITED = "callscope.handlers.inherited"
@@ -58,45 +57,57 @@ def starting_manager() -> Any:
 
 
 class ManagerProbe:
-    """Publishes the starting callback manager while its ``on_*_start`` runs."""
+    """Publishes the starting callback manager while its ``on_*_start`` runs.
+
+    Plain method wrappers, not wrapt proxies: they run on every run start, where a wrapt bound
+    wrapper costs an allocation and argument marshalling each time. Each keeps the original as
+    ``__wrapped__`` and is removed only while it is still the class attribute.
+    """
 
     def __init__(self) -> None:
-        self._wrapped: list[tuple[type, str]] = []
+        self._installed: list[tuple[type, str, Any, Any]] = []
 
     def install(self) -> None:
         module = importlib.import_module(_MANAGER_MODULE)
-        for owner, probe in ((module.CallbackManager, _probe_sync), (module.AsyncCallbackManager, _probe_async)):
+        for owner, make in ((module.CallbackManager, _probe_sync), (module.AsyncCallbackManager, _probe_async)):
             for method in _START_METHODS:
-                wrap_function_wrapper(owner, method, probe)
-                self._wrapped.append((owner, method))
+                original = owner.__dict__.get(method)
+                if original is None:
+                    continue  # inherited or gone in this LangChain version: nothing to publish
+                probe = make(original)
+                setattr(owner, method, probe)
+                self._installed.append((owner, method, original, probe))
 
     def uninstall(self) -> None:
-        while self._wrapped:
-            owner, method = self._wrapped.pop()
-            wrapper = owner.__dict__.get(method)
-            original = getattr(wrapper, "__wrapped__", None)
-            if original is not None:
+        while self._installed:
+            owner, method, original, probe = self._installed.pop()
+            if owner.__dict__.get(method) is probe:
                 setattr(owner, method, original)
 
 
-def _probe_sync(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    token = _starting_manager.set(instance)
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        _starting_manager.reset(token)
-
-
-def _probe_async(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    async def probed() -> Any:
-        # Inside the coroutine, so set and reset happen in the awaiting task's own context.
-        token = _starting_manager.set(instance)
+def _probe_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def probed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        token = _starting_manager.set(self)
         try:
-            return await wrapped(*args, **kwargs)
+            return original(self, *args, **kwargs)
         finally:
             _starting_manager.reset(token)
 
-    return probed()
+    return probed
+
+
+def _probe_async(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    async def probed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # Inside the coroutine, so set and reset happen in the awaiting task's own context.
+        token = _starting_manager.set(self)
+        try:
+            return await original(self, *args, **kwargs)
+        finally:
+            _starting_manager.reset(token)
+
+    return probed
 
 
 def is_plumbing(handler: Any) -> bool:

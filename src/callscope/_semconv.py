@@ -20,9 +20,11 @@ from typing import Any
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes
 
-from callscope._serialize import to_json, to_jsonable
+from callscope._serialize import bound_text, to_json, to_jsonable
 
 Attributes = dict[str, Any]
+
+_MAX_LABEL = 256
 
 CHAT = gen_ai.GenAiOperationNameValues.CHAT.value
 TEXT_COMPLETION = gen_ai.GenAiOperationNameValues.TEXT_COMPLETION.value
@@ -83,15 +85,20 @@ _REQUEST_PARAMS: tuple[tuple[str, tuple[str, ...], type], ...] = (
 def component_name(serialized: Mapping[str, Any] | None, name: Any, default: str) -> str:
     """The component's display name: run_name, else what ``serialized`` says, else ``default``."""
     if isinstance(name, str) and name:
-        return name
+        return _label(name)
     if isinstance(serialized, Mapping):
         candidate = serialized.get("name")
         if isinstance(candidate, str) and candidate:
-            return candidate
+            return _label(candidate)
         ids = serialized.get("id")
         if isinstance(ids, Sequence) and ids and isinstance(ids[-1], str):
-            return ids[-1]
+            return _label(ids[-1])
     return default
+
+
+def _label(text: str) -> str:
+    """Names and labels come from user config (run_name, metadata): short, and never a secret."""
+    return bound_text(text, _MAX_LABEL) if len(text) > 12 else text
 
 
 def describe_chain(
@@ -131,9 +138,12 @@ def model_attributes(
         attributes[gen_ai.GEN_AI_REQUEST_MODEL] = model
     sources = ({"temperature": metadata.get("ls_temperature"), "max_tokens": metadata.get("ls_max_tokens")}, params)
     for key, names, kind in _REQUEST_PARAMS:
-        value = _first_number(kind, *(source.get(n) for source in sources for n in names))
-        if value is not None:
-            attributes[key] = value
+        # Most parameters are absent: look names up first, convert only what is there.
+        present = [found for source in sources for n in names if (found := source.get(n)) is not None]
+        if present:
+            value = _first_number(kind, *present)
+            if value is not None:
+                attributes[key] = value
     stop = _first_present(metadata.get("ls_stop"), params.get("stop"))
     if isinstance(stop, str):
         attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = (stop,)
@@ -268,7 +278,7 @@ def _add_run_context(attributes: Attributes, tags: Iterable[str] | None, metadat
     if isinstance(metadata, Mapping):
         node = metadata.get("langgraph_node")
         if isinstance(node, str):
-            attributes[LANGGRAPH_NODE] = node
+            attributes[LANGGRAPH_NODE] = _label(node)
             step = metadata.get("langgraph_step")
             if isinstance(step, int) and not isinstance(step, bool):
                 attributes[LANGGRAPH_STEP] = step
@@ -360,7 +370,7 @@ def _json(value: Any, limit: int) -> str:
 def _first_str(*values: Any) -> str | None:
     for value in values:
         if isinstance(value, str) and value:
-            return value[:256]
+            return _label(value)
     return None
 
 
