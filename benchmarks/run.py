@@ -161,7 +161,8 @@ def report(results: dict[str, Any], peers: list[str]) -> list[str]:
             continue
         cells = []
         for w in WORKLOADS:
-            ratio = added[config][w] / added["floor"][w] if added["floor"][w] > 0 else float("nan")
+            floor_added = added.get("floor", {}).get(w, 0.0)
+            ratio = added[config][w] / floor_added if floor_added > 0 else float("nan")
             spans = summary[config]["spans_per_call"][w]
             per_span = f"{added[config][w] / spans:.0f} us/span" if spans else "no spans"
             cells.append(f"{w} {ratio:.2f}x ({per_span})")

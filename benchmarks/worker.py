@@ -56,6 +56,22 @@ class CountingExporter(SpanExporter):
         pass
 
 
+class EncodingExporter(CountingExporter):
+    """A working OTLP sink without the network: encodes each batch to OTLP protobuf bytes, as the
+    real exporter does before sending, so it is the fair baseline for the dead-collector config
+    (whose exporter pays that encoding, and the failed sends, on the batch thread)."""
+
+    def __init__(self, counted: CountingExporter) -> None:
+        super().__init__()
+        self._counted = counted
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        encode_spans(spans).SerializeToString()
+        return self._counted.export(spans)
+
+
 class NamedFakeChatModel(FakeListChatModel):
     """A fake chat model that reports a model name, as every real provider's model does.
 
@@ -113,9 +129,10 @@ def configure(config: str, exporter: SpanExporter) -> tuple[TracerProvider | Non
     provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
     if config in ("callscope-batch", "callscope-dead-collector"):
         # What a production set-up looks like (configure() builds the same): a batching
-        # processor, here in front of either the counting sink or a real OTLP exporter aimed at a
-        # loopback port nobody listens on. The two must cost the chain the same.
-        provider.add_span_processor(BatchSpanProcessor(exporter if config == "callscope-batch" else _dead_collector_exporter()))
+        # processor, in front of either a sink that encodes like a working OTLP exporter or a real
+        # OTLP exporter aimed at a loopback port nobody listens on. The two must cost the same.
+        sink = EncodingExporter(counted=exporter) if config == "callscope-batch" else _dead_collector_exporter()
+        provider.add_span_processor(BatchSpanProcessor(sink))
     else:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     if config == "floor":
