@@ -61,9 +61,7 @@ def _absorb(method: _F) -> _F:
         try:
             method(self, *args, **kwargs)
         except Exception:
-            self.internal_errors += 1
-            if self.internal_errors <= _MAX_LOGGED_FAILURES:
-                _log.exception("callscope: %s failed; the chain is unaffected", method.__name__)
+            self._note_failure(method.__name__, "the chain is unaffected", level=logging.ERROR)
 
     return fenced  # type: ignore[return-value]
 
@@ -117,7 +115,7 @@ class SpanHandler(BaseCallbackHandler):
             name, attributes = describe(serialized, kwargs, tags, metadata)
         except Exception:
             # A payload no mapping anticipated must cost the span its details, never the span.
-            self._note_failure(f"describing a {operation} run")
+            self._note_failure(f"describing a {operation} run", "the span was kept with fewer details")
             name, attributes = operation, {}
         # A known parent run decides the parent span. Otherwise (a root run, or a run whose parent
         # LangChain lost) the current context decides: the caller's span at the top level, or the
@@ -171,10 +169,11 @@ class SpanHandler(BaseCallbackHandler):
             return step
         return parent
 
-    def _note_failure(self, what: str) -> None:
+    def _note_failure(self, what: str, outcome: str, *, level: int = logging.WARNING) -> None:
+        """Count an internal failure and log it with its traceback, the first few times only."""
         self.internal_errors += 1
         if self.internal_errors <= _MAX_LOGGED_FAILURES:
-            _log.warning("callscope: %s failed; the span was kept with fewer details", what, exc_info=True)
+            _log.log(level, "callscope: %s failed; %s", what, outcome, exc_info=True)
 
     @_absorb
     def on_chain_start(

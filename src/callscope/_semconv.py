@@ -307,16 +307,16 @@ def input_messages(messages: Any, limit: int) -> Attributes:
         else:
             parts = _text_parts(getattr(message, "content", "")) + _tool_call_parts(getattr(message, "tool_calls", None))
         converted.append({"role": role, "parts": parts})
-    attributes: Attributes = {gen_ai.GEN_AI_INPUT_MESSAGES: _json(converted, limit)}
+    attributes: Attributes = {gen_ai.GEN_AI_INPUT_MESSAGES: to_json(converted, limit)}
     if system_parts:
-        attributes[gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS] = _json(system_parts, limit)
+        attributes[gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS] = to_json(system_parts, limit)
     return attributes
 
 
 def prompt_messages(prompts: Any, limit: int) -> Attributes:
     """``gen_ai.input.messages`` for a text-completion LLM start (one user message per prompt)."""
     converted = [{"role": "user", "parts": _text_parts(p)} for p in (prompts or ()) if isinstance(p, str)]
-    return {gen_ai.GEN_AI_INPUT_MESSAGES: _json(converted, limit)}
+    return {gen_ai.GEN_AI_INPUT_MESSAGES: to_json(converted, limit)}
 
 
 def output_messages(response: Any, limit: int) -> Attributes:
@@ -332,7 +332,7 @@ def output_messages(response: Any, limit: int) -> Attributes:
             else:
                 parts = _text_parts(getattr(generation, "text", ""))
             converted.append({"role": "assistant", "parts": parts, "finish_reason": reason})
-    return {gen_ai.GEN_AI_OUTPUT_MESSAGES: _json(converted, limit)}
+    return {gen_ai.GEN_AI_OUTPUT_MESSAGES: to_json(converted, limit)}
 
 
 def _text_parts(content: Any) -> list[dict[str, Any]]:
@@ -358,10 +358,6 @@ def _tool_call_parts(tool_calls: Any) -> list[dict[str, Any]]:
         if isinstance(call, Mapping):
             parts.append({"type": "tool_call", "id": call.get("id"), "name": call.get("name"), "arguments": to_jsonable(call.get("args"))})
     return parts
-
-
-def _json(value: Any, limit: int) -> str:
-    return to_json(value, limit)
 
 
 # --- small coercions --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from itertools import islice
 from collections.abc import Mapping
 from typing import Any
 
@@ -119,8 +120,8 @@ def _convert_container(value: Any, depth: int, seen: set[int], limit: int) -> An
             out[name] = REDACTED if is_secret_key(name) else _convert(item, depth + 1, seen, limit)
         return out
     if isinstance(value, (list, tuple, set, frozenset)):
-        items = list(value)[: _MAX_ITEMS + 1] if not isinstance(value, (set, frozenset)) else _sorted_sample(value)
-        out_list = [_convert(item, depth + 1, seen, limit) for item in items[:_MAX_ITEMS]]
+        # islice: a million-item list must not be copied whole just to keep its first items.
+        out_list = [_convert(item, depth + 1, seen, limit) for item in islice(value, _MAX_ITEMS)]
         if len(value) > _MAX_ITEMS:
             out_list.append(f"…{len(value) - _MAX_ITEMS} more")
         return out_list
@@ -135,7 +136,7 @@ def _convert_container(value: Any, depth: int, seen: set[int], limit: int) -> An
 
 def _safe_items(mapping: Mapping[Any, Any]) -> list[tuple[Any, Any]]:
     try:
-        return list(mapping.items())[: _MAX_ITEMS + 1]
+        return list(islice(mapping.items(), _MAX_ITEMS + 1))
     except Exception:  # a user Mapping whose items() raises
         return []
 
@@ -146,10 +147,6 @@ def _key_text(key: Any) -> str:
     if isinstance(key, bytes):
         return f"<{len(key)} bytes>"
     return f"<{type(key).__name__}>"
-
-
-def _sorted_sample(values: set[Any] | frozenset[Any]) -> list[Any]:
-    return list(values)[: _MAX_ITEMS + 1]
 
 
 def _message_dict(value: Any) -> dict[str, Any] | None:
