@@ -32,6 +32,11 @@ import callscope
 from tests.differential import HANDLER_KINDS, MODES, Handlers, Observation, observe
 from tests.models import StreamingEchoLLM, ToolCallingChatModel
 
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:astream_events version='v1' is deprecated"),
+    pytest.mark.filterwarnings("ignore:astream_log is deprecated"),
+]
+
 Workload = Callable[[Handlers], tuple[Runnable, list[Any]]]
 
 
@@ -55,6 +60,15 @@ def prompt(h: Handlers):
 
 def chat_model(h: Handlers):
     return _chat(h).with_config(callbacks=h.bound), ["hi", "hello"]
+
+
+def attached_chat_model(h: Handlers):
+    """``callscope.attach`` adds a carrier among the model's constructor callbacks; the baseline
+    is the same chain without it."""
+    model = _chat(h)
+    if callscope.CallscopeInstrumentor().is_instrumented_by_opentelemetry:
+        callscope.attach(model, SimpleSpanProcessor(InMemorySpanExporter()))
+    return ChatPromptTemplate.from_template("{q}") | model, [{"q": "hi"}, {"q": "ho"}]
 
 
 def text_llm(h: Handlers):
@@ -184,6 +198,7 @@ WORKLOADS: dict[str, Workload] = {
         chain,
         prompt,
         chat_model,
+        attached_chat_model,
         text_llm,
         streaming_text_llm,
         llm_chain,

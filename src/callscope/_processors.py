@@ -25,6 +25,12 @@ class ProcessorCarrier(BaseCallbackHandler):
     """The constructor callback that carries span processors; it handles no events itself."""
 
     _callscope_internal = True
+    # Inline, so that on the async path its do-nothing callbacks cost a call in the caller's
+    # task rather than a thread-pool hop per event.
+    run_inline = True
+
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        """Defined, so LangChain does not raise NotImplementedError and retry as an LLM start."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

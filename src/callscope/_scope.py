@@ -62,7 +62,9 @@ class ManagerProbe:
 
     Plain method wrappers, not wrapt proxies: they run on every run start, where a wrapt bound
     wrapper costs an allocation and argument marshalling each time. Each keeps the original as
-    ``__wrapped__`` and is removed only while it is still the class attribute.
+    ``__wrapped__`` and is removed only while it is still the class attribute. The async LLM
+    start's probe also keeps LangChain's dispatch to the other handlers as it is without
+    callscope (``_dispatch``).
     """
 
     def __init__(self) -> None:
