@@ -2,7 +2,7 @@
 
 Chat models and LLMs follow the GenAI inference span (``chat {model}`` / ``text_completion
 {model}``, kind CLIENT), tools the execute-tool span (``execute_tool {name}``, INTERNAL),
-retrievers the retrieval span (``retrieval {name}``, CLIENT). Chains, prompts, parsers, lambdas
+retrievers the retrieval span (``retrieval {data source}``, CLIENT). Chains, prompts, parsers, lambdas
 and graph nodes have no GenAI operation: they are INTERNAL spans named after the component, with
 callscope's own ``callscope.*`` attributes. Attribute names come from
 ``opentelemetry-semantic-conventions``, never typed by hand.
@@ -263,16 +263,25 @@ def describe_retriever(
     tags: Iterable[str] | None,
     metadata: Mapping[str, Any] | None,
 ) -> tuple[str, Attributes]:
-    name = component_name(serialized, kwargs.get("name"), "retriever")
+    """Span name and start attributes of a retriever run: ``retrieval {gen_ai.data_source.id}``,
+    or plain ``retrieval`` when the data source is unknown; the component is in an attribute.
+
+    The only data source LangChain identifies is a vector store retriever's store, by class
+    (``ls_vector_store_provider``, e.g. ``InMemoryVectorStore``). It is not a GenAI provider, so
+    it is not written to ``gen_ai.provider.name``.
+    """
     attributes: Attributes = {
         gen_ai.GEN_AI_OPERATION_NAME: RETRIEVAL,
         RUN_TYPE: "retriever",
-        COMPONENT: name,
+        COMPONENT: component_name(serialized, kwargs.get("name"), "retriever"),
     }
-    if isinstance(metadata, Mapping) and isinstance(metadata.get("ls_vector_store_provider"), str):
-        attributes[gen_ai.GEN_AI_PROVIDER_NAME] = _label(metadata["ls_vector_store_provider"])
+    source = metadata.get("ls_vector_store_provider") if isinstance(metadata, Mapping) else None
+    name = RETRIEVAL
+    if isinstance(source, str) and source:
+        attributes[gen_ai.GEN_AI_DATA_SOURCE_ID] = source = _label(source)
+        name = f"{RETRIEVAL} {source}"
     _add_run_context(attributes, tags, metadata)
-    return f"{RETRIEVAL} {name}", attributes
+    return name, attributes
 
 
 def _add_run_context(attributes: Attributes, tags: Iterable[str] | None, metadata: Mapping[str, Any] | None) -> None:
