@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import time
 from collections.abc import Iterator
@@ -155,7 +156,7 @@ def test_a_dead_collector_blocks_nothing(
     assert outputs == ["exported"] * 3
     # What was dropped is reported once, with the total, not once per span or batch.
     (report,) = [r.getMessage() for r in caplog.records if r.name == "callscope" and "not exported" in r.getMessage()]
-    assert report.startswith("callscope: 9 span(s) were not exported")
+    assert report.startswith("callscope: 9 span(s) were not exported: 9 not sent because the collector refused connections")
     assert chain_s < 0.5, f"the chain waited on the collector: {chain_s:.2f}s"
     assert shutdown_s < EXPORT_TIMEOUT_S + 1.0, f"shutdown took {shutdown_s:.2f}s"
 
@@ -279,3 +280,66 @@ def test_one_poisoned_run_does_not_cost_its_batch(rotel_receiver: Receiver, prot
     failing = next(row for row in received.values() if row["name"] == "failing \ufffd")
     assert failing["attributes"]["error.type"] == "ValueError"
     assert not any("\ud800" <= ch <= "\udfff" for row in received.values() for ch in json.dumps(row, ensure_ascii=False))
+
+
+def _loss_report(caplog: pytest.LogCaptureFixture) -> tuple[int, dict[str, int]]:
+    """The one loss report: its total and its count per cause."""
+    (report,) = [r.getMessage() for r in caplog.records if r.name == "callscope" and "not exported" in r.getMessage()]
+    total = re.match(r"callscope: (\d+) span\(s\) were not exported: ", report)
+    assert total, report
+    causes = {
+        cause: int(n)
+        for n, cause in re.findall(
+            r"(\d+) (dropped because the export queue was full|rejected or never answered|not sent because the collector refused|still unsent when shutdown gave up)",
+            report,
+        )
+    }
+    return int(total.group(1)), causes
+
+
+def _end_spans(otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], endpoint: str, protocol: str, count: int) -> TracerProvider:
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    provider = build_tracer_provider()
+    traced.append(provider)
+    tracer = provider.get_tracer("tests.integration")
+    for _ in range(count):
+        with tracer.start_as_current_span("lost"):
+            pass
+    return provider
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_every_lost_span_is_counted_once_by_cause_when_the_collector_refuses(
+    dead_port: int, otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The default 10 s timeout: the first batch's export then sits in the exporter's retry
+    # back-off while the queue (2048) fills and the rest is dropped.
+    otlp_env.delenv("OTEL_EXPORTER_OTLP_TIMEOUT")
+    caplog.set_level(logging.WARNING, logger="callscope")
+    provider = _end_spans(otlp_env, traced, f"http://127.0.0.1:{dead_port}", protocol, 3000)
+    started = time.monotonic()
+    provider.shutdown()
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0, f"shutdown waited {elapsed:.2f}s on a collector that refuses connections"
+    total, causes = _loss_report(caplog)
+    assert total == 3000 == sum(causes.values()), causes
+    queue_full = causes["dropped because the export queue was full"]
+    assert 3000 - 2048 - 512 <= queue_full <= 3000 - 2048, causes
+    assert causes["not sent because the collector refused"] >= 2048
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_every_lost_span_is_counted_once_by_cause_when_the_collector_hangs(
+    hanging_port: int, otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="callscope")
+    provider = _end_spans(otlp_env, traced, f"http://127.0.0.1:{hanging_port}", protocol, 3000)
+    started = time.monotonic()
+    provider.shutdown()
+    elapsed = time.monotonic() - started
+    assert elapsed < EXPORT_TIMEOUT_S + 0.8, f"shutdown took {elapsed:.2f}s"  # a silent collector keeps its bound
+    total, causes = _loss_report(caplog)
+    assert total == 3000 == sum(causes.values()), causes
+    assert causes["dropped because the export queue was full"] > 0
+    assert causes["still unsent when shutdown gave up"] > 0
