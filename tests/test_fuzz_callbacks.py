@@ -97,6 +97,15 @@ class EvilError(Exception):
     __repr__ = __str__
 
 
+class PoisonedError(Exception):
+    """An exception class whose qualified name and module are not UTF-8 (both are plain
+    attributes; only ``__name__`` is checked by Python)."""
+
+
+PoisonedError.__qualname__ = "Poisoned\ud800Error"
+PoisonedError.__module__ = "plugins.\udc00"
+
+
 class EvilMapping(Mapping[str, Any]):
     """A mapping whose iteration raises."""
 
@@ -235,6 +244,7 @@ errors = st.one_of(
     st.builds(ValueError, texts),
     st.builds(RuntimeError, payloads),
     st.just(EvilError()),
+    st.sampled_from([PoisonedError("half an emoji \ud83d"), PoisonedError("plain")]),
     st.just(GeneratorExit()),
     st.just(asyncio.CancelledError()),
     st.builds(lambda: KeyError(SecretStr(SECRET_PLAIN))),
@@ -429,7 +439,7 @@ class Driver:
         common: dict[str, Any] = {"run_id": run_id}
         if kind == "chain":
             common["name"] = self.draw(names)
-            started = [manager.on_chain_start(self.draw(serialized), self.draw(payloads), **common)]
+            started = [manager.on_chain_start(self.draw(serialized), self.draw(payloads), run_type=self.draw(st.none() | names), **common)]
         elif kind == "llm":
             prompts = self.draw(st.lists(texts, min_size=1, max_size=2))
             started = manager.on_llm_start(self.draw(serialized), prompts, invocation_params=self.draw(invocation_params), **common)
