@@ -386,7 +386,7 @@ class SpanHandler(BaseCallbackHandler):
             # the run ends early, but nothing failed.
             attributes[sc.STREAM_ABANDONED] = True
         else:
-            # Class names too: a class made with type() may be named anything.
+            # Python checks only __name__ is UTF-8; __qualname__ and __module__ may hold anything.
             error_type = encodable(type(error).__qualname__)
             message = bound_text(_safe_str(error), self._limit)
             attributes[sc.ERROR_TYPE] = error_type

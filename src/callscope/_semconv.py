@@ -2,9 +2,9 @@
 
 Chat models and LLMs follow the GenAI inference span (``chat {model}`` / ``text_completion
 {model}``, kind CLIENT), tools the execute-tool span (``execute_tool {name}``, INTERNAL),
-retrievers the retrieval span (``retrieval {data source}``, CLIENT). Chains, prompts, parsers, lambdas
-and graph nodes have no GenAI operation: they are INTERNAL spans named after the component, with
-callscope's own ``callscope.*`` attributes. Attribute names come from
+retrievers the retrieval span (``retrieval {data source id}``, CLIENT). Chains, prompts,
+parsers, lambdas and graph nodes have no GenAI operation: they are INTERNAL spans named after
+the component, with callscope's own ``callscope.*`` attributes. Attribute names come from
 ``opentelemetry-semantic-conventions``, never typed by hand.
 
 Every function here returns data and touches no span, so the handler can build attributes once
