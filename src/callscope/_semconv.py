@@ -153,7 +153,12 @@ def model_attributes(
     if isinstance(stop, str):
         attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = (_label(stop),)
     elif isinstance(stop, Sequence) and stop and all(isinstance(s, str) for s in stop):
-        attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(_label(s) for s in islice(stop, _MAX_STOP_SEQUENCES))
+        stops = tuple(stop) if len(stop) <= _MAX_STOP_SEQUENCES else tuple(islice(stop, _MAX_STOP_SEQUENCES))
+        # Usually a few short ASCII strings: one joined check instead of one per sequence.
+        joined = "".join(stops)
+        if len(joined) > 12 or not joined.isascii():
+            stops = tuple([_label(s) for s in stops])
+        attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = stops
     if params.get("stream") is True or params.get("streaming") is True:
         attributes[gen_ai.GEN_AI_REQUEST_STREAM] = True
     _add_run_context(attributes, tags, metadata)
@@ -249,7 +254,8 @@ def describe_tool(
     }
     description = serialized.get("description")
     if isinstance(description, str) and description:
-        attributes[gen_ai.GEN_AI_TOOL_DESCRIPTION] = bound_text(description, 1024)
+        # A docstring, not user data: cut and made encodable, not scrubbed (a regex pass per run).
+        attributes[gen_ai.GEN_AI_TOOL_DESCRIPTION] = encodable(description[:1024])
     call_id = kwargs.get("tool_call_id")
     if isinstance(call_id, str) and call_id:
         attributes[gen_ai.GEN_AI_TOOL_CALL_ID] = _label(call_id)
