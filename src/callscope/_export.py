@@ -138,7 +138,7 @@ class DeadlineBatchSpanProcessor(BatchSpanProcessor):
         # check so the loss is counted. A later SDK without these fields goes uncounted.
         self._queue: Any = getattr(inner, "_queue", None)
         self._max_queue_size: int = getattr(inner, "_max_queue_size", 0) or 0
-        self._emit = getattr(inner, "emit", None) if self._queue is not None else None
+        self._emit = getattr(inner, "emit", None) if self._queue is not None and self._max_queue_size else None
 
     def on_end(self, span: ReadableSpan) -> None:
         emit = self._emit
