@@ -37,6 +37,25 @@ class ProcessorCarrier(BaseCallbackHandler):
         # A tuple, rebuilt under the lock, so the hot path reads it without locking.
         self._callscope_processors: tuple[SpanProcessor, ...] = ()
 
+    # Components are copied (deepcopy, model_copy(deep=True), configurable_fields) and pickled
+    # (caching, multiprocessing); their callbacks go along, and a lock can be neither.
+    def __deepcopy__(self, memo: dict[int, Any]) -> ProcessorCarrier:
+        """A copied component keeps its attachment: its own carrier, the same processors (they
+        are the application's export pipeline, not part of the component's value)."""
+        clone = ProcessorCarrier()
+        clone._callscope_processors = self._callscope_processors
+        memo[id(self)] = clone
+        return clone
+
+    def __copy__(self) -> ProcessorCarrier:
+        return self.__deepcopy__({})
+
+    def __reduce__(self) -> tuple[type[ProcessorCarrier], tuple[()]]:
+        """A pickled component is restored without its attachment: processors hold threads and
+        connections of this process. The carrier comes back empty, and an empty carrier does
+        nothing; ``attach()`` on the restored component fills it again."""
+        return (ProcessorCarrier, ())
+
     def add(self, processors: tuple[SpanProcessor, ...]) -> None:
         with self._lock:
             new = tuple(p for p in processors if p not in self._callscope_processors)
