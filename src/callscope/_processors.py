@@ -29,13 +29,13 @@ class ProcessorCarrier(BaseCallbackHandler):
     # task rather than a thread-pool hop per event.
     run_inline = True
 
-    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
-        """Defined, so LangChain does not raise NotImplementedError and retry as an LLM start."""
-
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # A tuple, rebuilt under the lock, so the hot path reads it without locking.
         self._callscope_processors: tuple[SpanProcessor, ...] = ()
+
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        """Defined, so LangChain does not raise NotImplementedError and retry as an LLM start."""
 
     # Components are copied (deepcopy, model_copy(deep=True), configurable_fields) and pickled
     # (caching, multiprocessing); their callbacks go along, and a lock can be neither.
