@@ -29,6 +29,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, set_span_i
 
 from callscope import _semconv as sc
 from callscope import _scope
+from callscope._propagation import claim_run_body
 from callscope._runs import RunRecord, RunRegistry
 from callscope._serialize import bound_text, to_json
 from callscope._settings import Settings
@@ -110,6 +111,7 @@ class SpanHandler(BaseCallbackHandler):
                 span=parent.span, context=parent.context, operation=operation, name="", scope=parent.scope, sampled=False
             )
             self.registry.add(run_id, record)
+            claim_run_body(operation, record.context)
             return record
         try:
             name, attributes = describe(serialized, kwargs, tags, metadata)
@@ -137,6 +139,7 @@ class SpanHandler(BaseCallbackHandler):
         if not span.is_recording():
             record = RunRecord(span=span, context=context, operation=operation, name=name, scope=scope, sampled=False)
             self.registry.add(run_id, record)
+            claim_run_body(operation, context)
             return record
         scope.record_run(name, handlers)
         record = RunRecord(
@@ -151,6 +154,7 @@ class SpanHandler(BaseCallbackHandler):
             loses_children=operation == sc.CHAIN and name in _LOSES_CHILDREN,
         )
         self.registry.add(run_id, record)
+        claim_run_body(operation, context)
         for processor in handlers.processors:
             try:
                 processor.on_start(span, parent_context)
