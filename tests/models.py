@@ -150,3 +150,16 @@ class ProviderRetriever(BaseRetriever):
     async def _aget_relevant_documents(self, query: str, *, run_manager: Any = None) -> list[Document]:
         await self.embeddings.aembed_query(query)
         return [Document(text) for text in (await self.aclient.post("/v1/search")).json()["documents"]]
+
+
+class ToolCallingChatModel(GenericFakeChatModel):
+    """A fake chat model an agent can bind tools to; it replies with the scripted messages."""
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
+
+
+def react_agent_model(tool_name: str, args: dict[str, Any]) -> ToolCallingChatModel:
+    """The model of a ReAct agent that calls ``tool_name`` once, then answers."""
+    call = AIMessage(content="", tool_calls=[{"name": tool_name, "args": args, "id": "call_1", "type": "tool_call"}])
+    return ToolCallingChatModel(messages=cycle([call, AIMessage(content="done")]))

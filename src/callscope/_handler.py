@@ -192,7 +192,11 @@ class SpanHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         record = self._start(run_id, parent_run_id, sc.CHAIN, SpanKind.INTERNAL, sc.describe_chain, serialized, kwargs, tags, metadata)
-        if record is not None and self._content and record.span.is_recording():
+        if record is None or not record.span.is_recording():
+            return
+        if sc.is_resume(inputs):
+            record.span.set_attribute(sc.LANGGRAPH_RESUMED, True)
+        if self._content:
             record.span.set_attribute(sc.INPUT, to_json(inputs, self._limit))
 
     @_absorb
@@ -385,10 +389,15 @@ class SpanHandler(BaseCallbackHandler):
         span = record.span
         attributes: dict[str, Any] = {}
         self._add_stream_timing(record, attributes)
+        steering = None if isinstance(error, GeneratorExit) else sc.control_flow_attributes(error)
         if isinstance(error, GeneratorExit):
             # The consumer stopped reading (break, close(), aclose(), garbage collection):
             # the run ends early, but nothing failed.
             attributes[sc.STREAM_ABANDONED] = True
+        elif steering is not None:
+            attributes.update(steering)
+            if sc.LANGGRAPH_INTERRUPTED in steering:
+                self._mark_enclosing_runs_interrupted(record, steering)
         else:
             error_type = type(error).__qualname__
             message = bound_text(_safe_str(error), self._limit)
@@ -403,6 +412,19 @@ class SpanHandler(BaseCallbackHandler):
             )
             span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"[:1024]))
         span.set_attributes(attributes)
+
+    def _mark_enclosing_runs_interrupted(self, record: RunRecord, steering: dict[str, Any]) -> None:
+        """The graph that holds an interrupted node returns normally (its output carries the
+        interrupt only in ``invoke``), so it is told here, while it is still open, and so is
+        every run around it: the whole call is paused, waiting for the human."""
+        interrupted = {key: value for key, value in steering.items() if key != sc.LANGGRAPH_CONTROL_FLOW}
+        parent = self.registry.get(record.parent_run_id)
+        depth = 0
+        while parent is not None and depth < 256:  # a bound, should a parent chain ever loop
+            if parent.span.is_recording():
+                parent.span.set_attributes(interrupted)
+            parent = self.registry.get(parent.parent_run_id)
+            depth += 1
 
     @staticmethod
     def _add_stream_timing(record: RunRecord, attributes: dict[str, Any]) -> None:
