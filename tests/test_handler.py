@@ -460,3 +460,104 @@ def test_langgraph_failures_stay_failures(spans):
     assert graph.status.status_code == StatusCode.ERROR
     assert graph.attributes["error.type"] == "GraphRecursionError"
     assert "callscope.langgraph.control_flow" not in graph.attributes
+
+
+# --- a stream the consumer stops ends at once, abandoned or cancelled, never failed (point 3) --
+
+
+def research_agent():
+    """A ReAct agent whose model streams a few tokens before it calls its tool."""
+    from langchain_core.messages import AIMessage
+    from langchain_core.tools import tool as make_tool
+    from langgraph.prebuilt import create_react_agent
+
+    from tests.models import ToolCallingChatModel
+
+    @make_tool
+    def search(query: str) -> str:
+        """Search the web."""
+        return "results"
+
+    call = AIMessage(content="let me look that up", tool_calls=[{"name": "search", "args": {"query": "q"}, "id": "c1", "type": "tool_call"}])
+    return create_react_agent(ToolCallingChatModel(messages=iter([call, AIMessage(content="done")])), [search])
+
+
+def prompt_and_model():
+    return ChatPromptTemplate.from_template("q {x}") | chat_model("one two three four")
+
+
+STOPPED_STREAMS = {
+    "agent astream_events": (research_agent, {"messages": [("user", "hi")]}, lambda r, v: r.astream_events(v, version="v2")),
+    "agent astream messages": (research_agent, {"messages": [("user", "hi")]}, lambda r, v: r.astream(v, stream_mode="messages")),
+    "chain astream_events": (prompt_and_model, {"x": "1"}, lambda r, v: r.astream_events(v, version="v2")),
+    "chain astream": (prompt_and_model, {"x": "1"}, lambda r, v: r.astream(v)),
+}
+
+
+def first_token(item) -> bool:
+    """True once the stream has delivered a model token (an event, a (chunk, metadata) pair, a chunk)."""
+    if isinstance(item, dict) and "event" in item:
+        return item["event"] == "on_chat_model_stream"
+    return True
+
+
+@pytest.mark.parametrize("how", ["break", "aclose"])
+@pytest.mark.parametrize("case", list(STOPPED_STREAMS))
+def test_stream_stopped_after_the_first_token_ends_every_run_without_error(case, how, spans, instrumented, user_tracer, caplog):
+    make, value, open_stream = STOPPED_STREAMS[case]
+    runnable = make()
+    open_after_close: list[int] = []
+
+    async def consume() -> None:
+        stream = open_stream(runnable, value)
+        async for item in stream:
+            if first_token(item):
+                break
+        if how == "aclose":
+            await stream.aclose()
+            # LangChain's inner async generators are closed by the event loop's finalizer on its
+            # next iterations, not inside aclose(): a few ticks, never a wait.
+            for _ in range(5):
+                await asyncio.sleep(0)
+            open_after_close.append(len(instrumented.handler.registry))
+
+    with user_tracer.start_as_current_span("caller"):
+        asyncio.run(consume())
+    if how == "aclose":
+        assert open_after_close == [0]  # ended by the time the stream is closed and collected
+    assert len(instrumented.handler.registry) == 0
+    stopped = [s for s in spans.all if s.attributes.get("callscope.stream.abandoned") or s.attributes.get("callscope.run.cancelled")]
+    assert stopped, spans.names()
+    assert any(s.name == "chat" or s.name.startswith("chat ") for s in stopped)
+    for span in spans.all:
+        assert span.status.status_code != StatusCode.ERROR, (span.name, span.status.description)
+        assert "error.type" not in span.attributes, (span.name, span.attributes["error.type"])
+    assert len(spans.trace_ids()) == 1
+    # Nothing callscope does around the streams makes asyncio or LangChain complain.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_sync_graph_stream_stopped_early_ends_every_run(spans, instrumented):
+    for _ in research_agent().stream({"messages": [("user", "hi")]}, stream_mode="messages"):
+        break
+    assert len(instrumented.handler.registry) == 0
+    assert spans.one("LangGraph").attributes["callscope.stream.abandoned"] is True
+    assert all(s.status.is_unset for s in spans.all)
+
+
+def test_a_run_cancelled_by_a_timeout_is_cancelled_not_failed(spans, instrumented):
+    async def slow(value: str) -> str:
+        await asyncio.sleep(10)
+        return value
+
+    chain = RunnableLambda(lambda v: v, name="fast") | RunnableLambda(slow, name="slow")
+
+    async def call() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(chain.ainvoke("x"), 0.05)
+
+    asyncio.run(call())
+    assert len(instrumented.handler.registry) == 0
+    for name in ("slow", "RunnableSequence"):
+        span = spans.one(name)
+        assert span.status.is_unset and span.attributes["callscope.run.cancelled"] is True

@@ -413,6 +413,11 @@ def test_abandoned_async_model_stream_keeps_its_request_under_the_chat_span(how,
         assert trace.get_current_span() is caller
     assert len(instrumented.handler.registry) == 0
     assert_requests_nest_under(spans, "chat", 1)
+    chat = spans.one("chat")
+    assert chat.status.is_unset
+    # aclose() reaches the model's generator; a plain break leaves it to asyncio.run's clean-up,
+    # which cancels the pending close: abandoned or cancelled, never failed.
+    assert chat.attributes.get("callscope.stream.abandoned") or chat.attributes.get("callscope.run.cancelled")
 
 
 def test_model_stream_passes_values_and_thrown_exceptions_through_unchanged(spans, provider):

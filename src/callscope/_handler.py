@@ -12,6 +12,8 @@ with ``raise_error``, in the user's chain.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import logging
 import time
@@ -108,7 +110,13 @@ class SpanHandler(BaseCallbackHandler):
             # The sampler would drop this run as it dropped its parent: skip the whole span, but
             # keep a record so that children and step bodies still find the (unsampled) trace.
             record = RunRecord(
-                span=parent.span, context=parent.context, operation=operation, name="", scope=parent.scope, sampled=False
+                span=parent.span,
+                context=parent.context,
+                operation=operation,
+                name="",
+                scope=parent.scope,
+                sampled=False,
+                parent_run_id=parent_run_id,
             )
             self.registry.add(run_id, record)
             claim_run_body(operation, record.context)
@@ -137,7 +145,9 @@ class SpanHandler(BaseCallbackHandler):
         span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
         context = set_span_in_context(span, parent_context)
         if not span.is_recording():
-            record = RunRecord(span=span, context=context, operation=operation, name=name, scope=scope, sampled=False)
+            record = RunRecord(
+                span=span, context=context, operation=operation, name=name, scope=scope, sampled=False, parent_run_id=parent_run_id
+            )
             self.registry.add(run_id, record)
             claim_run_body(operation, context)
             return record
@@ -384,16 +394,36 @@ class SpanHandler(BaseCallbackHandler):
 
     def _fail(self, run_id: UUID, error: BaseException) -> None:
         self._end(run_id, self._annotate_failure, error)
+        stopped = _stopped_by_caller(error)
+        if stopped:
+            self._end_runs_stopped_with(run_id, stopped)
+
+    def _end_runs_stopped_with(self, run_id: UUID, outcome: str) -> None:
+        """A run stopped from outside takes its unfinished runs with it, and LangChain does not
+        always say so: a chat model cancelled while awaiting its provider inside ``agenerate``
+        never gets an end or error callback. Their spans end now, with the same outcome,
+        instead of staying open until the run TTL."""
+        for record in self.registry.pop_descendants(run_id):
+            try:
+                if record.span.is_recording():
+                    attributes: dict[str, Any] = {outcome: True}
+                    self._add_stream_timing(record, attributes)
+                    record.span.set_attributes(attributes)
+            finally:
+                record.finish()
 
     def _annotate_failure(self, record: RunRecord, error: BaseException) -> None:
         span = record.span
         attributes: dict[str, Any] = {}
         self._add_stream_timing(record, attributes)
-        steering = None if isinstance(error, GeneratorExit) else sc.control_flow_attributes(error)
-        if isinstance(error, GeneratorExit):
-            # The consumer stopped reading (break, close(), aclose(), garbage collection):
-            # the run ends early, but nothing failed.
-            attributes[sc.STREAM_ABANDONED] = True
+        stopped = _stopped_by_caller(error)
+        steering = None if stopped else sc.control_flow_attributes(error)
+        if stopped:
+            # The consumer stopped reading (break, close(), aclose(), garbage collection), or
+            # cancelled the task running the run (astream_events and LangGraph do that to their
+            # workers when their own consumer stops; a timeout does it too): the run ends early,
+            # but nothing failed.
+            attributes[stopped] = True
         elif steering is not None:
             attributes.update(steering)
             if sc.LANGGRAPH_INTERRUPTED in steering:
@@ -433,6 +463,18 @@ class SpanHandler(BaseCallbackHandler):
         attributes[gen_ai.GEN_AI_REQUEST_STREAM] = True
         attributes[gen_ai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = record.first_chunk_monotonic - record.started_monotonic
         attributes[sc.STREAM_CHUNKS] = record.chunks
+
+
+_CANCELLATIONS = (asyncio.CancelledError, concurrent.futures.CancelledError)
+
+
+def _stopped_by_caller(error: BaseException) -> str | None:
+    """The attribute that says how the caller stopped a run, or ``None`` if it was not stopped."""
+    if isinstance(error, GeneratorExit):
+        return sc.STREAM_ABANDONED
+    if isinstance(error, _CANCELLATIONS):
+        return sc.RUN_CANCELLED
+    return None
 
 
 def _step_manager() -> Any:

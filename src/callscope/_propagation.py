@@ -249,16 +249,37 @@ def _astream_started_inside(original: Callable[..., AsyncIterator[Any]]) -> Call
                 value = yield item
                 resume = inner.asend
             except GeneratorExit:
-                tokens = _enter(body)
-                try:
-                    await inner.aclose()
-                finally:
-                    _exit(tokens)
+                if not inner.ag_running and not _closed_by_event_loop():
+                    tokens = _enter(body)
+                    try:
+                        await inner.aclose()
+                    finally:
+                        _exit(tokens)
                 raise
             except BaseException as thrown:  # noqa: BLE001 - thrown in by the consumer: hand it on
                 resume, value = inner.athrow, thrown
 
     return run_body
+
+
+def _closed_by_event_loop() -> bool:
+    """True when an async generator is being closed by the event loop itself, not by its
+    consumer: the loop's finalizer for an abandoned generator, or ``shutdown_asyncgens``, each
+    run ``agen.aclose()`` as a task of its own.
+
+    The loop then closes the inner generator the same way once it is released, exactly as it
+    would without callscope. Closing it from here instead would race with the loop: cancelled
+    half-way (``asyncio.run`` cancels pending tasks before ``shutdown_asyncgens``), an inner
+    ``aclose()`` leaves the generator marked running, and the loop logs "aclose(): asynchronous
+    generator is already running" when it reaches it.
+    """
+    import asyncio
+
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop: a plain close() driven by hand
+        return False
+    return task is not None and type(task.get_coro()).__name__ == "async_generator_athrow"
 
 
 class RunBodyPropagator:

@@ -46,6 +46,7 @@ LANGGRAPH_NODE = "callscope.langgraph.node"
 LANGGRAPH_STEP = "callscope.langgraph.step"
 STREAM_CHUNKS = "callscope.stream.chunks"
 STREAM_ABANDONED = "callscope.stream.abandoned"
+RUN_CANCELLED = "callscope.run.cancelled"
 #: Set instead of an error when LangGraph steered a run with an exception (see control_flow_attributes).
 LANGGRAPH_CONTROL_FLOW = "callscope.langgraph.control_flow"
 LANGGRAPH_INTERRUPTED = "callscope.langgraph.interrupted"
