@@ -301,3 +301,112 @@ def test_attach_rejects_things_that_are_not_processors():
         callscope.attach(FakeListChatModel(responses=["a"]), InMemorySpanExporter())
     with pytest.raises(callscope.ConfigError, match="at least one"):
         callscope.attach(FakeListChatModel(responses=["a"]))
+
+
+# --- LangChain's internal tracers are not "your" handlers (issue 11, point 4) -----------------
+
+
+def message_history_chain():
+    from langchain_core.chat_history import InMemoryChatMessageHistory
+    from langchain_core.prompts import MessagesPlaceholder
+    from langchain_core.runnables.history import RunnableWithMessageHistory
+
+    prompt = ChatPromptTemplate.from_messages([MessagesPlaceholder("history"), ("human", "{question}")])
+    histories: dict[str, InMemoryChatMessageHistory] = {}
+    return RunnableWithMessageHistory(
+        prompt | FakeListChatModel(responses=["hi"]),
+        lambda session_id: histories.setdefault(session_id, InMemoryChatMessageHistory()),
+        input_messages_key="question",
+        history_messages_key="history",
+    )
+
+
+INTERNAL_TRACER_CASES = {
+    "with_listeners": (lambda: seed_chain().with_listeners(on_end=lambda run: None), {"number": "2"}, {}),
+    "message history": (message_history_chain, {"question": "hello"}, {"configurable": {"session_id": "s1"}}),
+}
+
+
+def every_label(spans) -> set[str]:
+    labels: set[str] = set()
+    for span in spans.all:
+        labels.update(local(span) + inherited(span))
+        labels.update(key.removeprefix("callscope.handlers.missed.") for key in span.attributes if key.startswith("callscope.handlers.missed."))
+        labels.update(line.split(" saw ")[0] for line in span.attributes.get("callscope.handlers.missed", ()))
+    return labels
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream_events"])
+@pytest.mark.parametrize("case", list(INTERNAL_TRACER_CASES))
+def test_listener_tracers_are_hidden_and_the_users_handler_is_still_listed(case, mode, spans):
+    make, value, config = INTERNAL_TRACER_CASES[case]
+    config = {**config, "callbacks": [LoggingHandler()]}
+    runnable = make()
+    if mode == "invoke":
+        runnable.invoke(value, config)
+    elif mode == "stream":
+        list(runnable.stream(value, config))
+    else:
+
+        async def drive():
+            if mode == "ainvoke":
+                return await runnable.ainvoke(value, config)
+            return [e async for e in runnable.astream_events(value, config, version="v2")]
+
+        asyncio.run(drive())
+    assert every_label(spans) == {"LoggingHandler"}
+    assert all(inherited(span) == ("LoggingHandler",) for span in spans.all)
+
+
+def test_langgraph_message_streaming_and_log_streams_are_hidden(spans):
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        answer: str
+
+    model = FakeListChatModel(responses=["streamed answer"])
+    builder = StateGraph(State)
+    builder.add_node("answer", lambda state: {"answer": model.invoke("q").content})
+    builder.add_edge(START, "answer")
+    builder.add_edge("answer", END)
+    graph = builder.compile()
+    list(graph.stream({"answer": ""}, {"callbacks": [AuditHandler()]}, stream_mode="messages"))
+
+    async def log() -> None:
+        async for _ in seed_chain().astream_log({"number": "2"}, {"callbacks": [AuditHandler()]}):
+            pass
+
+    asyncio.run(log())
+    assert every_label(spans) == {"AuditHandler"}
+
+
+def test_internal_tracers_are_recognised_by_what_they_are():
+    from langchain_core.callbacks import StdOutCallbackHandler, UsageMetadataCallbackHandler
+    from langchain_core.tracers import ConsoleCallbackHandler, LangChainTracer
+    from langchain_core.tracers.log_stream import LogStreamCallbackHandler
+    from langchain_core.tracers.root_listeners import AsyncRootListenersTracer, RootListenersTracer
+    from langgraph.pregel._messages import StreamMessagesHandler
+
+    from callscope._scope import _is_plumbing_class
+
+    for internal in (RootListenersTracer, AsyncRootListenersTracer, LogStreamCallbackHandler, StreamMessagesHandler):
+        assert _is_plumbing_class(internal), internal
+    # LangChain's own observers a user turns on, and any class of the user's (even a tracer).
+    for observer in (StdOutCallbackHandler, UsageMetadataCallbackHandler, ConsoleCallbackHandler, LangChainTracer, LoggingHandler):
+        assert not _is_plumbing_class(observer), observer
+
+    class MyTracer(RootListenersTracer):
+        pass
+
+    assert not _is_plumbing_class(MyTracer)
+
+
+def test_listener_tracers_listed_when_asked(tracer_provider, span_exporter):
+    callscope.instrument(tracer_provider, include_internal_handlers=True)
+    try:
+        seed_chain().with_listeners(on_end=lambda run: None).invoke({"number": "2"})
+    finally:
+        callscope.uninstrument()
+    assert all("RootListenersTracer" in inherited(s) for s in span_exporter.get_finished_spans())

@@ -55,8 +55,8 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
         max_in_flight_runs, run_ttl_seconds, max_attribute_length: see
             ``callscope.environment_variables``.
-        include_internal_handlers: also list LangChain's internal streaming handlers (the ones
-            ``stream``/``astream_events`` add) among the handlers a run reached.
+        include_internal_handlers: also list LangChain's and LangGraph's internal handlers
+            (streaming, event and log stream, listener tracers) among the handlers a run reached.
     """
 
     _handler: SpanHandler | None = None

@@ -111,15 +111,53 @@ def _probe_async(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def is_plumbing(handler: Any) -> bool:
-    """LangChain's and LangGraph's internal handlers: the ones ``stream``, ``astream_events``
-    and ``astream_log`` add to carry output, not observers a user attached."""
+    """LangChain's and LangGraph's internal handlers: the ones they add themselves to carry a
+    feature (``stream``/``astream_events``/``astream_log`` output, ``with_listeners`` and
+    ``RunnableWithMessageHistory`` listeners, LangGraph's message streaming and idle timeouts),
+    not observers a user attached."""
     return _is_plumbing_class(type(handler))
+
+
+#: Where LangChain and LangGraph offer the callback handlers meant for users.
+_PUBLIC_HANDLER_MODULES = ("langchain_core.callbacks", "langchain_core.tracers", "langgraph.callbacks")
+#: LangChain's marker types for handlers that consume a stream's output.
+_STREAMING_MARKERS = ("_StreamingCallbackHandler", "_V2StreamingCallbackHandler")
 
 
 @functools.lru_cache(maxsize=256)
 def _is_plumbing_class(cls: type) -> bool:
-    # By name: the marker classes are private to LangChain and may move between modules.
-    return any(base.__name__ in ("_StreamingCallbackHandler", "_V2StreamingCallbackHandler") for base in cls.__mro__)
+    # By what the class is, not by a list of names that goes stale: a streaming handler by
+    # LangChain's marker base, otherwise any handler class LangChain or LangGraph define but do
+    # not offer to users (private, or absent from their public handler modules). A user's own
+    # class, even one derived from a LangChain tracer, is never plumbing.
+    if any(base.__name__ in _STREAMING_MARKERS and _from_langchain(base.__module__) for base in cls.__mro__):
+        return True
+    module = cls.__module__
+    if not _from_langchain(module):
+        return False
+    private = cls.__name__.startswith("_") or any(part.startswith("_") for part in module.split("."))
+    return private or cls not in _public_handler_classes()
+
+
+def _from_langchain(module: str) -> bool:
+    return module.startswith(("langchain_core.", "langgraph."))
+
+
+@functools.lru_cache(maxsize=1)
+def _public_handler_classes() -> frozenset[type]:
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    public: set[type] = set()
+    for module_name in _PUBLIC_HANDLER_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue  # LangGraph not installed
+        for name in getattr(module, "__all__", ()):
+            candidate = getattr(module, name, None)
+            if isinstance(candidate, type) and issubclass(candidate, BaseCallbackHandler):
+                public.add(candidate)
+    return frozenset(public)
 
 
 def is_callscope(handler: Any) -> bool:
