@@ -410,3 +410,67 @@ def test_listener_tracers_listed_when_asked(tracer_provider, span_exporter):
     finally:
         callscope.uninstrument()
     assert all("RootListenersTracer" in inherited(s) for s in span_exporter.get_finished_spans())
+
+
+# --- labels and "missed" summaries per OpenTelemetry trace (issue 11, point 5) -----------------
+
+
+class RequestLogger(BaseCallbackHandler):
+    pass
+
+
+def answer_chain(logger: BaseCallbackHandler):
+    return ChatPromptTemplate.from_template("q {x}") | FakeListChatModel(responses=["a"], callbacks=[logger])
+
+
+def test_two_chains_in_one_request_number_their_handlers_together(spans, user_tracer):
+    with user_tracer.start_as_current_span("POST /ask"):
+        answer_chain(RequestLogger()).invoke({"x": "1"})
+        answer_chain(RequestLogger()).invoke({"x": "2"})
+    first, second = sorted(spans.named("chat"), key=lambda s: s.start_time)
+    assert local(first) == ("RequestLogger",) and local(second) == ("RequestLogger#2",)
+    # One summary per LangChain root, about that root's own runs and the handlers they reached.
+    roots = sorted(spans.named("RunnableSequence"), key=lambda s: s.start_time)
+    assert roots[0].attributes["callscope.handlers.missed"] == ("RequestLogger saw 1 of 3 runs; missed RunnableSequence, ChatPromptTemplate",)
+    assert roots[1].attributes["callscope.handlers.missed"] == ("RequestLogger#2 saw 1 of 3 runs; missed RunnableSequence, ChatPromptTemplate",)
+    assert len(spans.trace_ids()) == 1
+
+
+def test_labels_restart_in_each_request(spans, user_tracer):
+    for path in ("POST /ask", "POST /again"):
+        with user_tracer.start_as_current_span(path):
+            answer_chain(RequestLogger()).invoke({"x": "1"})
+    assert [local(s) for s in spans.named("chat")] == [("RequestLogger",), ("RequestLogger",)]
+
+
+def test_trace_labels_stay_bounded_however_long_the_trace():
+    from callscope import _scope
+
+    labels = _scope.TraceLabels()
+    keep = [RequestLogger() for _ in range(_scope._MAX_LABELS_PER_TRACE + 5)]
+    assigned = [labels.label(handler) for handler in keep]
+    assert assigned[1] == "RequestLogger#2" and assigned[-1] == "RequestLogger#+"
+    assert len(labels._labels) == _scope._MAX_LABELS_PER_TRACE
+    # A collected handler's label is forgotten: a new object reusing its id gets a new label.
+    del keep, assigned
+    import gc
+
+    gc.collect()
+    assert labels._labels == {} and labels._keep == {}
+
+
+def test_only_recent_traces_keep_their_labels(tracer_provider):
+    from opentelemetry import trace
+
+    from callscope import _scope
+
+    book = _scope.LabelsByTrace(max_traces=2)
+    tracer = tracer_provider.get_tracer("t")
+    seen = []
+    for name in ("a", "b", "c"):
+        with tracer.start_as_current_span(name):
+            seen.append(book.for_new_root())
+            assert book.for_new_root() is seen[-1]
+    assert len(book._by_trace) == 2
+    assert trace.get_current_span().get_span_context().is_valid is False
+    assert book.for_new_root() is not book.for_new_root()  # no caller span: a trace of its own

@@ -87,6 +87,7 @@ class SpanHandler(BaseCallbackHandler):
         self.registry = registry
         self.internal_errors = 0
         self._sampling_follows_parent = _sampler_follows_parent(getattr(tracer, "sampler", None))
+        self._labels_by_trace = _scope.LabelsByTrace()
 
     # --- starts -------------------------------------------------------------------------------
 
@@ -134,7 +135,7 @@ class SpanHandler(BaseCallbackHandler):
         # A run LangChain reports as a root but that starts inside a traced step belongs to that
         # step's trace, and so to its handler labels.
         enclosing = parent or step
-        scope = enclosing.scope if enclosing is not None else _scope.TraceScope(self._settings.include_internal_handlers)
+        scope = enclosing.scope if enclosing is not None else self._new_root_scope()
         # Classified before the span starts so the labels go in with the other start attributes
         # (one attribute-cleaning pass in the SDK instead of a set_attribute call per list).
         handlers = scope.handlers_of(_scope.starting_manager(), operation)
@@ -171,6 +172,9 @@ class SpanHandler(BaseCallbackHandler):
             except Exception:
                 _log.exception("callscope: span processor %r failed in on_start", processor)
         return record
+
+    def _new_root_scope(self) -> _scope.TraceScope:
+        return _scope.TraceScope(self._settings.include_internal_handlers, self._labels_by_trace.for_new_root())
 
     def _parent_record(self, parent_run_id: UUID | None, step: RunRecord | None) -> RunRecord | None:
         parent = self.registry.get(parent_run_id)
@@ -313,7 +317,7 @@ class SpanHandler(BaseCallbackHandler):
         if manager is None or not hasattr(manager, "handlers"):
             return ()
         run = self.registry.get(getattr(manager, "parent_run_id", None))
-        scope = run.scope if run is not None else _scope.TraceScope(self._settings.include_internal_handlers)
+        scope = run.scope if run is not None else self._new_root_scope()
         received = scope.handlers_of(manager, "custom_event")
         return received.local + received.inherited
 
