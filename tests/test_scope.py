@@ -474,3 +474,19 @@ def test_only_recent_traces_keep_their_labels(tracer_provider):
     assert len(book._by_trace) == 2
     assert trace.get_current_span().get_span_context().is_valid is False
     assert book.for_new_root() is not book.for_new_root()  # no caller span: a trace of its own
+
+
+def test_a_chain_run_inside_a_models_provider_code_shares_the_models_labels(spans):
+    from langchain_core.language_models import FakeListChatModel as Base
+
+    class Delegating(Base):
+        """A provider integration that runs a chain of its own inside _generate, without config."""
+
+        def _call(self, messages, stop=None, run_manager=None, **kwargs):
+            RunnableLambda(lambda v: v, name="inner").invoke(1, config={"callbacks": [RequestLogger()]})
+            return super()._call(messages, stop, run_manager, **kwargs)
+
+    Delegating(responses=["a"], callbacks=[RequestLogger()]).invoke("q")
+    assert spans.parent_name(spans.one("inner")) == "chat"
+    assert local(spans.one("chat")) == ("RequestLogger",)
+    assert inherited(spans.one("inner")) == ("RequestLogger#2",)

@@ -153,6 +153,8 @@ class SpanHandler(BaseCallbackHandler):
             claim_run_body(operation, context)
             return record
         scope.record_run(name, handlers)
+        if enclosing is None:
+            self._labels_by_trace.remember(span.get_span_context().trace_id, scope.labels)
         record = RunRecord(
             span=span,
             context=context,

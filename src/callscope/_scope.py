@@ -249,9 +249,21 @@ class LabelsByTrace:
                 labels = self._by_trace.get(parent.trace_id)
                 if labels is None:
                     labels = self._by_trace[parent.trace_id] = TraceLabels()
-                    while len(self._by_trace) > self._max_traces:
-                        del self._by_trace[next(iter(self._by_trace))]
+                    self._forget_oldest()
         return labels
+
+    def remember(self, trace_id: int, labels: TraceLabels) -> None:
+        """Record the labels of a root that started its own trace: a root started later in that
+        trace without a callscope run around it (inside a model's provider code, say) shares them."""
+        if self._by_trace.get(trace_id) is not None:
+            return
+        with _LABEL_LOCK:
+            if self._by_trace.setdefault(trace_id, labels) is labels:
+                self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        while len(self._by_trace) > self._max_traces:
+            del self._by_trace[next(iter(self._by_trace))]
 
 
 @dataclass(slots=True, eq=False)
