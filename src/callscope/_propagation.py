@@ -343,9 +343,13 @@ class RunBodyPropagator:
 
 
 def _run_context(runs: RunRegistry, manager: Any) -> otel_context.Context | None:
-    if isinstance(manager, list):
-        manager = manager[0] if manager else None
-    record = runs.get(getattr(manager, "run_id", None))
+    try:
+        if isinstance(manager, list):
+            manager = manager[0] if manager else None
+        record = runs.get(getattr(manager, "run_id", None))
+    except Exception:  # a run manager of a shape LangChain never passes: run without the span
+        _log.debug("callscope: could not find the run of a model call", exc_info=True)
+        return None
     return record.context if record is not None else None
 
 
