@@ -453,3 +453,33 @@ def test_each_of_many_concurrent_model_calls_nests_its_request_under_its_own_spa
         assert chat.context.trace_id == request.context.trace_id
     assert len(http_spans(spans)) == 16
     assert len(spans.trace_ids()) == 8
+
+
+@pytest.mark.parametrize("mode", ["ainvoke", "astream", "abatch"])
+def test_text_completion_request_nests_with_a_non_inline_async_user_handler(mode, spans, user_tracer, provider):
+    # AsyncCallbackManager.on_llm_start dispatches inline and non-inline handlers differently;
+    # the model's span must be current for its provider call either way.
+    from langchain_core.callbacks import AsyncCallbackHandler
+
+    from tests.models import ProviderLLM
+
+    class Recorder(AsyncCallbackHandler):
+        async def on_llm_end(self, response, **kwargs) -> None:
+            pass
+
+    llm = ProviderLLM(**provider)
+    config = {"callbacks": [Recorder()]}
+
+    async def drive() -> None:
+        if mode == "ainvoke":
+            await llm.ainvoke("hi", config)
+        elif mode == "abatch":
+            await llm.abatch(["hi", "hi"], config)
+        else:
+            async for _ in llm.astream("hi", config):
+                pass
+
+    with user_tracer.start_as_current_span("caller") as caller:
+        asyncio.run(drive())
+        assert trace.get_current_span() is caller
+    assert_requests_nest_under(spans, "text_completion", expected_runs(mode))
