@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import importlib
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -155,10 +156,14 @@ def _public_handler_classes() -> frozenset[type]:
 
     public: set[type] = set()
     for module_name in _PUBLIC_HANDLER_MODULES:
+        # LangGraph only if the application already loaded it: importing it here would load a
+        # whole framework into an app that does not use it (its handlers cannot be in play then).
+        if module_name.startswith("langgraph") and "langgraph" not in sys.modules:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ImportError:
-            continue  # LangGraph not installed
+            continue  # a LangGraph too old to have lifecycle callbacks
         for name in getattr(module, "__all__", ()):
             candidate = getattr(module, name, None)
             if isinstance(candidate, type) and issubclass(candidate, BaseCallbackHandler):
