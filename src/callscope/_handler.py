@@ -20,6 +20,7 @@ import time
 import traceback
 from itertools import islice
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -27,10 +28,11 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import var_child_runnable_config
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, set_span_in_context
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, get_current_span, set_span_in_context
 
 from callscope import _semconv as sc
 from callscope import _scope
+from callscope._dispatch import is_callscope
 from callscope._propagation import claim_run_body
 from callscope._runs import RunRecord, RunRegistry
 from callscope._serialize import bound_text, encodable, to_json
@@ -40,6 +42,24 @@ _log = logging.getLogger("callscope")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 _MAX_LOGGED_FAILURES = 10
+_MAX_PENDING_FAILURES = 256
+_MAX_FAILURE_EVENTS = 16
+_MAX_FAILURE_MESSAGE = 1024
+_TRACER_NAME = "callscope"
+_STARTS = frozenset({"on_chain_start", "on_chat_model_start", "on_llm_start", "on_tool_start", "on_retriever_start"})
+_ENDS = frozenset(
+    {f"on_{kind}_{outcome}" for kind in ("chain", "llm", "tool", "retriever") for outcome in ("end", "error")}
+)
+
+
+@dataclass(slots=True, frozen=True)
+class _Failure:
+    handler: Any
+    callback: str
+    error_type: str
+    message: str
+    #: The handler has ``raise_error=True``: LangChain re-raises, aborting the dispatch.
+    aborts: bool
 # Runnables that invoke their children with the config they were given instead of their child
 # config, so the children report the wrong parent (langchain-ai/langchain#36072).
 _LOSES_CHILDREN = frozenset({"RunnableWithFallbacks"})
@@ -88,6 +108,10 @@ class SpanHandler(BaseCallbackHandler):
         self.internal_errors = 0
         self._sampling_follows_parent = _sampler_follows_parent(getattr(tracer, "sampler", None))
         self._labels_by_trace = _scope.LabelsByTrace()
+        #: Failures of other handlers in a run's start callback that LangChain dispatched
+        #: before callscope's: applied when callscope's handler sees the start. Empty unless a
+        #: handler fails, and bounded (a start callscope never sees leaves its entry behind).
+        self._pending_failures: dict[UUID, list[_Failure]] = {}
 
     # --- starts -------------------------------------------------------------------------------
 
@@ -132,17 +156,37 @@ class SpanHandler(BaseCallbackHandler):
         # LangChain lost) the current context decides: the caller's span at the top level, or the
         # span of the step this run was started from, which _propagation made current there.
         parent_context = parent.context if parent is not None else None
+        manager = _scope.starting_manager()
+        if parent is None and step is None:
+            # A root in a worker thread the step's OTel context was carried into (OpenTelemetry's
+            # threading instrumentation does that), where LangChain's config context is not.
+            step = self._run_of_current_span()
         # A run LangChain reports as a root but that starts inside a traced step belongs to that
-        # step's trace, and so to its handler labels.
+        # step's trace, and so to its handler labels and its root's summary.
         enclosing = parent or step
         scope = enclosing.scope if enclosing is not None else self._new_root_scope()
         # Classified before the span starts so the labels go in with the other start attributes
         # (one attribute-cleaning pass in the SDK instead of a set_attribute call per list).
-        handlers = scope.handlers_of(_scope.starting_manager(), operation)
-        if handlers.local:
-            attributes[_scope.LOCAL] = handlers.local
-        if handlers.inherited:
-            attributes[_scope.INHERITED] = handlers.inherited
+        handlers = scope.handlers_of(manager, operation)
+        if handlers is not _scope.EMPTY:
+            if handlers.local:
+                attributes[_scope.LOCAL] = handlers.local
+            if handlers.inherited:
+                attributes[_scope.INHERITED] = handlers.inherited
+            if handlers.filtered:
+                attributes[_scope.FILTERED] = handlers.filtered
+        dropped: tuple[str, ...] = ()
+        if parent is not None:
+            if parent.dropped:
+                dropped = tuple(label for label in parent.dropped if not handlers.received(label) and label not in handlers.filtered)
+        elif step is not None and step.sampled:
+            # A LangChain root inside a step: the handlers the step passed down that its manager
+            # lacks never reach it or anything under it.
+            dropped = scope.lost_on_the_way(step.passes_down, manager, handlers, step.dropped)
+            if dropped and set(dropped) - set(step.dropped):
+                attributes[_scope.DROPPED_IN] = step.name
+        if dropped:
+            attributes[_scope.DROPPED] = dropped
         span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
         context = set_span_in_context(span, parent_context)
         if not span.is_recording():
@@ -152,7 +196,9 @@ class SpanHandler(BaseCallbackHandler):
             self.registry.add(run_id, record)
             claim_run_body(operation, context)
             return record
-        scope.record_run(name, handlers)
+        scope.record_run(name, operation, handlers, dropped)
+        if _scope.DROPPED_IN in attributes:
+            scope.record_dropped(step.name, dropped)  # type: ignore[union-attr]
         if enclosing is None:
             self._labels_by_trace.remember(span.get_span_context().trace_id, scope.labels)
         record = RunRecord(
@@ -165,8 +211,13 @@ class SpanHandler(BaseCallbackHandler):
             handlers=handlers,
             parent_run_id=parent_run_id,
             loses_children=operation == sc.CHAIN and name in _LOSES_CHILDREN,
+            passes_down=getattr(manager, "inheritable_handlers", None) or (),
+            dropped=dropped,
         )
         self.registry.add(run_id, record)
+        if self._pending_failures:
+            for failure in self._pending_failures.pop(run_id, ()):
+                self._apply_failure(record, failure)
         claim_run_body(operation, context)
         for processor in handlers.processors:
             try:
@@ -174,6 +225,14 @@ class SpanHandler(BaseCallbackHandler):
             except Exception:
                 _log.exception("callscope: span processor %r failed in on_start", processor)
         return record
+
+    def _run_of_current_span(self) -> RunRecord | None:
+        """The run whose span is the current span, if it is one of callscope's: asked only for a
+        LangChain root started outside any LangChain step."""
+        span = get_current_span()
+        if getattr(getattr(span, "instrumentation_scope", None), "name", None) != _TRACER_NAME:
+            return None  # no span (a top-level call), or the application's own (a web request)
+        return self.registry.find_by_span(span)
 
     def _new_root_scope(self) -> _scope.TraceScope:
         return _scope.TraceScope(self._settings.include_internal_handlers, self._labels_by_trace.for_new_root())
@@ -194,6 +253,71 @@ class SpanHandler(BaseCallbackHandler):
         self.internal_errors += 1
         if self.internal_errors <= _MAX_LOGGED_FAILURES:
             _log.log(level, "callscope: %s failed; %s", what, outcome, exc_info=True)
+
+    # --- other handlers' failures -------------------------------------------------------------
+
+    def record_failure(self, handler: Any, callback: str, args: tuple[Any, ...], kwargs: Mapping[str, Any], error: BaseException | None) -> None:
+        """Another handler raised from ``callback`` (LangChain logged "Error in …"): record it on
+        the run's span. Called by ``_failures`` from inside LangChain's dispatch, so it must not
+        raise and must not change what LangChain does next."""
+        try:
+            if is_callscope(handler):
+                return
+            failure = _Failure(
+                handler,
+                callback,
+                encodable(type(error).__qualname__) if error is not None else "Exception",
+                bound_text(_safe_str(error), min(self._limit, _MAX_FAILURE_MESSAGE)) if error is not None else "",
+                getattr(handler, "raise_error", False) is True,
+            )
+            run_id = kwargs.get("run_id")
+            record = self.registry.get(run_id) if isinstance(run_id, UUID) else None
+            if record is not None:
+                self._apply_failure(record, failure)
+                if failure.aborts and callback in _ENDS:
+                    # LangChain re-raises now, so callscope's handler, later in this dispatch,
+                    # never gets the end: give it the end it would have got, or the span stays
+                    # open. The other handlers get exactly what LangChain gives them.
+                    getattr(self, callback)(*args, **kwargs)
+                return
+            if callback in _STARTS and not failure.aborts and isinstance(run_id, UUID):
+                # callscope's handler gets this start later in the same dispatch.
+                if len(self._pending_failures) >= _MAX_PENDING_FAILURES:
+                    self._pending_failures.pop(next(iter(self._pending_failures)), None)
+                self._pending_failures.setdefault(run_id, []).append(failure)
+                return
+            # The run's span has ended (callscope's handler came first in this dispatch), or the
+            # run never starts (a raise_error handler aborted its start): its parent's span says.
+            parent = self.registry.get(kwargs.get("parent_run_id"))
+            if parent is not None:
+                self._apply_failure(parent, failure, of_child=True)
+        except Exception:
+            self._note_failure("recording another handler's failure", "LangChain's handling of it is unaffected")
+
+    def _apply_failure(self, record: RunRecord, failure: _Failure, *, of_child: bool = False) -> None:
+        if not record.sampled:
+            return
+        label = record.scope.label(failure.handler)
+        span = record.span
+        outcome = failure.error_type + (", aborted the run" if failure.aborts else "")
+        record.scope.record_failure(label, failure.callback, f"a child run of {record.name}" if of_child else record.name, outcome)
+        if not span.is_recording() or record.failure_events >= _MAX_FAILURE_EVENTS:
+            return
+        record.failure_events += 1
+        attributes: dict[str, Any] = {
+            _scope.FAILURE_HANDLER: label,
+            _scope.FAILURE_CALLBACK: failure.callback,
+            "exception.type": failure.error_type,
+            "exception.message": failure.message,
+        }
+        if failure.aborts:
+            attributes["callscope.handler.raise_error"] = True
+        if of_child:
+            attributes[_scope.FAILURE_OF_CHILD] = True
+        span.add_event(_scope.FAILURE_EVENT, attributes)
+        if not of_child and label not in record.failed and len(record.failed) < _scope._MAX_LABELS_PER_TRACE:
+            record.failed += (label,)
+            span.set_attribute(_scope.FAILED, record.failed)
 
     @_absorb
     def on_chain_start(

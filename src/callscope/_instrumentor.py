@@ -7,7 +7,9 @@ Instrumenting does three things, and uninstrumenting undoes each:
    ``SpanHandler`` — no monkeypatching of LangChain's callback system;
 2. wraps the functions that open a step's context, and the model, LLM and retriever methods
    that run a provider call (``_propagation``), so code inside a step or a run sees its span;
-3. creates the run registry, which uninstrument empties, ending any still-open span.
+3. creates the run registry, which uninstrument empties, ending any still-open span;
+4. stands in for LangChain's callback-manager logger, to hear of other handlers' failures
+   (``_failures``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
+from callscope._failures import FailureWatch
 from callscope._handler import SpanHandler
 from callscope._propagation import RunBodyPropagator, StepContextPropagator
 from callscope._runs import RunRegistry
@@ -63,6 +66,7 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _propagator: StepContextPropagator | None = None
     _run_bodies: RunBodyPropagator | None = None
     _probe: ManagerProbe | None = None
+    _failures: FailureWatch | None = None
     _hook: tuple[Any, ...] | None = None
     #: The arguments the active instrumentation was made with (those not None).
     _arguments: dict[str, Any] = {}
@@ -110,8 +114,11 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         run_bodies.install()
         probe = ManagerProbe()
         probe.install()
+        failures = FailureWatch(handler.record_failure)
+        failures.install()
         self._hook = _register_handler(handler)
         self._handler, self._propagator, self._run_bodies, self._probe = handler, propagator, run_bodies, probe
+        self._failures = failures
         # atexit runs last-registered first, so this runs before the provider's own shutdown
         # (registered when the provider was made) flushes: runs whose end LangChain never
         # delivered (an async stream dropped as its event loop closed) are exported, not lost.
@@ -127,6 +134,9 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._run_bodies.uninstall()
         if self._probe is not None:
             self._probe.uninstall()
+        if self._failures is not None:
+            self._failures.uninstall()
+            self._failures = None
         if self._handler is not None:
             self._handler.registry.clear()
         self._hook = self._handler = self._propagator = self._run_bodies = self._probe = None

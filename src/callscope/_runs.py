@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from opentelemetry.context import Context
@@ -53,6 +54,15 @@ class RunRecord:
     #: LangChain starts this run's children with this run's *own* parent as their parent
     #: (RunnableWithFallbacks, langchain-ai/langchain#36072); see SpanHandler._parent_record.
     loses_children: bool = False
+    #: The starting manager's inheritable handlers (LangChain's own list, not copied): what
+    #: this run's steps pass down, so a LangChain root started inside one can say what it lost.
+    passes_down: Any = ()
+    #: Labels of the handlers this run lacks because its LangChain root started inside a step
+    #: without the step's config (``_scope`` "dropped").
+    dropped: tuple[str, ...] = ()
+    #: Labels of the handlers that raised from one of this run's callbacks.
+    failed: tuple[str, ...] = ()
+    failure_events: int = 0
     started_monotonic: float = field(default_factory=time.monotonic)
     first_chunk_monotonic: float | None = None
     chunks: int = 0
@@ -102,6 +112,14 @@ class RunRegistry:
         self._starts += 1
         if len(self._runs) > self._max_runs or (self._ttl and self._starts % _AGE_CHECK_EVERY == 0):
             self._evict()
+
+    def find_by_span(self, span: Span) -> RunRecord | None:
+        """The open run whose span is ``span``: a scan, for the rare root started in a thread
+        outside LangChain's config context, never on the path of an ordinary run."""
+        for record in list(self._runs.values()):
+            if record.span is span:
+                return record
+        return None
 
     def pop(self, run_id: UUID) -> RunRecord | None:
         return self._runs.pop(run_id, None)

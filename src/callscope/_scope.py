@@ -14,6 +14,26 @@ distinct instances of the same class in order of first appearance (``TraceLabels
 every LangChain root run in that trace (``LabelsByTrace``). ``TraceScope`` holds one root's
 reference to those labels and, for the root's span, which of its runs each handler saw and
 missed: a trace with two LangChain roots has one summary on each root, about its own runs.
+
+**Why a handler missed a run.** Each miss has one reason, each derived from what LangChain's
+managers held and delivered:
+
+- ``filtered``: the handler was on the run's manager, but its ``ignore_*`` flag for the run's
+  type kept the run from it (known at the run's start);
+- ``dropped``: the run's LangChain root started inside a traced step (a lambda, tool or node
+  body, or a worker thread the step's OTel context was carried into) without the step's config,
+  so handlers the step passed down never reached it (known at the run's start);
+- ``subtree``: an inherited handler that some other run of this root received, passed down on
+  another subtree (``with_config(callbacks=...)`` on a sibling, a runtime handler given to a
+  nested call);
+- ``scope``: a handler only ever given to constructors (it sees those components' own runs).
+
+``subtree`` and ``scope`` are facts about the root's runs taken together, not about one run (the
+model whose constructor handler the prompt missed starts after the prompt ended), so they are
+given in the root's summary; each span carries the per-run facts (its ``local``, ``inherited``,
+``filtered`` and ``dropped`` handlers), from which ``callscope tree`` derives each cell by the
+same rule. A handler that received an event and raised (``failed``) is recorded where it
+happened: an event on the run's span and a line in the summary (see ``SpanHandler.record_failure``).
 """
 
 from __future__ import annotations
@@ -37,12 +57,38 @@ INHERITED = "callscope.handlers.inherited"
 MISSED = "callscope.handlers.missed"
 #: Prefix of the per-handler root attributes: ``callscope.handlers.missed.<label>``.
 MISSED_PREFIX = MISSED + "."
+#: Handlers on the run's manager whose ``ignore_*`` flag kept this run from them.
+FILTERED = "callscope.handlers.filtered"
+#: Handlers the step this run's LangChain root started in passed down, which this run lacks.
+DROPPED = "callscope.handlers.dropped"
+#: On the run that started without its caller's config: the step it started in.
+DROPPED_IN = "callscope.handlers.dropped_in"
+#: Handlers that raised from one of this run's callbacks (each failure is also a span event).
+FAILED = "callscope.handlers.failed"
+#: The span event of one handler failure.
+FAILURE_EVENT = "callscope.handler.failed"
+FAILURE_HANDLER = "callscope.handler"
+FAILURE_CALLBACK = "callscope.callback"
+#: On a failure event recorded on a parent's span: the run's span had ended before the failure
+#: (its callback was dispatched to callscope before the failing handler).
+FAILURE_OF_CHILD = "callscope.callback.of_child_run"
+
+#: Why a handler missed a run, and the fix, in one phrase each.
+SCOPE, SUBTREE, FILTERED_REASON, DROPPED_REASON, FAILED_REASON = "scope", "subtree", "filtered", "dropped", "failed"
+FIXES = {
+    SCOPE: "pass it at run time, config={'callbacks': [...]}, to see the whole chain",
+    SUBTREE: "pass it to the outermost call, config={'callbacks': [...]}, to see the whole chain",
+    FILTERED_REASON: "unset the flag to receive these runs",
+    DROPPED_REASON: "pass `config` to the nested `invoke` (into the thread, too)",
+    FAILED_REASON: "fix the handler; LangChain logged the error and went on without it",
+}
 
 _MAX_TRACKED_RUNS = 1000
 _MAX_LABELS_PER_TRACE = 256
 _MAX_TRACES_REMEMBERED = 4096
 _LABEL_LOCK = threading.Lock()
 _MAX_LISTED_MISSES = 32
+_MAX_FAILURES_PER_TRACE = 64
 
 #: The LangChain callback condition that decides whether a handler receives each operation.
 IGNORE_CONDITION = {
@@ -185,6 +231,11 @@ class RunHandlers:
     local: tuple[str, ...] = ()
     inherited: tuple[str, ...] = ()
     processors: tuple[Any, ...] = ()
+    #: On the manager, but an ``ignore_*`` flag for this run's type kept the run from them.
+    filtered: tuple[str, ...] = ()
+
+    def received(self, label: str) -> bool:
+        return label in self.local or label in self.inherited
 
 
 EMPTY = RunHandlers()
@@ -275,16 +326,31 @@ class LabelsByTrace:
 
 
 @dataclass(slots=True, eq=False)
+class _Run:
+    """What the root's summary needs of one run under it."""
+
+    name: str
+    operation: str
+    handlers: RunHandlers
+    dropped: tuple[str, ...]
+
+
+@dataclass(slots=True, eq=False)
 class TraceScope:
     """The handler labels of the trace a LangChain root run belongs to and, for that root's
-    span, which runs under it each handler saw and missed."""
+    span, which runs under it each handler saw and missed, why, and which callbacks failed."""
 
     include_plumbing: bool = False
     labels: TraceLabels = field(default_factory=TraceLabels)
-    _runs: list[tuple[str, frozenset[str]]] = field(default_factory=list)
+    _runs: list[_Run] = field(default_factory=list)
     _untracked_runs: int = 0
-    #: The labels that reached a run under this root, in order of first appearance.
+    #: The labels on a manager of a run under this root, in order of first appearance.
     _seen: dict[str, None] = field(default_factory=dict)
+    #: label -> the step a LangChain root under this root started in without its config.
+    _dropped_in: dict[str, str] = field(default_factory=dict)
+    #: (label, callback, run name, error type), bounded; then a count of the rest.
+    _failures: list[tuple[str, str, str, str]] = field(default_factory=list)
+    _untracked_failures: int = 0
 
     def label(self, handler: Any) -> str:
         return self.labels.label(handler)
@@ -299,6 +365,7 @@ class TraceScope:
         local: list[str] = []
         inherited: list[str] = []
         processors: list[Any] = []
+        filtered: list[str] | None = None
         for handler in handlers:
             if is_callscope(handler):
                 attached = getattr(handler, "_callscope_processors", None)
@@ -306,42 +373,134 @@ class TraceScope:
                 if attached and not _contains(inheritable, handler):
                     processors.extend(attached)
                 continue
-            if (ignore and getattr(handler, ignore, False)) or (not self.include_plumbing and is_plumbing(handler)):
+            if not self.include_plumbing and is_plumbing(handler):
+                continue
+            if ignore and getattr(handler, ignore, False):
+                # LangChain's handle_event skips it for this event: the same test, the same flag.
+                if filtered is None:
+                    filtered = []
+                filtered.append(self.label(handler))
                 continue
             (inherited if _contains(inheritable, handler) else local).append(self.label(handler))
-        if not (local or inherited or processors):
+        if not (local or inherited or processors or filtered):
             return EMPTY
-        return RunHandlers(tuple(local), tuple(inherited), tuple(processors))
+        return RunHandlers(tuple(local), tuple(inherited), tuple(processors), tuple(filtered) if filtered else ())
 
-    def record_run(self, name: str, handlers: RunHandlers) -> None:
-        for label in handlers.local + handlers.inherited:
-            if label not in self._seen and len(self._seen) < _MAX_LABELS_PER_TRACE:
-                self._seen[label] = None
+    def lost_on_the_way(self, passed_down: Any, manager: Any, received: RunHandlers, already: tuple[str, ...]) -> tuple[str, ...]:
+        """Labels of the handlers a step passed down (``passed_down``, its manager's inheritable
+        handlers) that a LangChain root started inside it does not have (``manager``), plus the
+        ones its own root had already lost (``already``)."""
+        handlers = getattr(manager, "handlers", None) or ()
+        lost: list[str] = []
+        for handler in passed_down or ():
+            if is_callscope(handler) or _contains(handlers, handler):
+                continue
+            if not self.include_plumbing and is_plumbing(handler):
+                continue
+            lost.append(self.label(handler))
+        lost.extend(label for label in already if not received.received(label) and label not in received.filtered)
+        return tuple(dict.fromkeys(lost))
+
+    def record_run(self, name: str, operation: str, handlers: RunHandlers, dropped: tuple[str, ...] = ()) -> None:
+        if handlers is not EMPTY:
+            for label in handlers.local + handlers.inherited + handlers.filtered:
+                if label not in self._seen and len(self._seen) < _MAX_LABELS_PER_TRACE:
+                    self._seen[label] = None
         if len(self._runs) < _MAX_TRACKED_RUNS:
-            self._runs.append((name, frozenset(handlers.local + handlers.inherited)))
+            # The RunHandlers themselves, not a set built from them: membership is asked only
+            # once, when the root ends, and most runs are never asked about at all.
+            self._runs.append(_Run(name, operation, handlers, dropped))
         else:
             self._untracked_runs += 1
 
+    def record_dropped(self, step: str, labels: tuple[str, ...]) -> None:
+        for label in labels:
+            if len(self._dropped_in) < _MAX_LABELS_PER_TRACE:
+                self._dropped_in.setdefault(label, step)
+
+    def record_failure(self, label: str, callback: str, run: str, error_type: str) -> None:
+        if label not in self._seen and len(self._seen) < _MAX_LABELS_PER_TRACE:
+            self._seen[label] = None
+        if len(self._failures) < _MAX_FAILURES_PER_TRACE:
+            self._failures.append((label, callback, run, error_type))
+        else:
+            self._untracked_failures += 1
+
     def missed_attributes(self) -> dict[str, Any]:
-        """Root-span attributes: for every handler that saw a run under this root, the runs
-        under this root it missed."""
+        """Root-span attributes: for every handler on a manager under this root, the runs under
+        this root it missed, grouped by reason with the fix, and the callbacks it failed in."""
         total = len(self._runs)
+        # The runs where each label was given to a constructor, and the first run that inherited
+        # it (its subtree's top: runs start after their parents).
+        local_in: dict[str, dict[str, None]] = {}
+        inherited_from: dict[str, str] = {}
+        for run in self._runs:
+            for label in run.handlers.local:
+                local_in.setdefault(label, {})[run.name] = None
+            for label in run.handlers.inherited:
+                inherited_from.setdefault(label, run.name)
+        failures: dict[str, list[tuple[str, str, str]]] = {}
+        for label, callback, run_name, error_type in self._failures:
+            failures.setdefault(label, []).append((callback, run_name, error_type))
         summary: list[str] = []
         attributes: dict[str, Any] = {}
         for label in self._seen:
-            missed = [name for name, seen in self._runs if label not in seen]
-            if not missed:
+            by_reason: dict[str, list[str]] = {}
+            flags: dict[str, None] = {}
+            missed: list[str] = []
+            for run in self._runs:
+                handlers = run.handlers
+                if handlers.received(label):
+                    continue
+                if label in handlers.filtered:
+                    reason = FILTERED_REASON
+                    flags[IGNORE_CONDITION.get(run.operation, "ignore_*")] = None
+                elif label in run.dropped:
+                    reason = DROPPED_REASON
+                elif label in inherited_from:
+                    reason = SUBTREE
+                else:
+                    reason = SCOPE
+                by_reason.setdefault(reason, []).append(run.name)
+                missed.append(run.name)
+            failed = failures.get(label, [])
+            if not missed and not failed:
                 continue
-            listed = missed[:_MAX_LISTED_MISSES]
-            if len(missed) > len(listed):
-                listed.append(f"… {len(missed) - len(listed)} more")
-            attributes[MISSED_PREFIX + label] = tuple(listed)
-            summary.append(f"{label} saw {total - len(missed)} of {total} runs; missed {', '.join(_counted(missed))}")
+            parts = [f"{label} saw {total - len(missed)} of {total} runs"]
+            for reason in (SCOPE, SUBTREE, FILTERED_REASON, DROPPED_REASON):
+                names = by_reason.get(reason)
+                if names:
+                    parts.append(f"{reason}: missed {', '.join(_counted(names))} ({self._why(reason, label, local_in, inherited_from, flags)}; fix: {FIXES[reason]})")
+            if failed:
+                events = [f"{callback} of {run_name} ({error_type})" for callback, run_name, error_type in failed]
+                parts.append(f"{FAILED_REASON}: raised in {', '.join(_counted(events))} (fix: {FIXES[FAILED_REASON]})")
+            if missed:
+                listed = missed[:_MAX_LISTED_MISSES]
+                if len(missed) > len(listed):
+                    listed.append(f"… {len(missed) - len(listed)} more")
+                attributes[MISSED_PREFIX + label] = tuple(listed)
+            summary.append("; ".join(parts))
         if summary:
             if self._untracked_runs:
                 summary.append(f"({self._untracked_runs} further runs not tracked)")
+            if self._untracked_failures:
+                summary.append(f"({self._untracked_failures} further handler failures not listed)")
             attributes[MISSED] = tuple(summary)
         return attributes
+
+    def _why(self, reason: str, label: str, local_in: dict[str, dict[str, None]], inherited_from: dict[str, str], flags: dict[str, None]) -> str:
+        if reason == SCOPE:
+            owners = list(local_in.get(label, {}))
+            if not owners:
+                return "a constructor callback of a component outside these runs"
+            more = f" and {len(owners) - 3} more" if len(owners) > 3 else ""
+            return f"a constructor callback of {', '.join(owners[:3])}{more}"
+        if reason == SUBTREE:
+            return f"passed down from {inherited_from[label]} only"
+        if reason == FILTERED_REASON:
+            return f"{' / '.join(f'{flag}=True' for flag in flags)} on the handler"
+        step = self._dropped_in.get(label)
+        return f"started in {step} without its config" if step else "started without its caller's config"
 
 
 def _contains(handlers: Any, handler: Any) -> bool:
