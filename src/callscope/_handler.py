@@ -196,7 +196,7 @@ class SpanHandler(BaseCallbackHandler):
             self.registry.add(run_id, record)
             claim_run_body(operation, context)
             return record
-        scope.record_run(name, operation, handlers, dropped)
+        scope.record_run(name, operation, handlers, dropped, run_id, span)
         if _scope.DROPPED_IN in attributes:
             scope.record_dropped(step.name, dropped)  # type: ignore[union-attr]
         if enclosing is None:
@@ -290,17 +290,23 @@ class SpanHandler(BaseCallbackHandler):
             # run never starts (a raise_error handler aborted its start): its parent's span says.
             parent = self.registry.get(kwargs.get("parent_run_id"))
             if parent is not None:
-                self._apply_failure(parent, failure, of_child=True)
+                self._apply_failure(parent, failure, of_child=run_id)
         except Exception:
             self._note_failure("recording another handler's failure", "LangChain's handling of it is unaffected")
 
-    def _apply_failure(self, record: RunRecord, failure: _Failure, *, of_child: bool = False) -> None:
+    def _apply_failure(self, record: RunRecord, failure: _Failure, *, of_child: Any = None) -> None:
+        """Record ``failure`` on ``record``'s span, or, ``of_child`` being a run id, on the span
+        of the parent ``record`` of that run, whose own span had already ended."""
         if not record.sampled:
             return
         label = record.scope.label(failure.handler)
         span = record.span
         outcome = failure.error_type + (", aborted the run" if failure.aborts else "")
-        record.scope.record_failure(label, failure.callback, f"a child run of {record.name}" if of_child else record.name, outcome)
+        run_name, child_span = record.name, None
+        if of_child is not None:
+            child = record.scope.run_named(of_child)
+            run_name, child_span = child if child is not None else (f"a child run of {record.name}", None)
+        record.scope.record_failure(label, failure.callback, run_name, outcome)
         if not span.is_recording() or record.failure_events >= _MAX_FAILURE_EVENTS:
             return
         record.failure_events += 1
@@ -312,10 +318,12 @@ class SpanHandler(BaseCallbackHandler):
         }
         if failure.aborts:
             attributes["callscope.handler.raise_error"] = True
-        if of_child:
-            attributes[_scope.FAILURE_OF_CHILD] = True
+        if of_child is not None:
+            attributes[_scope.FAILURE_OF_RUN] = run_name
+            if child_span is not None:
+                attributes[_scope.FAILURE_OF_SPAN] = format(child_span.get_span_context().span_id, "016x")
         span.add_event(_scope.FAILURE_EVENT, attributes)
-        if not of_child and label not in record.failed and len(record.failed) < _scope._MAX_LABELS_PER_TRACE:
+        if of_child is None and label not in record.failed and len(record.failed) < _scope._MAX_LABELS_PER_TRACE:
             record.failed += (label,)
             span.set_attribute(_scope.FAILED, record.failed)
 

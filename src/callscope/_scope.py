@@ -69,9 +69,11 @@ FAILED = "callscope.handlers.failed"
 FAILURE_EVENT = "callscope.handler.failed"
 FAILURE_HANDLER = "callscope.handler"
 FAILURE_CALLBACK = "callscope.callback"
-#: On a failure event recorded on a parent's span: the run's span had ended before the failure
-#: (its callback was dispatched to callscope before the failing handler).
-FAILURE_OF_CHILD = "callscope.callback.of_child_run"
+#: On a failure event recorded on a parent's span because the failing run's own span had ended
+#: (LangChain dispatched the callback to callscope before the failing handler): that run's
+#: name and span id, so a reader puts the failure where it happened.
+FAILURE_OF_RUN = "callscope.callback.run"
+FAILURE_OF_SPAN = "callscope.callback.span_id"
 
 #: Why a handler missed a run, and the fix, in one phrase each.
 SCOPE, SUBTREE, FILTERED_REASON, DROPPED_REASON, FAILED_REASON = "scope", "subtree", "filtered", "dropped", "failed"
@@ -82,6 +84,7 @@ FIXES = {
     DROPPED_REASON: "pass `config` to the nested `invoke` (into the thread, too)",
     FAILED_REASON: "fix the handler; LangChain logged the error and went on without it",
 }
+_FIX_ABORTED = "fix the handler; with raise_error=True its error aborted the run"
 
 _MAX_TRACKED_RUNS = 1000
 _MAX_LABELS_PER_TRACE = 256
@@ -333,6 +336,10 @@ class _Run:
     operation: str
     handlers: RunHandlers
     dropped: tuple[str, ...]
+    #: The run's id and span: a handler failure reported after the run's span ended is
+    #: attributed to the run by these (a scan, on failures only).
+    run_id: Any = None
+    span: Any = None
 
 
 @dataclass(slots=True, eq=False)
@@ -401,7 +408,9 @@ class TraceScope:
         lost.extend(label for label in already if not received.received(label) and label not in received.filtered)
         return tuple(dict.fromkeys(lost))
 
-    def record_run(self, name: str, operation: str, handlers: RunHandlers, dropped: tuple[str, ...] = ()) -> None:
+    def record_run(
+        self, name: str, operation: str, handlers: RunHandlers, dropped: tuple[str, ...] = (), run_id: Any = None, span: Any = None
+    ) -> None:
         if handlers is not EMPTY:
             for label in handlers.local + handlers.inherited + handlers.filtered:
                 if label not in self._seen and len(self._seen) < _MAX_LABELS_PER_TRACE:
@@ -409,9 +418,16 @@ class TraceScope:
         if len(self._runs) < _MAX_TRACKED_RUNS:
             # The RunHandlers themselves, not a set built from them: membership is asked only
             # once, when the root ends, and most runs are never asked about at all.
-            self._runs.append(_Run(name, operation, handlers, dropped))
+            self._runs.append(_Run(name, operation, handlers, dropped, run_id, span))
         else:
             self._untracked_runs += 1
+
+    def run_named(self, run_id: Any) -> tuple[str, Any] | None:
+        """``(name, span)`` of a run under this root, most recent first; None if not tracked."""
+        for run in reversed(self._runs):
+            if run.run_id == run_id:
+                return run.name, run.span
+        return None
 
     def record_dropped(self, step: str, labels: tuple[str, ...]) -> None:
         for label in labels:
@@ -473,7 +489,8 @@ class TraceScope:
                     parts.append(f"{reason}: missed {', '.join(_counted(names))} ({self._why(reason, label, local_in, inherited_from, flags)}; fix: {FIXES[reason]})")
             if failed:
                 events = [f"{callback} of {run_name} ({error_type})" for callback, run_name, error_type in failed]
-                parts.append(f"{FAILED_REASON}: raised in {', '.join(_counted(events))} (fix: {FIXES[FAILED_REASON]})")
+                fix = _FIX_ABORTED if any(", aborted" in error_type for _, _, error_type in failed) else FIXES[FAILED_REASON]
+                parts.append(f"{FAILED_REASON}: raised in {', '.join(_counted(events))} (fix: {fix})")
             if missed:
                 listed = missed[:_MAX_LISTED_MISSES]
                 if len(missed) > len(listed):
