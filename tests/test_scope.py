@@ -526,3 +526,235 @@ def test_a_chain_run_inside_a_models_provider_code_shares_the_models_labels(span
     assert spans.parent_name(spans.one("inner")) == "chat"
     assert local(spans.one("chat")) == ("RequestLogger",)
     assert inherited(spans.one("inner")) == ("RequestLogger#2",)
+
+
+# --- why a handler missed a run -------------------------------------------------------------
+
+FILTERED, DROPPED, DROPPED_IN = "callscope.handlers.filtered", "callscope.handlers.dropped", "callscope.handlers.dropped_in"
+
+
+def run_in(mode: str, runnable, value, config):
+    """Run ``runnable`` in one execution mode, as an application would."""
+    if mode == "invoke":
+        return runnable.invoke(value, config)
+    if mode == "batch":
+        return runnable.batch([value], config)[0]
+    if mode == "stream":
+        return list(runnable.stream(value, config))
+
+    async def drive():
+        if mode == "ainvoke":
+            return await runnable.ainvoke(value, config)
+        if mode == "abatch":
+            return (await runnable.abatch([value], config))[0]
+        if mode == "astream":
+            return [c async for c in runnable.astream(value, config)]
+        return [e async for e in runnable.astream_events(value, config, version="v2")]
+
+    return asyncio.run(drive())
+
+
+def summary_of(spans, label: str, root: str = "RunnableSequence") -> str:
+    roots = [s for s in spans.named(root) if "callscope.handlers.missed" in s.attributes]
+    assert len(roots) == 1, [s.name for s in spans.all]
+    lines = [line for line in roots[0].attributes["callscope.handlers.missed"] if line.startswith(f"{label} saw ")]
+    assert len(lines) == 1, roots[0].attributes["callscope.handlers.missed"]
+    return lines[0]
+
+
+REASON_MODES = ["invoke", "batch", "ainvoke", "abatch", "stream", "astream", "astream_events"]
+
+
+@pytest.mark.parametrize("mode", REASON_MODES)
+def test_scope_a_constructor_handler_misses_the_runs_of_other_components(mode, spans):
+    handler = LoggingHandler()
+    run_in(mode, seed_chain(handler), {"number": "2"}, {})
+    assert summary_of(spans, "LoggingHandler") == (
+        "LoggingHandler saw 1 of 3 runs; scope: missed RunnableSequence, ChatPromptTemplate (a constructor callback"
+        " of chat; fix: pass it at run time, config={'callbacks': [...]}, to see the whole chain)"
+    )
+
+
+@pytest.mark.parametrize("mode", REASON_MODES)
+def test_subtree_a_with_config_handler_misses_the_runs_outside_its_subtree(mode, spans):
+    audit = AuditHandler()
+    sub = (RunnableLambda(lambda v: v, name="a") | RunnableLambda(lambda v: v, name="b")).with_config(callbacks=[audit], run_name="sub")
+    run_in(mode, RunnableLambda(lambda v: v, name="before") | sub, 1, {})
+    assert summary_of(spans, "AuditHandler") == (
+        "AuditHandler saw 3 of 5 runs; subtree: missed RunnableSequence, before (passed down from sub only;"
+        " fix: pass it to the outermost call, config={'callbacks': [...]}, to see the whole chain)"
+    )
+
+
+def test_subtree_a_runtime_handler_given_to_a_nested_call(spans):
+    """``config={"callbacks": [h]}`` on a nested call replaces the step's callbacks: ``h`` is
+    inherited in the nested call only (subtree), and the outer runtime handler loses it
+    (dropped)."""
+    audit, runtime = AuditHandler(), LoggingHandler()
+    inner = RunnableLambda(lambda v: v, name="inner_a") | RunnableLambda(lambda v: v, name="inner_b")
+    outer = RunnableLambda(lambda v: v, name="first") | RunnableLambda(lambda v: inner.invoke(v, {"callbacks": [audit]}), name="nest")
+    outer.invoke(1, {"callbacks": [runtime]})
+    assert summary_of(spans, "AuditHandler").startswith(
+        "AuditHandler saw 3 of 6 runs; subtree: missed RunnableSequence, first, nest (passed down from RunnableSequence only;"
+    )
+    assert summary_of(spans, "LoggingHandler").startswith(
+        "LoggingHandler saw 3 of 6 runs; dropped: missed RunnableSequence, inner_a, inner_b (started in nest without its config;"
+    )
+
+
+@pytest.mark.parametrize("mode", REASON_MODES)
+def test_filtered_an_ignore_flag_keeps_the_runs_of_its_type_from_the_handler(mode, spans):
+    class ModelsOnly(BaseCallbackHandler):
+        ignore_chain = True
+
+    run_in(mode, seed_chain(), {"number": "2"}, {"callbacks": [ModelsOnly()]})
+    assert inherited(spans.one("chat")) == ("ModelsOnly",)
+    for name in ("RunnableSequence", "ChatPromptTemplate"):
+        assert tuple(spans.one(name).attributes[FILTERED]) == ("ModelsOnly",), name
+        assert inherited(spans.one(name)) == (), name
+    assert FILTERED not in spans.one("chat").attributes
+    assert summary_of(spans, "ModelsOnly") == (
+        "ModelsOnly saw 1 of 3 runs; filtered: missed RunnableSequence, ChatPromptTemplate (ignore_chain=True on the"
+        " handler; fix: unset the flag to receive these runs)"
+    )
+
+
+def test_filtered_names_the_flag_of_each_run_type(spans):
+    class NoModels(BaseCallbackHandler):
+        ignore_chat_model = True
+
+    seed_chain().invoke({"number": "2"}, {"callbacks": [NoModels()]})
+    assert tuple(spans.one("chat").attributes[FILTERED]) == ("NoModels",)
+    assert "filtered: missed chat (ignore_chat_model=True on the handler;" in summary_of(spans, "NoModels")
+
+
+def _nested_answer():
+    return (ChatPromptTemplate.from_template("{q}") | FakeListChatModel(responses=["inner"])).with_config(run_name="inner")
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "batch", "stream", "astream"])
+def test_dropped_a_with_config_chain_invoked_in_a_step_without_config(mode, spans):
+    """LangChain's with_config(callbacks=...) overwrites the step's callbacks when the bound
+    runnable is invoked without config (the notes' K1): a new LangChain root inside the step."""
+    runtime, audit = LoggingHandler(), AuditHandler()
+    inner = _nested_answer().with_config(callbacks=[audit])
+
+    async def anest(value):
+        return (await inner.ainvoke({"q": value})).content
+
+    nest = RunnableLambda(lambda value: inner.invoke({"q": value}).content, afunc=anest, name="nest")
+    run_in(mode, RunnableLambda(lambda v: v, name="first") | nest, "q", {"callbacks": [runtime]})
+    assert runtime.events.count("chat_model_start") == 0  # LangChain's own behaviour: it never sees the nested model
+    inner_span = spans.one("inner")
+    assert inner_span.attributes[DROPPED_IN] == "nest"
+    for span in [inner_span, spans.one("chat"), *[s for s in spans.named("ChatPromptTemplate")]]:
+        assert tuple(span.attributes[DROPPED]) == ("LoggingHandler",), span.name
+        assert inherited(span) == ("AuditHandler",), span.name
+    assert DROPPED not in spans.one("nest").attributes
+    assert summary_of(spans, "LoggingHandler") == (
+        "LoggingHandler saw 3 of 6 runs; dropped: missed inner, ChatPromptTemplate, chat (started in nest without its"
+        " config; fix: pass `config` to the nested `invoke` (into the thread, too))"
+    )
+
+
+def _carrying_otel_context(work):
+    """What OpenTelemetry's threading instrumentation does for a pool's task: the submitter's
+    OTel context is attached in the worker thread; LangChain's config context is not carried."""
+    from opentelemetry import context as otel_context
+
+    captured = otel_context.get_current()
+
+    def run():
+        token = otel_context.attach(captured)
+        try:
+            return work()
+        finally:
+            otel_context.detach(token)
+
+    return run
+
+
+def test_dropped_a_chain_run_in_a_worker_thread_under_otel_thread_propagation(spans):
+    from concurrent.futures import ThreadPoolExecutor
+
+    runtime = LoggingHandler()
+    inner = _nested_answer()
+    with ThreadPoolExecutor(2) as pool:
+
+        def fetch(value):
+            futures = [pool.submit(_carrying_otel_context(lambda: inner.invoke({"q": value}).content)) for _ in range(2)]
+            return [f.result() for f in futures]
+
+        (RunnableLambda(lambda v: v, name="first") | RunnableLambda(fetch, name="fetch")).invoke("q", {"callbacks": [runtime]})
+    assert len(spans.trace_ids()) == 1
+    for inner_span in spans.named("inner"):
+        assert spans.parent_name(inner_span) == "fetch"
+        assert inner_span.attributes[DROPPED_IN] == "fetch"
+    assert all(tuple(s.attributes[DROPPED]) == ("LoggingHandler",) for s in spans.named("chat"))
+    assert summary_of(spans, "LoggingHandler") == (
+        "LoggingHandler saw 3 of 9 runs; dropped: missed inner ×2, ChatPromptTemplate ×2, chat ×2 (started in fetch"
+        " without its config; fix: pass `config` to the nested `invoke` (into the thread, too))"
+    )
+
+
+def test_a_worker_thread_root_that_got_the_config_drops_nothing(spans):
+    from concurrent.futures import ThreadPoolExecutor
+
+    runtime = LoggingHandler()
+    inner = _nested_answer()
+    with ThreadPoolExecutor(1) as pool:
+
+        def fetch(value, config):
+            return pool.submit(_carrying_otel_context(lambda: inner.invoke({"q": value}, {"callbacks": config["callbacks"]}).content)).result()
+
+        (RunnableLambda(lambda v: v, name="first") | RunnableLambda(fetch, name="fetch")).invoke("q", {"callbacks": [runtime]})
+    assert runtime.events.count("chat_model_start") == 1
+    assert not any(DROPPED in s.attributes for s in spans.all)
+    assert "callscope.handlers.missed" not in spans.one("RunnableSequence").attributes
+
+
+def test_dropped_in_a_langgraph_node_that_runs_a_chain_in_a_thread(spans):
+    from concurrent.futures import ThreadPoolExecutor
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        q: str
+
+    inner = _nested_answer()
+    pool = ThreadPoolExecutor(1)
+
+    def research(state: State) -> State:
+        return {"q": pool.submit(_carrying_otel_context(lambda: inner.invoke({"q": state["q"]}).content)).result()}
+
+    builder = StateGraph(State)
+    builder.add_node("research", research)
+    builder.add_edge(START, "research")
+    builder.add_edge("research", END)
+    try:
+        builder.compile().invoke({"q": "x"}, {"callbacks": [LoggingHandler()]})
+    finally:
+        pool.shutdown()
+    assert spans.one("inner").attributes[DROPPED_IN] == "research"
+    assert tuple(spans.one("chat").attributes[DROPPED]) == ("LoggingHandler",)
+    assert "dropped: missed inner, ChatPromptTemplate, chat (started in research without its config;" in summary_of(
+        spans, "LoggingHandler", root="LangGraph"
+    )
+
+
+def test_reason_summaries_stay_bounded_however_long_the_trace(spans):
+    from callscope import _scope
+
+    class ModelsOnly(BaseCallbackHandler):
+        ignore_chain = True
+
+    steps = RunnableLambda(lambda v: v, name="s0")
+    for i in range(1, _scope._MAX_TRACKED_RUNS + 50):
+        steps = steps | RunnableLambda(lambda v: v, name=f"s{i}")
+    steps.invoke(1, {"callbacks": [ModelsOnly()]})
+    root = spans.one("RunnableSequence")
+    assert len(root.attributes["callscope.handlers.missed.ModelsOnly"]) == _scope._MAX_LISTED_MISSES + 1
+    (line, untracked) = root.attributes["callscope.handlers.missed"]
+    assert len(line) < 4000 and untracked == "(51 further runs not tracked)"
+    assert "s30, … 968 more (ignore_chain=True" in line

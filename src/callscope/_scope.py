@@ -533,4 +533,8 @@ def _counted(names: Iterable[str]) -> list[str]:
     counts: dict[str, int] = {}
     for name in names:
         counts[name] = counts.get(name, 0) + 1
-    return [name if n == 1 else f"{name} ×{n}" for name, n in counts.items()][:_MAX_LISTED_MISSES]
+    listed = [name if n == 1 else f"{name} ×{n}" for name, n in counts.items()]
+    if len(listed) > _MAX_LISTED_MISSES:
+        rest = sum(list(counts.values())[_MAX_LISTED_MISSES:])
+        listed = [*listed[:_MAX_LISTED_MISSES], f"… {rest} more"]
+    return listed
