@@ -44,7 +44,7 @@ def test_demo_writes_the_file_and_prints_the_tree(tmp_path: Path, capsys: pytest
     output = tmp_path / "demo.jsonl"
     assert main(["demo", "--output", str(output)]) == Exit.OK
     out, err = capsys.readouterr()
-    assert f"wrote 23 spans in 3 traces to {output}" in out
+    assert f"wrote 35 spans in 3 traces to {output}" in out
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     assert lines and all("resourceSpans" in line for line in lines)
     for root in ("answer", "answer-streamed", "answer-strict"):
@@ -55,20 +55,37 @@ def test_demo_writes_the_file_and_prints_the_tree(tmp_path: Path, capsys: pytest
     assert "callscope: error" not in err
 
 
-def test_demo_tree_shows_each_handler_scope(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_tree_shows_each_handler_scope_and_each_reason_for_a_miss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--output", str(tmp_path / "d.jsonl")]) == Exit.OK
     out = capsys.readouterr().out.splitlines()
-    header = next(line for line in out if line.lstrip().startswith("span "))
-    labels = header.split()[3:]
-    assert labels == ["RuntimeLogger", "ToolLogger", "ModelLogger"]
+    headers = [i for i, line in enumerate(out) if line.lstrip().startswith("span ")]
+    labels = out[headers[0]].split()[3:]
+    assert labels == ["RuntimeLogger", "ToolLogger", "ModelsOnlyLogger", "ModelLogger", "FormatAudit"]
+    first_trace = out[headers[0] : headers[1]]
 
     def cells(prefix: str) -> dict[str, str]:
-        row = next(line for line in out if line.startswith(prefix))
-        return dict(zip(labels, row.split()[-3:]))
+        row = next(line for line in first_trace if line.startswith(prefix))
+        return dict(zip(labels, row.split()[-len(labels) :], strict=True))
 
-    assert cells("answer ") == {"RuntimeLogger": "inherited", "ToolLogger": "missed", "ModelLogger": "missed"}
-    assert cells("│     └─ execute_tool lookup")["ToolLogger"] == "local"
-    assert cells("├─ chat")["ModelLogger"] == "local"
+    assert cells("answer ") == {
+        "RuntimeLogger": "inherited",
+        "ToolLogger": "scope",
+        "ModelsOnlyLogger": "filtered",
+        "ModelLogger": "scope",
+        "FormatAudit": "subtree",
+    }
+    assert cells("│  │  └─ execute_tool lookup")["ToolLogger"] == "local"
+    assert cells("├─ chat")["ModelLogger"] == "local" and cells("├─ chat")["ModelsOnlyLogger"] == "inherited"
+    assert cells("└─ StrOutputParser")["FormatAudit"] == "inherited"
+    assert cells("│        └─ rank_sources")["RuntimeLogger"] == "dropped"
+    assert cells("│           └─ chat")["ModelsOnlyLogger"] == "dropped"
+    # The third trace: a handler that raised from on_llm_end, under the model's span.
+    strict = out[headers[2] :]
+    strict_labels = strict[0].split()[3:]
+    chat_row = next(line for line in strict if line.startswith("├─ chat"))
+    assert dict(zip(strict_labels, chat_row.split()[-3:], strict=True))["FlakyLogger"] == "failed"
+    assert strict[strict.index(chat_row) + 1].split()[:5] == ["│", "✗", "FlakyLogger.on_llm_end", "raised", "RuntimeError:"]
+    assert any(line.startswith("LangChain logged, and went on: Error in FlakyLogger.on_llm_end callback:") for line in out)
 
 
 def test_tree_of_the_demo_file(demo_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -126,7 +126,8 @@ def test_plain_text_off_a_terminal(chain_records: list[SpanRecord]) -> None:
     assert any(line.startswith("└─ extract") for line in lines)
     divide_row = next(line for line in lines if "divide" in line)
     assert "error: ZeroDivisionError: division by zero" in divide_row
-    assert "missed: never saw that run" in text
+    assert "scope (S): missed: a constructor handler of other components" in text
+    assert next(line for line in lines if line.startswith("└─ extract")).split()[-2:] == ["inherited", "scope"]
 
 
 def test_colour_on_a_terminal_and_none_under_no_color(

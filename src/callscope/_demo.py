@@ -1,14 +1,22 @@
-"""``callscope demo``: a small LangChain app on fake models that shows both callback scopes.
+"""``callscope demo``: a small LangChain app on fake models that shows both callback scopes,
+and each reason a handler misses a run.
 
 No API key, no network, no server. Three runs, each its own trace:
 
-1. ``answer``: ``{topic, facts: lookup tool} | prompt | chat model | parser``, invoked with a
-   runtime handler. The model and the tool each carry a constructor handler, so the tree shows
-   the runtime handler *inherited* everywhere and each constructor handler *local* to its own
-   component and *missed* elsewhere.
+1. ``answer``: ``{topic, facts: lookup tool, sources: a chain run in a worker thread} | prompt |
+   chat model | parser``, invoked with two runtime handlers. The tree shows:
+
+   - ``RuntimeLogger`` *inherited* everywhere but in the worker thread's chain: *dropped* (the
+     step ran it without passing its config; the thread carries the OTel context, as
+     ``opentelemetry-instrument``'s threading instrumentation does, but not LangChain's);
+   - ``ModelsOnlyLogger`` (``ignore_chain=True``): *inherited* by the model, *filtered* on chains;
+   - ``ModelLogger`` and ``ToolLogger``, constructor handlers: *local* to their component, and
+     *scope* elsewhere;
+   - ``FormatAudit``, given to the parser with ``with_config``: *subtree* elsewhere.
 2. ``answer-streamed``: the same chain, streamed.
-3. ``answer-strict``: a chain whose last step raises; the error is caught, and its span is
-   marked ERROR.
+3. ``answer-strict``: a chain whose last step raises (caught, its span ERROR), run with a
+   ``FlakyLogger`` whose ``on_llm_end`` raises: LangChain logs "Error in …" and goes on; the
+   model's span shows the handler *failed*.
 
 Spans go to an OTLP/JSON lines file through a provider of the demo's own (the global one is
 left alone), and over OTLP too when ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` is set.
@@ -19,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -30,6 +39,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tools import StructuredTool
+from opentelemetry import context as otel_context
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import callscope
@@ -43,8 +53,11 @@ __all__ = [
     "DEFAULT_OUTPUT",
     "DEFAULT_SERVICE_NAME",
     "DemoResult",
+    "FlakyLogger",
+    "FormatAudit",
     "LoggingHandler",
     "ModelLogger",
+    "ModelsOnlyLogger",
     "RuntimeLogger",
     "ToolLogger",
     "run_demo",
@@ -79,9 +92,28 @@ class LoggingHandler(BaseCallbackHandler):
         self._saw("tool", serialized, kwargs)
 
 
-# callscope labels handlers by class name, so three roles get three small classes.
+# callscope labels handlers by class name, so each role gets a small class of its own.
 class RuntimeLogger(LoggingHandler):
     """Passed at call time (``config={"callbacks": [...]}``): inherited by every child run."""
+
+
+class ModelsOnlyLogger(LoggingHandler):
+    """Passed at call time, but ``ignore_chain`` keeps every chain run from it."""
+
+    @property
+    def ignore_chain(self) -> bool:
+        return True
+
+
+class FormatAudit(LoggingHandler):
+    """Given to the parser with ``with_config(callbacks=...)``: inherited by that subtree only."""
+
+
+class FlakyLogger(LoggingHandler):
+    """A handler with a bug in one callback: LangChain logs its error and goes on."""
+
+    def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+        raise RuntimeError("metrics backend unreachable")
 
 
 class ModelLogger(LoggingHandler):
@@ -102,6 +134,18 @@ class DemoResult:
     otlp_protocol: str | None
     handlers: list[LoggingHandler] = field(default_factory=list)
     failure: str = ""
+    #: What LangChain logged about handler failures during the demo (it goes on without them).
+    langchain_log: list[str] = field(default_factory=list)
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.lines) < 10:
+            self.lines.append(record.getMessage())
 
 
 def _lookup(topic: str) -> str:
@@ -115,17 +159,45 @@ def _strict_parse(text: str) -> dict[str, str]:
     return {"answer": text}
 
 
-def _build_chain(model_logger: LoggingHandler, tool_logger: LoggingHandler) -> tuple[Runnable, Runnable]:
+def _in_worker_thread(pool: ThreadPoolExecutor, work: Callable[[], Any]) -> Any:
+    """Run ``work`` in the pool, carrying the OTel context into the thread as
+    ``opentelemetry-instrument``'s threading instrumentation does (LangChain's config is not)."""
+    captured = otel_context.get_current()
+
+    def carried() -> Any:
+        token = otel_context.attach(captured)
+        try:
+            return work()
+        finally:
+            otel_context.detach(token)
+
+    return pool.submit(carried).result()
+
+
+def _build_chain(
+    model_logger: LoggingHandler, tool_logger: LoggingHandler, format_audit: LoggingHandler, pool: ThreadPoolExecutor
+) -> tuple[Runnable, Runnable]:
     model = FakeListChatModel(
         responses=["Spans nest like runs do.", "Handlers given to a component stay with it."],
         callbacks=[model_logger],
     )
     lookup = StructuredTool.from_function(_lookup, name="lookup", callbacks=[tool_logger])
     prompt = ChatPromptTemplate.from_messages(
-        [("system", "Answer from these facts: {facts}"), ("human", "Tell me about {topic}.")]
+        [("system", "Answer from these facts: {facts} ({sources})"), ("human", "Tell me about {topic}.")]
     )
-    gather = {"topic": itemgetter("topic"), "facts": itemgetter("topic") | lookup}
-    answer = gather | prompt | model | StrOutputParser()
+    rank = ChatPromptTemplate.from_template("Rank sources on {topic}") | FakeListChatModel(responses=["the LangChain docs"])
+    rank = rank.with_config(run_name="rank_sources")
+
+    def sources(topic: str) -> str:
+        # The classic slip: the nested chain is invoked without this step's config.
+        return str(_in_worker_thread(pool, lambda: rank.invoke({"topic": topic}).content))
+
+    gather = {
+        "topic": itemgetter("topic"),
+        "facts": itemgetter("topic") | lookup,
+        "sources": itemgetter("topic") | RunnableLambda(sources, name="sources"),
+    }
+    answer = gather | prompt | model | StrOutputParser().with_config(callbacks=[format_audit])
     strict = prompt | model | StrOutputParser() | RunnableLambda(_strict_parse, name="strict_parse")
     return answer, strict
 
@@ -166,25 +238,41 @@ def run_demo(
     provider = build_tracer_provider(service_name=service_name, span_processors=[file_processor])
     result = DemoResult(output=output, otlp_endpoint=endpoint, otlp_protocol=otlp_protocol_from_env() if endpoint else None)
     runtime_logger = RuntimeLogger("runtime-logger")
+    models_only = ModelsOnlyLogger("models-only-logger")
     model_logger = ModelLogger("model-logger")
     tool_logger = ToolLogger("tool-logger")
-    result.handlers = [runtime_logger, model_logger, tool_logger]
+    format_audit = FormatAudit("format-audit")
+    flaky = FlakyLogger("flaky-logger")
+    result.handlers = [runtime_logger, models_only, model_logger, tool_logger, format_audit, flaky]
+    # The demo is the application here: LangChain's "Error in FlakyLogger.on_llm_end callback"
+    # line is kept for the demo to show, not printed in the middle of its output.
+    langchain_log = _Collect()
+    manager_logger = logging.getLogger("langchain_core.callbacks.manager")
+    manager_logger.addHandler(langchain_log)
+    propagate, manager_logger.propagate = manager_logger.propagate, False
     callscope.instrument(tracer_provider=provider)
     try:
-        answer, strict = _build_chain(model_logger, tool_logger)
-        config: dict[str, Any] = {"callbacks": [runtime_logger]}
-        answer.invoke({"topic": "callback scoping"}, config={**config, "run_name": "answer"})
-        # Distinct start times keep the traces in this order when they are read back.
-        time.sleep(0.002)
-        for _chunk in answer.stream({"topic": "streaming"}, config={**config, "run_name": "answer-streamed"}):
-            pass
-        time.sleep(0.002)
-        try:
-            strict.invoke({"topic": "errors", "facts": "none"}, config={**config, "run_name": "answer-strict"})
-        except ValueError as error:
-            result.failure = str(error)
+        with ThreadPoolExecutor(1, thread_name_prefix="callscope-demo") as pool:
+            answer, strict = _build_chain(model_logger, tool_logger, format_audit, pool)
+            config: dict[str, Any] = {"callbacks": [runtime_logger, models_only]}
+            answer.invoke({"topic": "callback scoping"}, config={**config, "run_name": "answer"})
+            # Distinct start times keep the traces in this order when they are read back.
+            time.sleep(0.002)
+            for _chunk in answer.stream({"topic": "streaming"}, config={**config, "run_name": "answer-streamed"}):
+                pass
+            time.sleep(0.002)
+            try:
+                strict.invoke(
+                    {"topic": "errors", "facts": "none", "sources": "none"},
+                    config={"callbacks": [runtime_logger, flaky], "run_name": "answer-strict"},
+                )
+            except ValueError as error:
+                result.failure = str(error)
     finally:
         callscope.uninstrument()
+        manager_logger.removeHandler(langchain_log)
+        manager_logger.propagate = propagate
+        result.langchain_log = langchain_log.lines
         file_processor.force_flush()
     try:
         if on_file_written is not None:

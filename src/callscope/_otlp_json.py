@@ -138,6 +138,9 @@ class SpanRecord:
     service_name: str | None = None
     #: The instrumentation scope that made the span (``callscope`` for callscope's own).
     scope_name: str | None = None
+    #: The attributes of its ``callscope.handler.failed`` events (another handler raised from
+    #: one of the run's callbacks); other events are not kept.
+    failures: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def duration_ns(self) -> int:
@@ -277,7 +280,22 @@ def _span_record(span: Any, service: str | None, scope_name: str | None) -> Span
         attributes=_attributes(span.get("attributes")),
         service_name=service,
         scope_name=scope_name,
+        failures=_failures(span.get("events")),
     )
+
+
+_FAILURE_EVENT = "callscope.handler.failed"
+_MAX_FAILURES_PER_SPAN = 16
+
+
+def _failures(events: Any) -> tuple[Mapping[str, Any], ...]:
+    found: list[Mapping[str, Any]] = []
+    for event in _list(events):
+        if isinstance(event, Mapping) and event.get("name") == _FAILURE_EVENT:
+            found.append(_attributes(event.get("attributes")))
+            if len(found) >= _MAX_FAILURES_PER_SPAN:
+                break
+    return tuple(found)
 
 
 def _id(value: Any, size: int) -> str | None:

@@ -8,9 +8,19 @@ span, which handlers LangChain gave that run, as two string-array attributes:
 - ``callscope.handlers.inherited``: runtime handlers (``config={"callbacks": [...]}``), which
   are passed down to every child run.
 
-A cell says ``local``, ``inherited`` or ``missed`` (the handler saw other runs of this trace but
-not this one). callscope leaves out an empty list, so a callscope span with neither attribute
-missed every handler. A span from another instrumentation (say, an HTTP client inside a tool)
+A cell says ``local`` or ``inherited``, or, for a run the handler did not get, why:
+
+- ``filtered``: the handler was on the run's manager, but its ``ignore_*`` flag kept the run
+  from it (``callscope.handlers.filtered``);
+- ``dropped``: the run's chain started inside a step without the step's config, and the handler
+  the step passed down never reached it (``callscope.handlers.dropped``);
+- ``subtree``: an inherited handler, passed down on another subtree of this trace;
+- ``scope``: a handler only ever given to constructors (other components' own runs).
+
+``subtree`` and ``scope`` are derived from the same span attributes by the same rule callscope's
+root summary uses: a handler inherited by any run of the trace is ``subtree``, else ``scope``.
+``failed``: the handler received the run but raised from one of its callbacks; each failure is
+shown under its span. A span from another instrumentation (say, an HTTP client inside a tool)
 shows ``·``: handlers do not apply to it.
 
 >>> from rich.console import Console
@@ -21,8 +31,9 @@ shows ``·``: handlers do not apply to it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -32,11 +43,17 @@ from rich.text import Text
 from callscope._otlp_json import SpanRecord
 
 __all__ = [
+    "CELL_MARKS",
+    "CELL_MEANINGS",
+    "HANDLERS_DROPPED",
+    "HANDLERS_FAILED",
+    "HANDLERS_FILTERED",
     "HANDLERS_INHERITED",
     "HANDLERS_LOCAL",
     "SpanNode",
     "TraceView",
     "build_traces",
+    "failure_lines",
     "format_duration",
     "handler_cell",
     "render_legend",
@@ -45,19 +62,64 @@ __all__ = [
 
 HANDLERS_LOCAL = "callscope.handlers.local"
 HANDLERS_INHERITED = "callscope.handlers.inherited"
+HANDLERS_FILTERED = "callscope.handlers.filtered"
+HANDLERS_DROPPED = "callscope.handlers.dropped"
+HANDLERS_FAILED = "callscope.handlers.failed"
 #: The instrumentation scope name of callscope's spans (its tracer's name).
 CALLSCOPE_SCOPE = "callscope"
 
 LOCAL = "local"
 INHERITED = "inherited"
 MISSED = "missed"
+FAILED = "failed"
+FILTERED = "filtered"
+DROPPED = "dropped"
+SUBTREE = "subtree"
+SCOPE = "scope"
 NO_DATA = "·"
 
-_CELL_STYLES = {LOCAL: "bold green", INHERITED: "cyan", MISSED: "red", NO_DATA: "dim"}
+_FAILURE_HANDLER = "callscope.handler"
+_FAILURE_CALLBACK = "callscope.callback"
+_FAILURE_SPAN = "callscope.callback.span_id"
+
+_CELL_STYLES = {
+    LOCAL: "bold green",
+    INHERITED: "cyan",
+    MISSED: "red",
+    FAILED: "bold red",
+    FILTERED: "yellow",
+    DROPPED: "bold magenta",
+    SUBTREE: "red",
+    SCOPE: "red",
+    NO_DATA: "dim",
+}
+#: One-letter marks for each cell, for layouts too narrow for the words.
+CELL_MARKS = {
+    LOCAL: "L",
+    INHERITED: "I",
+    MISSED: "M",
+    FAILED: "X",
+    FILTERED: "F",
+    DROPPED: "D",
+    SUBTREE: "T",
+    SCOPE: "S",
+    NO_DATA: "·",
+}
+#: What each cell means, for the legend.
+CELL_MEANINGS = {
+    LOCAL: "the component's constructor handler",
+    INHERITED: "a runtime handler, passed down",
+    FAILED: "received it but raised (shown under the span)",
+    FILTERED: "missed: its ignore_* flag",
+    DROPPED: "missed: the chain started in a step without its config",
+    SUBTREE: "missed: passed down on another subtree only",
+    SCOPE: "missed: a constructor handler of other components",
+    NO_DATA: "not a LangChain run",
+}
 _STATUS_STYLES = {"OK": "green", "UNSET": "dim", "ERROR": "bold red"}
 _MAX_STATUS_MESSAGE = 60
 # One ASCII character each, so that styled spans keep their offsets.
-_ASCII_MARKS = str.maketrans({"·": "-", "…": "~"})
+_ASCII_MARKS = str.maketrans({"·": "-", "…": "~", "✗": "x", "×": "x"})
 
 
 @dataclass(slots=True)
@@ -76,6 +138,11 @@ class TraceView:
     roots: list[SpanNode]
     handlers: list[str]
     span_count: int
+    #: The labels some run of the trace inherited: a miss of theirs is ``subtree``, not ``scope``.
+    inherited_labels: frozenset[str] = frozenset()
+    #: span id -> the handler failures of that span's run, including those recorded on its
+    #: parent because the run's own span had ended first.
+    failures: dict[str, list[Mapping[str, Any]]] = field(default_factory=dict)
 
     @property
     def service_name(self) -> str | None:
@@ -139,6 +206,12 @@ def _build_trace(trace_id: str, members: dict[str, SpanRecord]) -> TraceView:
     roots.sort(key=_start_key)
     view = TraceView(trace_id=trace_id, roots=roots, handlers=[], span_count=len(nodes))
     view.handlers = _handler_labels(node.span for node, _ in view.walk())
+    view.inherited_labels = frozenset(label for node in nodes.values() for label in _labels(node.span, HANDLERS_INHERITED))
+    for node in nodes.values():
+        for failure in node.span.failures:
+            moved_to = failure.get(_FAILURE_SPAN)
+            where = moved_to if isinstance(moved_to, str) and moved_to in nodes else node.span.span_id
+            view.failures.setdefault(where, []).append(failure)
     return view
 
 
@@ -176,16 +249,45 @@ def _labels(span: SpanRecord, key: str) -> list[str]:
     return []
 
 
-def handler_cell(span: SpanRecord, label: str) -> str:
-    """``local``, ``inherited``, ``missed``, or ``·`` for a span that is not a LangChain run."""
+def handler_cell(span: SpanRecord, label: str, view: TraceView | None = None) -> str:
+    """``local``, ``inherited``, ``failed``, why the run was missed (``filtered``, ``dropped``,
+    ``subtree``, ``scope``; ``missed`` without ``view``), or ``·`` for a span that is not a
+    LangChain run."""
     has_data = HANDLERS_LOCAL in span.attributes or HANDLERS_INHERITED in span.attributes
     if not has_data and span.scope_name not in (None, CALLSCOPE_SCOPE):
         return NO_DATA
+    if view is not None and any(f.get(_FAILURE_HANDLER) == label for f in view.failures.get(span.span_id, ())):
+        return FAILED
+    if label in _labels(span, HANDLERS_FAILED):
+        return FAILED
     if label in _labels(span, HANDLERS_LOCAL):
         return LOCAL
     if label in _labels(span, HANDLERS_INHERITED):
         return INHERITED
-    return MISSED
+    if label in _labels(span, HANDLERS_FILTERED):
+        return FILTERED
+    if label in _labels(span, HANDLERS_DROPPED):
+        return DROPPED
+    if view is None:
+        return MISSED
+    return SUBTREE if label in view.inherited_labels else SCOPE
+
+
+def failure_lines(view: TraceView, span: SpanRecord) -> list[tuple[str, str]]:
+    """Per handler failure of ``span``'s run: ``("Handler.on_llm_end", "raised RuntimeError: …")``."""
+    lines = []
+    for failure in view.failures.get(span.span_id, ()):
+        where = f"{failure.get(_FAILURE_HANDLER, '?')}.{failure.get(_FAILURE_CALLBACK, '?')}"
+        what = f"raised {failure.get('exception.type', 'an error')}"
+        message = str(failure.get("exception.message") or "")
+        if message:
+            what += f": {message}"
+        if len(what) > _MAX_STATUS_MESSAGE:
+            what = what[: _MAX_STATUS_MESSAGE - 1] + "…"
+        if failure.get("callscope.handler.raise_error"):
+            what += " (raise_error: aborted the run)"
+        lines.append((where, what))
+    return lines
 
 
 def format_duration(duration_ns: int) -> str:
@@ -220,19 +322,21 @@ def render_trace(view: TraceView, console: Console) -> None:
             name.append(f"  (parent {span.parent_id} not in data)", style="dim italic")
         cells = [
             Text(_ascii(cell, unicode), style=_CELL_STYLES[cell])
-            for cell in (handler_cell(span, label) for label in view.handlers)
+            for cell in (handler_cell(span, label, view) for label in view.handlers)
         ]
         table.add_row(name, format_duration(span.duration_ns), _ascii(_status(span), unicode), *cells)
+        guide = _continuation(lasts, bool(node.children), unicode)
+        for where, what in failure_lines(view, span):
+            table.add_row(Text(guide, style="dim") + Text(_ascii(f"✗ {where}", unicode), style="red"), "", Text(_ascii(what, unicode), style="red"))
     # The title is printed on its own line: as a table title it would wrap to the table's width.
     console.print(_ascii(_title(view), unicode))
     console.print(table)
 
 
 def render_legend(console: Console) -> None:
-    """One line explaining the handler cells; print it once, after the traces."""
+    """What the handler cells mean, with their one-letter marks; print it once, after the traces."""
     legend = Text(
-        f"{LOCAL}: the component's constructor handler · {INHERITED}: a runtime handler, passed down"
-        f" · {MISSED}: never saw that run · {NO_DATA}: not a LangChain run",
+        " · ".join(f"{cell} ({CELL_MARKS[cell]}): {meaning}" if cell != NO_DATA else f"{cell}: {meaning}" for cell, meaning in CELL_MEANINGS.items()),
         style="dim",
     )
     console.print(_ascii(legend, _can_draw(console)))
@@ -268,6 +372,14 @@ def _branch(lasts: tuple[bool, ...], unicode: bool) -> str:
     # The root level draws no guide; each deeper level continues or closes its ancestor's line.
     guides = "".join(blank if last else pipe for last in lasts[1:-1])
     return guides + (corner if lasts[-1] else tee)
+
+
+def _continuation(lasts: tuple[bool, ...], has_children: bool, unicode: bool) -> str:
+    """The guides in front of a row's second and further lines: its ancestors' lines, and its
+    own line down to its children."""
+    pipe, blank = ("│  ", "   ") if unicode else ("|  ", "   ")
+    guides = "".join(blank if last else pipe for last in lasts[1:])
+    return guides + (pipe[:2] if has_children else "  ")
 
 
 def _status(span: SpanRecord) -> Text:

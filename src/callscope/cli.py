@@ -214,6 +214,8 @@ def _demo(out: Console, output: Path | None) -> Exit:
         out.print(Text(f"wrote {len(read.spans)} spans in {len(views)} traces to {result.output}"))
         if result.failure:
             out.print(Text(f"the strict step failed on purpose (caught): {result.failure}", style="dim"))
+        for line in result.langchain_log:
+            out.print(Text(f"LangChain logged, and went on: {line}", style="dim"))
         out.print()
         _render(out, views)
         out.print(Text(f"see it again: callscope tree {result.output}", style="dim"))

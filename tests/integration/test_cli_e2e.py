@@ -42,7 +42,7 @@ def test_console_script_demo_writes_the_default_file_in_cwd_and_prints_plain_tex
     assert done.returncode == 0, done.stderr
     spans_file = tmp_path / "callscope-traces.jsonl"
     assert spans_file.exists()
-    assert "wrote 23 spans in 3 traces to callscope-traces.jsonl" in done.stdout
+    assert "wrote 35 spans in 3 traces to callscope-traces.jsonl" in done.stdout
     assert "\x1b[" not in done.stdout  # a pipe: no colour codes
     assert done.stderr == ""
     documents = [json.loads(line) for line in spans_file.read_text().splitlines()]
@@ -91,8 +91,8 @@ def test_demo_exports_over_otlp_when_an_endpoint_is_set(rotel_receiver: Receiver
     )
     assert done.returncode == 0, done.stderr
     assert f"sending the spans over OTLP ({protocol}) to {endpoint}" in done.stdout
-    rows = rotel_receiver.wait_for(23)
-    assert len(rows) == 23
+    rows = rotel_receiver.wait_for(35)
+    assert len(rows) == 35
     assert {row["service"] for row in rows} == {"renamed-demo"}
     from_file = {
         span["spanId"]
@@ -119,12 +119,12 @@ def test_demo_with_a_dead_collector_succeeds_without_waiting_for_the_export_time
     )
     elapsed = time.monotonic() - started
     assert done.returncode == 0
-    assert "wrote 23 spans" in done.stdout
+    assert "wrote 35 spans" in done.stdout
     assert "Traceback" not in done.stderr
     # One line, one prefix, every lost span with its cause.
     (report,) = [line for line in done.stderr.splitlines() if "not exported" in line]
     assert report.startswith(
-        "callscope: WARNING: 23 span(s) were not exported: 23 not sent because the collector refused connections"
+        "callscope: WARNING: 35 span(s) were not exported: 35 not sent because the collector refused connections"
     ), report
     assert "callscope: callscope" not in done.stderr
     assert elapsed < 8, f"demo took {elapsed:.1f}s against a collector that refuses connections"
