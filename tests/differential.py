@@ -305,7 +305,8 @@ class _LogCapture(logging.Handler):
         self.records: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(f"{record.name} {record.levelname} {masked(record.getMessage())}")
+        # Where the record says it comes from too: callscope listens on LangChain's logger.
+        self.records.append(f"{record.name} {record.levelname} {record.funcName}:{record.lineno} {masked(record.getMessage())}")
 
 
 def observe(build: Callable[[Handlers], tuple[Runnable, list[Any]]], mode: str, kind: str, *, concurrent: bool = False) -> Observation:

@@ -193,6 +193,32 @@ def langgraph_agent(h: Handlers):
     return graph.compile(), inputs
 
 
+def worker_thread(h: Handlers):
+    """A step runs a chain in a worker thread without passing its config, the OTel context
+    carried into the thread as OpenTelemetry's threading instrumentation carries it: a new
+    LangChain root inside the step (callscope's "dropped")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from opentelemetry import context as otel_context
+
+    inner = ChatPromptTemplate.from_template("{q}") | _chat(h).with_config(callbacks=h.bound)
+
+    def fetch(question: str) -> str:
+        captured = otel_context.get_current()
+
+        def work() -> str:
+            token = otel_context.attach(captured)
+            try:
+                return inner.invoke({"q": question}).content
+            finally:
+                otel_context.detach(token)
+
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(work).result()
+
+    return RunnableLambda(fetch, name="fetch") | RunnableLambda(str.upper), ["hi", "ho"]
+
+
 def message_history(h: Handlers):
     """``RunnableWithMessageHistory`` saves the turn from a listener (LangChain's own tracer) at
     the end of the run; the step after it returns the history as saved."""
@@ -230,6 +256,7 @@ WORKLOADS: dict[str, Workload] = {
         fallbacks,
         retry,
         failing_step,
+        worker_thread,
         message_history,
         langgraph_agent,
     )
