@@ -758,3 +758,33 @@ def test_reason_summaries_stay_bounded_however_long_the_trace(spans):
     (line, untracked) = root.attributes["callscope.handlers.missed"]
     assert len(line) < 4000 and untracked == "(51 further runs not tracked)"
     assert "s30, … 968 more (ignore_chain=True" in line
+
+
+def test_readme_dropped_config_example_and_its_fix(spans):
+    """README's dropped-config example, as written there, and the fix it gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    summarize = (ChatPromptTemplate.from_template("{q}") | FakeListChatModel(responses=["short"])).with_config(run_name="summarize")
+    prompt = ChatPromptTemplate.from_template("What is 1 + {number}?")
+    with ThreadPoolExecutor(1) as pool:
+
+        def fetch(question):
+            return pool.submit(_carrying_otel_context(lambda: summarize.invoke({"q": question}))).result()
+
+        (prompt | RunnableLambda(fetch, name="fetch")).invoke({"number": "2"}, config={"callbacks": [LoggingHandler()]})
+        assert summary_of(spans, "LoggingHandler") == (
+            "LoggingHandler saw 3 of 6 runs; dropped: missed summarize, ChatPromptTemplate, chat (started in fetch without"
+            " its config; fix: pass `config` to the nested `invoke` (into the thread, too))"
+        )
+        cells = {(s.name, spans.parent_name(s)): tuple(s.attributes.get(DROPPED, ())) for s in spans.all}
+        assert cells[("summarize", "fetch")] == cells[("chat", "summarize")] == cells[("ChatPromptTemplate", "summarize")] == ("LoggingHandler",)
+        spans.clear()
+
+        def fixed(question, config):
+            return pool.submit(_carrying_otel_context(lambda: summarize.invoke({"q": question}, config))).result()
+
+        handler = LoggingHandler()
+        (prompt | RunnableLambda(fixed, name="fetch")).invoke({"number": "2"}, config={"callbacks": [handler]})
+    assert handler.events.count("chat_model_start") == 1
+    assert not any(DROPPED in s.attributes for s in spans.all)
+    assert "callscope.handlers.missed" not in spans.one("RunnableSequence").attributes
