@@ -788,3 +788,17 @@ def test_readme_dropped_config_example_and_its_fix(spans):
     assert handler.events.count("chat_model_start") == 1
     assert not any(DROPPED in s.attributes for s in spans.all)
     assert "callscope.handlers.missed" not in spans.one("RunnableSequence").attributes
+
+
+def test_a_custom_event_names_the_handlers_its_ignore_flag_kept_it_from(spans):
+    class NoCustom(BaseCallbackHandler):
+        ignore_custom_event = True
+
+    def step(value: str) -> str:
+        dispatch_custom_event("checkpoint", {"at": 1})
+        return value
+
+    RunnableLambda(step, name="step").invoke("x", config={"callbacks": [AuditHandler(), NoCustom()]})
+    (event,) = spans.one("step").events
+    assert tuple(event.attributes[INHERITED]) == ("AuditHandler",)
+    assert tuple(event.attributes[FILTERED]) == ("NoCustom",)

@@ -441,6 +441,8 @@ class SpanHandler(BaseCallbackHandler):
                 attributes[_scope.LOCAL] = received.local
             if received.inherited:
                 attributes[_scope.INHERITED] = received.inherited
+            if received.filtered:
+                attributes[_scope.FILTERED] = received.filtered
         if self._content:
             attributes["callscope.event.data"] = to_json(data, self._limit)
         record.span.add_event(bound_text(name, 256) if isinstance(name, str) else "custom_event", attributes)
