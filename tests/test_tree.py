@@ -178,3 +178,58 @@ def test_ascii_guides_when_the_console_cannot_encode_box_drawing(chain_records: 
 )
 def test_format_duration(ns: int, text: str) -> None:
     assert format_duration(ns) == text
+
+
+# --- why a handler missed a run, and failures under their span ------------------------------
+
+
+class Audit(BaseCallbackHandler):
+    pass
+
+
+class ModelsOnly(BaseCallbackHandler):
+    ignore_chain = True
+
+
+class FailsOnLLMEnd(BaseCallbackHandler):
+    def on_llm_end(self, *args, **kwargs) -> None:
+        raise RuntimeError("store down")
+
+
+def test_cells_say_why_each_handler_missed_each_run(span_exporter, instrumented):
+    inner = (ChatPromptTemplate.from_template("{q}") | FakeListChatModel(responses=["in"])).with_config(callbacks=[Audit()], run_name="inner")
+    model = FakeListChatModel(responses=["a"], callbacks=[FailsOnLLMEnd()])
+    chain = (
+        ChatPromptTemplate.from_template("{q}")
+        | model
+        | RunnableLambda(lambda m: m.content, name="unwrap")
+        | RunnableLambda(lambda v: inner.invoke({"q": v}).content, name="nest")
+    )
+    chain.invoke({"q": "x"}, {"callbacks": [Recorder(), ModelsOnly()]})
+    (view,) = build_traces(_records(span_exporter))
+    cells = {
+        node.span.name + (f"<{len(lasts)}" if node.span.name in ("chat", "ChatPromptTemplate") else ""): {
+            label: handler_cell(node.span, label, view) for label in view.handlers
+        }
+        for node, lasts in view.walk()
+    }
+    assert cells["RunnableSequence"] == {"Recorder": "inherited", "ModelsOnly": "filtered", "FailsOnLLMEnd": "scope", "Audit": "subtree"}
+    assert cells["chat<2"] == {"Recorder": "inherited", "ModelsOnly": "inherited", "FailsOnLLMEnd": "failed", "Audit": "subtree"}
+    assert cells["inner"] == {"Recorder": "dropped", "ModelsOnly": "dropped", "FailsOnLLMEnd": "scope", "Audit": "inherited"}
+    assert cells["chat<4"]["Recorder"] == "dropped"
+    # The failure was recorded on the parent (the model's span had ended first) and is drawn
+    # under the model's span.
+    out = io.StringIO()
+    render_trace(view, Console(file=out, width=200, color_system=None))
+    lines = out.getvalue().splitlines()
+    chat_row = next(i for i, line in enumerate(lines) if line.startswith("├─ chat"))
+    assert lines[chat_row + 1].split()[:4] == ["│", "✗", "FailsOnLLMEnd.on_llm_end", "raised"]
+    assert "RuntimeError: store down" in lines[chat_row + 1]
+
+
+def test_legend_gives_every_cell_its_mark_and_meaning():
+    out = io.StringIO()
+    render_legend(Console(file=out, width=400, color_system=None))
+    text = out.getvalue()
+    for cell, mark in [("local", "L"), ("inherited", "I"), ("failed", "X"), ("filtered", "F"), ("dropped", "D"), ("subtree", "T"), ("scope", "S")]:
+        assert f"{cell} ({mark}): " in text
