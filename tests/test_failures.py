@@ -191,3 +191,42 @@ def test_a_raise_error_handler_aborting_a_chain_ends_every_span(mode, spans, ins
     assert "failed: raised in on_llm_end of chat (RuntimeError, aborted the run) (fix: fix the handler; with raise_error=True" in summary_of(
         spans, "Strict"
     )
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream"])
+def test_langgraph_a_failing_handler_a_filtered_one_and_a_constructor_one_in_a_graph(mode, spans):
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        answer: str
+
+    class ModelsOnly(BaseCallbackHandler):
+        ignore_chain = True
+
+    flaky = FailsOnLLMEnd()
+    model = FakeListChatModel(responses=["3"], callbacks=[flaky])
+
+    def ask(state: State) -> State:
+        return {"answer": model.invoke("1 + 2?").content}
+
+    async def aask(state: State) -> State:
+        return {"answer": (await model.ainvoke("1 + 2?")).content}
+
+    builder = StateGraph(State)
+    builder.add_node("ask", RunnableLambda(ask, afunc=aask))
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    run_in(mode, builder.compile(), {"answer": ""}, {"callbacks": [ModelsOnly()]})
+    assert flaky.starts == 1
+    (chat,) = spans.named("chat")
+    assert [tuple(s.attributes["callscope.handlers.filtered"]) for s in spans.named("ask")] == [("ModelsOnly",)] * 2
+    # The model's constructor handler comes after callscope's: the failure names the model's run.
+    assert [(e["callscope.handler"], e.get("callscope.callback.span_id")) for _, e in failure_events(spans)] == [
+        ("FailsOnLLMEnd", format(chat.context.span_id, "016x"))
+    ]
+    summary = summary_of(spans, "FailsOnLLMEnd", root="LangGraph")
+    assert "; scope: missed LangGraph, ask ×2 (a constructor callback of chat;" in summary
+    assert "; failed: raised in on_llm_end of chat (RuntimeError)" in summary
+    assert "; filtered: missed LangGraph, ask ×2 (ignore_chain=True" in summary_of(spans, "ModelsOnly", root="LangGraph")
