@@ -263,6 +263,16 @@ WORKLOADS: dict[str, Workload] = {
 }
 
 
+#: Workloads (and modes) that start a run inside a step without the step's config.
+DROPS_CONFIG = {
+    **{("worker_thread", mode): "the chain in the worker thread is invoked without config" for mode in MODES},
+    # LangChain's RunnableWithFallbacks.stream calls ``runnable.stream(input, **kwargs)`` without
+    # the child config it built, relying on the config context; the fallback's
+    # ``with_config(callbacks=...)`` then replaces the callbacks, and the runtime handlers never
+    # see the fallback's run (invoke and astream pass the config: no drop there).
+    ("fallbacks", "stream"): "RunnableWithFallbacks.stream drops the config",
+}
+
 #: Workloads whose steps run concurrently: their stream chunks and events arrive in timing order.
 CONCURRENT = {"parallel"}
 
@@ -335,3 +345,9 @@ def test_every_handler_receives_what_it_receives_without_callscope(workload: str
     assert callscope_on.spans.get_finished_spans(), "callscope traced nothing: the comparison would prove nothing"
     assert callscope_on.internal_errors == 0
     assert_same(without, with_)
+    # "dropped" is said only where a chain really started inside a step without its config.
+    dropped = {s.name for s in callscope_on.spans.get_finished_spans() if "callscope.handlers.dropped" in (s.attributes or {})}
+    if (workload, mode) in DROPS_CONFIG:
+        assert dropped, "the chain run in the worker thread lost the step's handlers, and no span says so"
+    else:
+        assert not dropped, f"spans said dropped where no config was dropped: {sorted(dropped)}"

@@ -802,3 +802,27 @@ def test_a_custom_event_names_the_handlers_its_ignore_flag_kept_it_from(spans):
     (event,) = spans.one("step").events
     assert tuple(event.attributes[INHERITED]) == ("AuditHandler",)
     assert tuple(event.attributes[FILTERED]) == ("NoCustom",)
+
+
+def test_dropped_langchain_s_fallbacks_stream_loses_the_runtime_handlers_of_a_with_config_fallback(spans):
+    """Found by the harness's dropped guard: RunnableWithFallbacks.stream calls the fallback's
+    stream without its config, so a with_config(callbacks=...) fallback replaces the callbacks."""
+    from langchain_core.language_models import FakeListLLM
+
+    class Seen(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.llm_starts = 0
+
+        def on_llm_start(self, *args: Any, **kwargs: Any) -> None:
+            self.llm_starts += 1
+
+    def refuse(_: Any) -> str:
+        raise ValueError("primary is down")
+
+    runtime = Seen()
+    chain = RunnableLambda(refuse).with_fallbacks([FakeListLLM(responses=["four"]).with_config(callbacks=[AuditHandler()])])
+    assert list(chain.stream("hi", {"callbacks": [runtime]})) == ["four"]
+    assert runtime.llm_starts == 0  # LangChain's behaviour, with or without callscope
+    completion = spans.one("text_completion")
+    assert completion.attributes[DROPPED_IN] == "RunnableWithFallbacks"
+    assert tuple(completion.attributes[DROPPED]) == ("Seen",)
