@@ -131,7 +131,15 @@ def test_usage_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str], tm
         (["frobnicate"], "invalid choice"),
         (["tree"], "give either FILE or --jaeger URL"),
         (["tree", "x.jsonl", "--jaeger", "http://127.0.0.1:9"], "give either FILE or --jaeger URL"),
-        (["tree", "--jaeger", "http://127.0.0.1:9"], "--jaeger needs --trace ID"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--trace", "a" * 32, "--service", "s"], "not both"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--limit", "3"], "--limit and --since go with --service NAME"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--limit", "0"], "not a whole number of traces"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--limit", "x"], "not a whole number of traces"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--since", "15"], "not an age"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--since", "0m"], "not an age"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", " "], "--service needs a name"),
+        (["tree", "x.jsonl", "--service", "s"], "--service goes with --jaeger URL"),
+        (["tree", "x.jsonl", "--since", "1h"], "--since goes with --jaeger URL"),
         (["tree", "--jaeger", "http://127.0.0.1:9", "--trace", "abc"], "not a 32-digit hex trace id"),
         (["tree", "--jaeger", "localhost:16686", "--trace", "a" * 32], "is not an http(s) URL"),
         (["tree", "x.jsonl", "--trace", "xyz!"], "is not a hex trace id"),
@@ -230,7 +238,7 @@ def test_jaeger_answering_something_else(jaeger_stub, capsys: pytest.CaptureFixt
     assert main(["tree", "--jaeger", url, "--trace", "3" * 32]) == Exit.UNAVAILABLE
     assert "answered HTTP 500" in _one_error_line(capsys.readouterr().err)
     assert main(["tree", "--jaeger", url, "--trace", "4" * 32]) == Exit.UNAVAILABLE
-    assert "did not return OTLP/JSON" in _one_error_line(capsys.readouterr().err)
+    assert "did not answer like Jaeger v2's API" in _one_error_line(capsys.readouterr().err)
 
 
 def test_unreachable_jaeger_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
