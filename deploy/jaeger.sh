@@ -32,13 +32,14 @@ need_go() {
     fi
 }
 
-# go_build NAME MODULE_DIR PACKAGE: build PACKAGE inside the wrapper module at MODULE_DIR into
-# $cache/NAME, atomically, so an interrupted build never leaves a half-written binary behind.
+# go_build NAME MODULE_DIR PACKAGE [LDFLAGS]: build PACKAGE inside the wrapper module at
+# MODULE_DIR into $cache/NAME, atomically, so an interrupted build never leaves a half-written
+# binary behind.
 go_build() {
-    local name=$1 dir=$2 package=$3
+    local name=$1 dir=$2 package=$3 ldflags="-s -w ${4:-}"
     local started=$SECONDS
     # nice: the build is long and the machines are shared; it only takes idle CPU.
-    (cd "$dir" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags='-s -w' -o "$cache/$name.part" "$package")
+    (cd "$dir" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags="$ldflags" -o "$cache/$name.part" "$package")
     mv -f "$cache/$name.part" "$cache/$name"
     log "built $cache/$name in $((SECONDS - started))s"
 }
@@ -65,7 +66,11 @@ build_jaeger() {
 }
 
 build_collector() {
-    local binary="$cache/otelcol-$COLLECTOR_VERSION"
+    # Named after its source too: an edited main.go must not run as the old cached binary.
+    local source_hash
+    source_hash="$(cksum <"$here/otelcol/main.go" | cut -d' ' -f1)"
+    local name="otelcol-$COLLECTOR_VERSION-$source_hash"
+    local binary="$cache/$name"
     if [[ ! -x $binary ]]; then
         need_go
         local dir="$cache/src/otelcol-$COLLECTOR_VERSION"
@@ -89,7 +94,7 @@ build_collector() {
             touch "$dir/resolved"
         fi
         log "building the OpenTelemetry Collector $COLLECTOR_VERSION (a few minutes the first time)"
-        go_build "otelcol-$COLLECTOR_VERSION" "$dir" .
+        go_build "$name" "$dir" . "-X main.version=$COLLECTOR_VERSION"
     fi
     echo "$binary"
 }

@@ -24,6 +24,9 @@ import (
 	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
 )
 
+// The collector release it was built at; deploy/jaeger.sh sets it (-ldflags -X main.version=...).
+var version = "unknown"
+
 func factories() (otelcol.Factories, error) {
 	var err error
 	f := otelcol.Factories{Telemetry: otelconftelemetry.NewFactory()}
@@ -44,7 +47,7 @@ func main() {
 		BuildInfo: component.BuildInfo{
 			Command:     "callscope-otelcol",
 			Description: "OpenTelemetry Collector (core components) for callscope's tests",
-			Version:     "callscope",
+			Version:     version,
 		},
 		Factories: factories,
 		ConfigProviderSettings: otelcol.ConfigProviderSettings{
