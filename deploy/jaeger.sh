@@ -26,6 +26,10 @@ cache="${CALLSCOPE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/callscope}"
 log() { echo "deploy/jaeger.sh: $*" >&2; }
 
 need_go() {
+    # Go's own installer puts it here, and not every shell has it on PATH.
+    if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+        PATH="$PATH:/usr/local/go/bin"
+    fi
     if ! command -v go >/dev/null 2>&1; then
         log "no Go toolchain on PATH; install Go 1.24 or newer (https://go.dev/dl/) and run this again"
         exit 127

@@ -13,8 +13,14 @@ import pytest
 from callscope.cli import Exit, main
 
 DATA = Path(__file__).with_name("data")
+#: Recorded from Jaeger v2.13.0 (deploy/jaeger.sh) after `callscope demo`: the body of
+#: GET /api/v3/traces/{JAEGER_TRACE_ID}, byte for byte. tests/integration/test_jaeger.py checks
+#: that a live server still answers in this shape.
 JAEGER_RESPONSE = DATA / "jaeger_v3_trace.json"
-JAEGER_TRACE_ID = "7e706cacc7b3d99c413d4ca619b61d7f"
+JAEGER_TRACE_ID = "d89af82503f15ab69974f412a59f294d"
+#: What Jaeger v2.13.0 answers for an unknown trace id (HTTP 404, text/plain like every answer).
+JAEGER_NOT_FOUND = b'{"error":{"httpCode":404,"message":"No traces found"}}\n'
+
 
 
 @pytest.fixture(autouse=True)
@@ -184,14 +190,14 @@ def test_an_unexpected_bug_is_one_line_with_the_way_to_report_it(
 
 
 class _JaegerStub(http.server.BaseHTTPRequestHandler):
-    """Answers like Jaeger v2's query service: the recorded trace, 404 for any other id."""
+    """Answers like Jaeger v2's query service: the recorded trace, its 404 for any other id."""
 
     routes: dict[str, tuple[int, bytes]] = {}
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        status, body = self.routes.get(self.path, (404, b'{"error":{"httpCode":404,"message":"trace not found"}}'))
+        status, body = self.routes.get(self.path, (404, JAEGER_NOT_FOUND))
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

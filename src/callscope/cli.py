@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import re
+import shlex
 import sys
 import urllib.parse
 from collections.abc import Sequence
@@ -236,7 +237,7 @@ def _route_library_logs() -> None:
 
 
 def _demo(out: Console, output: Path | None) -> Exit:
-    from callscope._demo import DEFAULT_OUTPUT, DemoResult, run_demo
+    from callscope._demo import DEFAULT_OUTPUT, DEFAULT_SERVICE_NAME, DemoResult, run_demo
 
     views: list[TraceView] = []
 
@@ -258,7 +259,12 @@ def _demo(out: Console, output: Path | None) -> Exit:
         # The SDK logs export failures above; it offers no way to ask whether this one worked.
         out.print(Text(f"done (service {service!r}; export errors, if any, are logged above)"))
         if _is_local(result.otlp_endpoint):
-            out.print(Text(f"with the docker-compose Jaeger: http://localhost:16686/search?service={service}"))
+            out.print(
+                Text(
+                    f"with docker-compose's Jaeger or deploy/jaeger.sh: callscope tree --jaeger http://localhost:16686 "
+                    f"--service {shlex.quote(service or DEFAULT_SERVICE_NAME)}"
+                )
+            )
     return Exit.OK
 
 

@@ -1,0 +1,170 @@
+"""callscope against a real Jaeger v2 (built from its Go module by deploy/jaeger.sh): the demo
+exported over OTLP gRPC and HTTP, read back with ``callscope tree --jaeger``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from callscope._otlp_json import SpanRecord, parse_document, read_spans_file
+from tests.integration.conftest import JaegerServer
+
+pytestmark = pytest.mark.integration
+
+RECORDED = Path(__file__).resolve().parents[1] / "data" / "jaeger_v3_trace.json"
+
+
+def callscope(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "NO_COLOR", "FORCE_COLOR", "COLUMNS"))}
+    return subprocess.run(
+        [sys.executable, "-m", "callscope", *args],
+        cwd=cwd, env={**clean, **env}, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def run_demo(endpoint: str, protocol: str, cwd: Path) -> tuple[str, dict[str, int]]:
+    """Run ``callscope demo`` into ``endpoint`` under a fresh service name; that name and the
+    span count of each trace the demo wrote."""
+    service = f"callscope-test-{uuid.uuid4().hex[:8]}"
+    done = callscope(
+        "demo", "--output", "out.jsonl", cwd=cwd,
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_EXPORTER_OTLP_PROTOCOL=protocol, OTEL_SERVICE_NAME=service,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Failed to export" not in done.stderr, done.stderr
+    counts = Counter(span.trace_id for span in read_spans_file(cwd / "out.jsonl").spans)
+    assert len(counts) == 3 and sum(counts.values()) == 23
+    return service, dict(counts)
+
+
+def by_span_id(spans: list[SpanRecord]) -> dict[str, SpanRecord]:
+    return {span.span_id: span for span in spans}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_demo_in_jaeger_reads_back_as_the_same_tree(jaeger: JaegerServer, tmp_path: Path, protocol: str) -> None:
+    endpoint = jaeger.otlp_grpc if protocol == "grpc" else jaeger.otlp_http
+    service, counts = run_demo(endpoint, protocol, tmp_path)
+    written = by_span_id(read_spans_file(tmp_path / "out.jsonl").spans)
+
+    for trace_id, count in counts.items():
+        stored = by_span_id(parse_document(jaeger.wait_for_trace(trace_id, count)).spans)
+        # Every span comes back whole: ids, parents, names, times, status, the handler string
+        # arrays, the GenAI attributes, service.name and the instrumentation scope.
+        assert stored == {span_id: span for span_id, span in written.items() if span.trace_id == trace_id}
+        assert {span.service_name for span in stored.values()} == {service}
+
+        from_jaeger = callscope("tree", "--jaeger", jaeger.query_url, "--trace", trace_id, cwd=tmp_path)
+        from_file = callscope("tree", "out.jsonl", "--trace", trace_id, cwd=tmp_path)
+        assert from_jaeger.returncode == 0, from_jaeger.stderr
+        assert from_jaeger.stderr == ""
+        assert from_jaeger.stdout == from_file.stdout
+        assert f"trace {trace_id}  {service} · {count} spans" in from_jaeger.stdout
+
+    chats = [span for span in written.values() if span.name.startswith("chat")]
+    assert chats and all(isinstance(span.attributes["callscope.handlers.local"], list) for span in chats)
+    assert all(span.attributes["gen_ai.operation.name"] == "chat" for span in chats)
+
+
+def test_service_search_shows_the_latest_traces_newest_first(jaeger: JaegerServer, tmp_path: Path) -> None:
+    service, counts = run_demo(jaeger.otlp_grpc, "grpc", tmp_path)
+    for trace_id, count in counts.items():
+        jaeger.wait_for_trace(trace_id, count)
+    oldest_first = [view_id for view_id in counts]  # the demo runs its three traces in order
+    titles = lambda out: [line.split()[1] for line in out.splitlines() if line.startswith("trace ")]  # noqa: E731
+
+    every = callscope("tree", "--jaeger", jaeger.query_url, "--service", service, cwd=tmp_path)
+    assert every.returncode == 0, every.stderr
+    assert titles(every.stdout) == oldest_first[::-1]
+
+    two = callscope("tree", "--jaeger", jaeger.query_url, "--service", service, "--limit", "2", "--since", "15m", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    assert titles(two.stdout) == oldest_first[:0:-1]
+
+    newest = callscope("tree", "--jaeger", jaeger.query_url, "--service", service, "--limit", "1", cwd=tmp_path)
+    by_id = callscope("tree", "--jaeger", jaeger.query_url, "--trace", oldest_first[-1], cwd=tmp_path)
+    assert newest.returncode == by_id.returncode == 0
+    assert newest.stdout == by_id.stdout
+
+
+def test_services_are_listed_and_unknown_ones_named(jaeger: JaegerServer, tmp_path: Path) -> None:
+    service, counts = run_demo(jaeger.otlp_http, "http/protobuf", tmp_path)
+    for trace_id, count in counts.items():
+        jaeger.wait_for_trace(trace_id, count)
+
+    listed = callscope("tree", "--jaeger", jaeger.query_url, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert f"  {service}" in listed.stdout.splitlines()
+    assert f"callscope tree --jaeger {jaeger.query_url} --service " in listed.stdout
+
+    unknown = callscope("tree", "--jaeger", jaeger.query_url, "--service", "no-such-service", cwd=tmp_path)
+    assert unknown.returncode == 3
+    [line] = unknown.stderr.splitlines()
+    assert line.startswith(f"callscope: error: Jaeger at {jaeger.query_url} has no service 'no-such-service' (it has: ")
+    assert service in line
+
+
+def test_a_window_without_traces_is_one_line(jaeger: JaegerServer, tmp_path: Path) -> None:
+    service, counts = run_demo(jaeger.otlp_grpc, "grpc", tmp_path)
+    for trace_id, count in counts.items():
+        jaeger.wait_for_trace(trace_id, count)
+    time.sleep(2.1)  # every trace of the service now started more than a second ago
+
+    empty = callscope("tree", "--jaeger", jaeger.query_url, "--service", service, "--since", "1s", cwd=tmp_path)
+    assert empty.returncode == 3
+    assert empty.stderr.splitlines() == [
+        f"callscope: error: no traces of {service!r} started in the last 1s in Jaeger at {jaeger.query_url}; "
+        "widen the window with --since, e.g. --since 24h"
+    ]
+    assert empty.stdout == ""
+
+
+def test_an_unknown_trace_is_one_line(jaeger: JaegerServer, tmp_path: Path) -> None:
+    missing = uuid.uuid4().hex
+    done = callscope("tree", "--jaeger", jaeger.query_url, "--trace", missing, cwd=tmp_path)
+    assert done.returncode == 3
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"callscope: error: trace {missing} not found in Jaeger at {jaeger.query_url}; check the id")
+
+
+def _spans(document: dict) -> list[dict]:
+    return [span for rs in document["result"]["resourceSpans"] for ss in rs["scopeSpans"] for span in ss["spans"]]
+
+
+def _encoding(document: dict) -> dict[str, set[str]]:
+    """How each span field is encoded (its JSON types), and the resource attribute keys."""
+    fields: dict[str, set[str]] = {}
+    for span in _spans(document):
+        for key, value in span.items():
+            fields.setdefault(key, set()).add(type(value).__name__)
+    fields["resource attributes"] = {
+        attribute["key"] for rs in document["result"]["resourceSpans"] for attribute in rs["resource"]["attributes"]
+    }
+    return fields
+
+
+def test_the_recorded_response_is_what_this_jaeger_answers(jaeger: JaegerServer, tmp_path: Path) -> None:
+    # tests/data/jaeger_v3_trace.json feeds the fast CLI tests; it must stay a true copy of what
+    # the server sends: the same fields, ids, times, kinds, flags and status encoded the same way.
+    _, counts = run_demo(jaeger.otlp_grpc, "grpc", tmp_path)
+    trace_id, count = next(iter(counts.items()))  # the demo's first trace, like the recorded one
+    live = jaeger.wait_for_trace(trace_id, count)
+    recorded = json.loads(RECORDED.read_text())
+
+    assert set(live) == set(recorded) == {"result"}
+    assert _encoding(live) == _encoding(recorded)
+    assert sorted(span["name"] for span in _spans(live)) == sorted(span["name"] for span in _spans(recorded))
+    for document in (live, recorded):
+        for span in _spans(document):
+            assert len(span["traceId"]) == 32 and span["traceId"] == span["traceId"].lower()
+            # Jaeger sorts attributes by key (its SortCollections adjuster), whatever the sender's order.
+            keys = [attribute["key"] for attribute in span["attributes"]]
+            assert keys == sorted(keys)
