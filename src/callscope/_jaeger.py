@@ -4,9 +4,9 @@ Jaeger v2 answers ``/api/v3`` in OTLP/JSON (hex ids, see :mod:`callscope._otlp_j
 
 - ``GET /api/v3/traces/{trace_id}``: one trace, ``{"result": {"resourceSpans": [...]}}``;
 - ``GET /api/v3/traces?query.service_name=…&query.start_time_min=…&query.start_time_max=…
-  &query.num_traces=N``: the N most recent traces of a service in a time window, every span of
-  every trace in one ``result`` (the times are RFC 3339; without ``num_traces`` the in-memory
-  store answers 500);
+  &query.num_traces=N``: up to N traces of a service in a time window, the ones stored last,
+  every span of every trace in one ``result`` (the times are RFC 3339; without ``num_traces``
+  the in-memory store answers 500);
 - ``GET /api/v3/services``: ``{"services": [...]}``.
 
 An unknown trace, and a search that finds nothing, are HTTP 404 with
@@ -35,6 +35,9 @@ from callscope._otlp_json import SpansRead, TraceDataError, parse_document
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "Jaeger", "JaegerNotFoundError", "JaegerUnavailableError"]
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
+#: How many traces a search asks for, for ``limit`` shown (see :meth:`Jaeger.search`).
+SEARCH_DEPTH_FACTOR = 10
+MIN_SEARCH_DEPTH = 50
 _START_HINT = "start it with `docker compose up -d` or `deploy/jaeger.sh`, or pass the right --jaeger URL"
 
 
@@ -72,14 +75,22 @@ class Jaeger:
         return self._spans(document, f"/api/v3/traces/{trace_id}")
 
     def search(self, service: str, *, since: timedelta, limit: int, now: datetime | None = None) -> SpansRead:
-        """The spans of the ``limit`` most recent traces of ``service`` that started in the last ``since``."""
+        """The spans of traces of ``service`` that started in the last ``since``, more traces than
+        ``limit``: sort them by start time and keep the ``limit`` newest.
+
+        ``num_traces`` is a search depth, not an order: Jaeger answers the N traces it *stored*
+        last, and its in-memory store files the traces of one incoming batch in random order (a
+        Go map). Asking for exactly ``limit`` would miss a newer trace that came in the same
+        batch as an older one, so this asks for ten times as many, at least 50: exact unless
+        one batch brought more traces than that.
+        """
         end = now or datetime.now(timezone.utc)
         query = urllib.parse.urlencode(
             {
                 "query.service_name": service,
                 "query.start_time_min": _rfc3339(end - since),
                 "query.start_time_max": _rfc3339(end),
-                "query.num_traces": str(limit),
+                "query.num_traces": str(max(SEARCH_DEPTH_FACTOR * limit, MIN_SEARCH_DEPTH)),
             }
         )
         try:

@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -221,30 +222,49 @@ def hanging_port() -> Iterator[int]:
 def _terminal_line(config: pytest.Config, line: str) -> None:
     """A line on pytest's terminal even while output is captured (a skip reason alone is easy to miss)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    if capture is None:
+        reporter.write_line(line, yellow=True, bold=True)
+        return
+    # Fixtures run with stdout captured at the file-descriptor level: step outside it.
+    with capture.global_and_fixture_disabled():
+        reporter.write("\n")  # off the line of progress dots
         reporter.write_line(line, yellow=True, bold=True)
 
 
+_NO_GO_REPORTED = pytest.StashKey[bool]()
+
+
 def _go_binary(config: pytest.Config, command: str, what: str) -> Path:
-    """Build (or find cached) ``what`` with ``deploy/jaeger.sh COMMAND``; skip loudly without Go."""
+    """Build (or find cached) ``what`` with ``deploy/jaeger.sh COMMAND``; skip, saying so once, without Go."""
     started = time.monotonic()
     process = subprocess.Popen(
-        ["bash", str(DEPLOY / "jaeger.sh"), command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ["bash", str(DEPLOY / "jaeger.sh"), command],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     assert process.stderr is not None and process.stdout is not None
+    # Reading its output blocks until the script and its go processes end: a hung download must
+    # not hang the run, so the whole group is killed after the timeout.
+    watchdog = threading.Timer(BUILD_TIMEOUT_SECONDS, os.killpg, (process.pid, signal.SIGKILL))
+    watchdog.start()
     errors: list[str] = []
-    for line in process.stderr:  # the script's own lines say when a (long) build starts and ends
+    for line in process.stderr:
         errors.append(line.rstrip())
-        if line.startswith("deploy/jaeger.sh:"):
+        if line.startswith("deploy/jaeger.sh: buil"):  # a (long) build starts, or ends
             _terminal_line(config, line.rstrip())
     out = process.stdout.read()
-    status = process.wait(BUILD_TIMEOUT_SECONDS)
+    status = process.wait()
+    watchdog.cancel()
     if status == 127:  # the script's "no Go toolchain" status
         reason = (
-            f"{what.upper()} UNAVAILABLE: no Go toolchain on PATH to build it; install Go 1.24 or newer "
-            f"(https://go.dev/dl/) and these tests build it once with `deploy/jaeger.sh {command}`"
+            "JAEGER AND COLLECTOR TESTS SKIPPED: no Go toolchain on PATH to build them; install Go 1.24 or "
+            "newer (https://go.dev/dl/) and the tests build them once with deploy/jaeger.sh (minutes, cached)"
         )
-        _terminal_line(config, reason)
+        if not config.stash.get(_NO_GO_REPORTED, False):
+            config.stash[_NO_GO_REPORTED] = True
+            _terminal_line(config, reason)
         pytest.skip(reason)
     if status != 0:
         pytest.fail(

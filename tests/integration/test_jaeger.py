@@ -168,3 +168,33 @@ def test_the_recorded_response_is_what_this_jaeger_answers(jaeger: JaegerServer,
             # Jaeger sorts attributes by key (its SortCollections adjuster), whatever the sender's order.
             keys = [attribute["key"] for attribute in span["attributes"]]
             assert keys == sorted(keys)
+
+
+def test_the_newest_traces_are_found_among_many_stored_at_once(jaeger: JaegerServer, tmp_path: Path) -> None:
+    # Jaeger's num_traces returns the traces stored last, and one incoming batch is stored in
+    # random order: --limit must still give the newest by start time.
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    service = f"callscope-test-{uuid.uuid4().hex[:8]}"
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=jaeger.otlp_grpc, insecure=True)))
+    tracer = provider.get_tracer("tests.jaeger")
+    now = time.time_ns()
+    started: dict[str, int] = {}
+    for i in range(30):
+        start = now - (30 - i) * 1_000_000_000  # one a second, the last a second ago
+        span = tracer.start_span(f"run {i}", start_time=start)
+        span.end(end_time=start + 1_000_000)
+        started[format(span.get_span_context().trace_id, "032x")] = start
+    assert provider.force_flush(10_000)  # one export batch: all thirty at once
+    provider.shutdown()
+    for trace_id in started:
+        jaeger.wait_for_trace(trace_id, 1)
+
+    done = callscope("tree", "--jaeger", jaeger.query_url, "--service", service, "--limit", "5", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    shown = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("trace ")]
+    assert shown == sorted(started, key=started.__getitem__, reverse=True)[:5]
