@@ -2,7 +2,7 @@
 # Jaeger v2 without Docker: builds the same Jaeger the tests run from its Go module (Go 1.24+ and
 # the Go module proxy needed), caches the binary outside the repository, and starts it.
 #
-#   deploy/jaeger.sh                   # build once, then run Jaeger on 127.0.0.1: OTLP 4317/4318, UI/API 16686
+#   deploy/jaeger.sh                   # build once, then run Jaeger on 127.0.0.1: OTLP 4317/4318, query API 16686
 #   deploy/jaeger.sh build             # build only (if not cached); print the binary's path
 #   deploy/jaeger.sh build-collector   # the OpenTelemetry Collector the tests validate deploy/otel-collector.yaml with
 #
@@ -59,7 +59,7 @@ build_jaeger() {
         mkdir -p "$dir"
         if [[ ! -f $dir/resolved ]]; then
             rm -f "$dir/go.mod" "$dir/go.sum"
-            (cd "$dir" && go mod init local/callscope-jaeger >/dev/null 2>&1 \
+            (cd "$dir" && go mod init local/callscope-jaeger \
                 && go get -tool "$JAEGER_MODULE/cmd/jaeger@$JAEGER_VERSION")
             touch "$dir/resolved"
         fi
@@ -79,24 +79,25 @@ build_collector() {
         need_go
         local dir="$cache/src/otelcol-$COLLECTOR_VERSION"
         mkdir -p "$dir"
-        cp "$here/otelcol/main.go" "$dir/main.go"
-        if [[ ! -f $dir/resolved ]]; then
-            rm -f "$dir/go.mod" "$dir/go.sum"
-            local wanted=() module
-            for module in component confmap/provider/envprovider confmap/provider/fileprovider \
-                confmap/provider/yamlprovider exporter processor receiver; do
-                wanted+=("go.opentelemetry.io/collector/$module@$COLLECTOR_STABLE_VERSION")
-            done
-            for module in otelcol service receiver/otlpreceiver processor/batchprocessor \
-                exporter/otlpexporter exporter/otlphttpexporter exporter/debugexporter; do
-                wanted+=("go.opentelemetry.io/collector/$module@$COLLECTOR_VERSION")
-            done
-            # Every module named with its version: tidy would otherwise take the newest release of
-            # any module it has to add, mixing collector releases.
-            (cd "$dir" && go mod init local/callscope-otelcol >/dev/null 2>&1 && go get "${wanted[@]}" \
-                && go mod tidy)
-            touch "$dir/resolved"
+        local wanted=() module
+        for module in component confmap/provider/envprovider confmap/provider/fileprovider \
+            confmap/provider/yamlprovider exporter processor receiver; do
+            wanted+=("go.opentelemetry.io/collector/$module@$COLLECTOR_STABLE_VERSION")
+        done
+        for module in otelcol service receiver/otlpreceiver processor/batchprocessor \
+            exporter/otlpexporter exporter/otlphttpexporter exporter/debugexporter; do
+            wanted+=("go.opentelemetry.io/collector/$module@$COLLECTOR_VERSION")
+        done
+        # The stamp holds the module list, so that a changed list is resolved again.
+        if [[ "$(cat "$dir/resolved" 2>/dev/null)" != "${wanted[*]}" ]]; then
+            rm -f "$dir/go.mod" "$dir/go.sum" "$dir/resolved" "$dir/main.go"
+            # Every module named with its version: tidy would otherwise take the newest release
+            # of any module it has to add, mixing collector releases.
+            (cd "$dir" && go mod init local/callscope-otelcol && go get "${wanted[@]}" \
+                && cp "$here/otelcol/main.go" . && go mod tidy)
+            echo "${wanted[*]}" >"$dir/resolved"
         fi
+        cp "$here/otelcol/main.go" "$dir/main.go"
         log "building the OpenTelemetry Collector $COLLECTOR_VERSION (a few minutes the first time)"
         go_build "$name" "$dir" . "-X main.version=$COLLECTOR_VERSION"
     fi
@@ -124,6 +125,6 @@ case "${1:-run}" in
         CALLSCOPE_JAEGER_OTLP_GRPC=4317 CALLSCOPE_JAEGER_OTLP_HTTP=4318 CALLSCOPE_JAEGER_QUERY=16686 \
             CALLSCOPE_JAEGER_QUERY_GRPC=16685 CALLSCOPE_JAEGER_HEALTH=13133 \
             exec "$binary" --config "$here/jaeger.yaml" "$@" ;;
-    -h|--help|help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h|--help|help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
     *) log "unknown command '$1'; use: run (default), build, build-collector, --help"; exit 2 ;;
 esac
