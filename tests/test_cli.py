@@ -6,6 +6,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,8 @@ JAEGER_RESPONSE = DATA / "jaeger_v3_trace.json"
 JAEGER_TRACE_ID = "d89af82503f15ab69974f412a59f294d"
 #: What Jaeger v2.13.0 answers for an unknown trace id (HTTP 404, text/plain like every answer).
 JAEGER_NOT_FOUND = b'{"error":{"httpCode":404,"message":"No traces found"}}\n'
+#: Its GET /api/v3/services after that demo.
+JAEGER_SERVICES = b'{"services":["callscope-demo"]}'
 
 
 
@@ -193,9 +196,11 @@ class _JaegerStub(http.server.BaseHTTPRequestHandler):
     """Answers like Jaeger v2's query service: the recorded trace, its 404 for any other id."""
 
     routes: dict[str, tuple[int, bytes]] = {}
+    requests: list[str] = []
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        status, body = self.routes.get(self.path, (404, JAEGER_NOT_FOUND))
+        self.requests.append(self.path)
+        status, body = self.routes.get(self.path.partition("?")[0], (404, JAEGER_NOT_FOUND))
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -206,21 +211,34 @@ class _JaegerStub(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@dataclass
+class JaegerStub:
+    url: str
+    routes: dict[str, tuple[int, bytes]]  # path (without query) -> status, body
+    requests: list[str]  # every path asked for, with its query
+
+
 @pytest.fixture
-def jaeger_stub() -> Iterator[tuple[str, dict[str, tuple[int, bytes]]]]:
-    routes = {f"/api/v3/traces/{JAEGER_TRACE_ID}": (200, JAEGER_RESPONSE.read_bytes())}
-    handler = type("Stub", (_JaegerStub,), {"routes": routes})
+def jaeger_stub() -> Iterator[JaegerStub]:
+    routes = {
+        f"/api/v3/traces/{JAEGER_TRACE_ID}": (200, JAEGER_RESPONSE.read_bytes()),
+        # A search answers in the same envelope as one trace.
+        "/api/v3/traces": (200, JAEGER_RESPONSE.read_bytes()),
+        "/api/v3/services": (200, JAEGER_SERVICES),
+    }
+    requests: list[str] = []
+    handler = type("Stub", (_JaegerStub,), {"routes": routes, "requests": requests})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", routes
+    yield JaegerStub(f"http://127.0.0.1:{server.server_address[1]}", routes, requests)
     server.shutdown()
     server.server_close()
     thread.join(5)
 
 
-def test_tree_from_a_jaeger_v3_response(jaeger_stub, capsys: pytest.CaptureFixture[str]) -> None:
-    url, _ = jaeger_stub
+def test_tree_from_a_jaeger_v3_response(jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]) -> None:
+    url = jaeger_stub.url
     assert main(["tree", "--jaeger", url + "/", "--trace", JAEGER_TRACE_ID]) == Exit.OK
     out, err = capsys.readouterr()
     assert f"trace {JAEGER_TRACE_ID}  callscope-demo · 9 spans" in out
@@ -228,14 +246,65 @@ def test_tree_from_a_jaeger_v3_response(jaeger_stub, capsys: pytest.CaptureFixtu
     assert err == ""
 
 
-def test_jaeger_unknown_trace_is_named(jaeger_stub, capsys: pytest.CaptureFixture[str]) -> None:
-    url, _ = jaeger_stub
+def test_services_are_listed_from_jaeger(jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]) -> None:
+    url, routes = jaeger_stub.url, jaeger_stub.routes
+    assert main(["tree", "--jaeger", url]) == Exit.OK
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        f"services in Jaeger at {url}:",
+        "  callscope-demo",
+        f"show one: callscope tree --jaeger {url} --service callscope-demo",
+    ]
+    routes["/api/v3/services"] = (200, b'{"services":[]}')
+    assert main(["tree", "--jaeger", url]) == Exit.BAD_INPUT
+    assert f"Jaeger at {url} holds no traces yet" in _one_error_line(capsys.readouterr().err)
+
+
+def test_service_search_asks_for_a_window_and_more_traces_than_shown(
+    jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import datetime, timedelta
+    from urllib.parse import parse_qs, urlsplit
+
+    url = jaeger_stub.url
+    assert main(["tree", "--jaeger", url, "--service", "callscope-demo", "--since", "15m", "--limit", "2"]) == Exit.OK
+    assert f"trace {JAEGER_TRACE_ID}  callscope-demo · 9 spans" in capsys.readouterr().out
+    [search] = [path for path in jaeger_stub.requests if path.startswith("/api/v3/traces?")]
+    query = {key: value for key, [value] in parse_qs(urlsplit(search).query).items()}
+    assert query["query.service_name"] == "callscope-demo"
+    # RFC 3339 in UTC, as Jaeger parses it (Go's time.RFC3339Nano needs the zone).
+    assert query["query.start_time_min"].endswith("Z") and query["query.start_time_max"].endswith("Z")
+    window = datetime.fromisoformat(query["query.start_time_max"]) - datetime.fromisoformat(query["query.start_time_min"])
+    assert window == timedelta(minutes=15)
+    assert int(query["query.num_traces"]) >= 50  # deeper than --limit: see Jaeger.search
+
+
+def test_an_empty_search_names_the_unknown_service_or_the_empty_window(
+    jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, routes = jaeger_stub.url, jaeger_stub.routes
+    assert main(["tree", "--jaeger", url, "--service", "nope"]) == Exit.OK  # the stub finds anything...
+    capsys.readouterr()
+    del routes["/api/v3/traces"]  # ...now it finds nothing, with Jaeger's own 404
+    assert main(["tree", "--jaeger", url, "--service", "nope"]) == Exit.BAD_INPUT
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"callscope: error: Jaeger at {url} has no service 'nope' (it has: callscope-demo); pass one of those"
+    )
+    assert main(["tree", "--jaeger", url, "--service", "callscope-demo", "--since", "2h"]) == Exit.BAD_INPUT
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"callscope: error: no traces of 'callscope-demo' started in the last 2h in Jaeger at {url}; "
+        "widen the window with --since, e.g. --since 24h"
+    )
+
+
+def test_jaeger_unknown_trace_is_named(jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]) -> None:
+    url = jaeger_stub.url
     assert main(["tree", "--jaeger", url, "--trace", "1" * 32]) == Exit.BAD_INPUT
     assert f"trace {'1' * 32} not found in Jaeger at {url}" in _one_error_line(capsys.readouterr().err)
 
 
-def test_jaeger_answering_something_else(jaeger_stub, capsys: pytest.CaptureFixture[str]) -> None:
-    url, routes = jaeger_stub
+def test_jaeger_answering_something_else(jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]) -> None:
+    url, routes = jaeger_stub.url, jaeger_stub.routes
     routes[f"/api/v3/traces/{'2' * 32}"] = (200, b"<html>not jaeger</html>")
     routes[f"/api/v3/traces/{'3' * 32}"] = (500, b"{}")
     routes[f"/api/v3/traces/{'4' * 32}"] = (200, b'{"data": []}')
