@@ -64,7 +64,9 @@ build_jaeger() {
             touch "$dir/resolved"
         fi
         log "building Jaeger $JAEGER_RELEASE (Go module $JAEGER_VERSION; several minutes the first time)"
-        go_build "jaeger-$JAEGER_VERSION" "$dir" "$JAEGER_MODULE/cmd/jaeger"
+        # Jaeger's own builds stamp the release this way; without it the binary reports no version.
+        go_build "jaeger-$JAEGER_VERSION" "$dir" "$JAEGER_MODULE/cmd/jaeger" \
+            "-X $JAEGER_MODULE/internal/version.latestVersion=v$JAEGER_RELEASE"
     fi
     echo "$binary"
 }

@@ -198,3 +198,15 @@ def test_the_newest_traces_are_found_among_many_stored_at_once(jaeger: JaegerSer
     assert done.returncode == 0, done.stderr
     shown = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("trace ")]
     assert shown == sorted(started, key=started.__getitem__, reverse=True)[:5]
+
+
+def test_the_jaeger_under_test_is_the_release_compose_pins(jaeger_binary: Path) -> None:
+    import yaml
+
+    done = subprocess.run(
+        [str(jaeger_binary), "version"], capture_output=True, text=True, timeout=30, check=False, env={"PATH": os.defpath}
+    )
+    assert done.returncode == 0, done.stderr
+    version = json.loads(done.stdout.strip().splitlines()[-1])["gitVersion"]
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
+    assert compose["services"]["jaeger"]["image"] == f"jaegertracing/jaeger:{version.removeprefix('v')}"
