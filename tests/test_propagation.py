@@ -275,4 +275,4 @@ def test_retriever_inner_runs_are_siblings_unless_the_child_manager_is_passed(sp
     # without run_manager.get_child() is reported as the retriever's sibling. callscope follows
     # LangChain here (the information to do better does not exist); the fix is in user code.
     assert spans.parent_name(spans.one("careless_inner")) == "RunnableParallel<a,b>"
-    assert spans.parent_name(spans.one("careful_inner")) == "retrieval Careful"
+    assert spans.parent_name(spans.one("careful_inner")) == "retrieval"

@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, set_span_i
 from callscope import _semconv as sc
 from callscope import _scope
 from callscope._runs import RunRecord, RunRegistry
-from callscope._serialize import bound_text, to_json
+from callscope._serialize import bound_text, encodable, to_json
 from callscope._settings import Settings
 
 _log = logging.getLogger("callscope")
@@ -386,13 +386,14 @@ class SpanHandler(BaseCallbackHandler):
             # the run ends early, but nothing failed.
             attributes[sc.STREAM_ABANDONED] = True
         else:
-            error_type = type(error).__qualname__
+            # Python checks only __name__ is UTF-8; __qualname__ and __module__ may hold anything.
+            error_type = encodable(type(error).__qualname__)
             message = bound_text(_safe_str(error), self._limit)
             attributes[sc.ERROR_TYPE] = error_type
             span.add_event(
                 "exception",
                 {
-                    "exception.type": f"{type(error).__module__}.{error_type}",
+                    "exception.type": f"{encodable(str(type(error).__module__))}.{error_type}",
                     "exception.message": message,
                     "exception.stacktrace": bound_text(_safe_traceback(error), self._limit),
                 },

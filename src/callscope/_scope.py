@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from callscope._dispatch import fair_llm_start, is_callscope
 
 LOCAL = "callscope.handlers.local"
 INHERITED = "callscope.handlers.inherited"
@@ -61,7 +62,9 @@ class ManagerProbe:
 
     Plain method wrappers, not wrapt proxies: they run on every run start, where a wrapt bound
     wrapper costs an allocation and argument marshalling each time. Each keeps the original as
-    ``__wrapped__`` and is removed only while it is still the class attribute.
+    ``__wrapped__`` and is removed only while it is still the class attribute. The async LLM
+    start's probe also keeps LangChain's dispatch to the other handlers as it is without
+    callscope (``_dispatch``).
     """
 
     def __init__(self) -> None:
@@ -74,7 +77,10 @@ class ManagerProbe:
                 original = owner.__dict__.get(method)
                 if original is None:
                     continue  # inherited or gone in this LangChain version: nothing to publish
-                probe = make(original)
+                if owner is module.AsyncCallbackManager and method == "on_llm_start":
+                    probe = fair_llm_start(original, _starting_manager)
+                else:
+                    probe = make(original)
                 setattr(owner, method, probe)
                 self._installed.append((owner, method, original, probe))
 
@@ -120,10 +126,6 @@ def is_plumbing(handler: Any) -> bool:
 def _is_plumbing_class(cls: type) -> bool:
     # By name: the marker classes are private to LangChain and may move between modules.
     return any(base.__name__ in ("_StreamingCallbackHandler", "_V2StreamingCallbackHandler") for base in cls.__mro__)
-
-
-def is_callscope(handler: Any) -> bool:
-    return getattr(handler, "_callscope_internal", False) is True
 
 
 @dataclass(frozen=True, slots=True)
