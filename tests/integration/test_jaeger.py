@@ -32,7 +32,7 @@ def callscope(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[
 
 def run_demo(endpoint: str, protocol: str, cwd: Path) -> tuple[str, dict[str, int]]:
     """Run ``callscope demo`` into ``endpoint`` under a fresh service name; that name and the
-    span count of each trace the demo wrote."""
+    span count of each trace the demo wrote, oldest trace first."""
     service = f"callscope-test-{uuid.uuid4().hex[:8]}"
     done = callscope(
         "demo", "--output", "out.jsonl", cwd=cwd,
@@ -40,9 +40,11 @@ def run_demo(endpoint: str, protocol: str, cwd: Path) -> tuple[str, dict[str, in
     )
     assert done.returncode == 0, done.stderr
     assert "Failed to export" not in done.stderr, done.stderr
-    counts = Counter(span.trace_id for span in read_spans_file(cwd / "out.jsonl").spans)
-    assert len(counts) == 3 and sum(counts.values()) == 23
-    return service, dict(counts)
+    spans = read_spans_file(cwd / "out.jsonl").spans
+    counts = Counter(span.trace_id for span in spans)
+    assert len(counts) == 3
+    first_start = {trace_id: min(s.start_ns for s in spans if s.trace_id == trace_id) for trace_id in counts}
+    return service, {trace_id: counts[trace_id] for trace_id in sorted(counts, key=first_start.__getitem__)}
 
 
 def by_span_id(spans: list[SpanRecord]) -> dict[str, SpanRecord]:
@@ -78,7 +80,7 @@ def test_service_search_shows_the_latest_traces_newest_first(jaeger: JaegerServe
     service, counts = run_demo(jaeger.otlp_grpc, "grpc", tmp_path)
     for trace_id, count in counts.items():
         jaeger.wait_for_trace(trace_id, count)
-    oldest_first = [view_id for view_id in counts]  # the demo runs its three traces in order
+    oldest_first = list(counts)
     titles = lambda out: [line.split()[1] for line in out.splitlines() if line.startswith("trace ")]  # noqa: E731
 
     every = callscope("tree", "--jaeger", jaeger.query_url, "--service", service, cwd=tmp_path)
