@@ -323,9 +323,11 @@ def test_unreachable_jaeger_is_one_line(capsys: pytest.CaptureFixture[str]) -> N
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again on exit: nothing listens there
-    assert main(["tree", "--jaeger", f"http://127.0.0.1:{port}", "--trace", "a" * 32]) == Exit.UNAVAILABLE
-    line = _one_error_line(capsys.readouterr().err)
-    assert f"cannot reach Jaeger at http://127.0.0.1:{port}" in line and "docker compose up -d" in line
+    url = f"http://127.0.0.1:{port}"
+    for what in (["--trace", "a" * 32], ["--service", "callscope-demo"], []):  # a trace, a search, the services
+        assert main(["tree", "--jaeger", url, *what]) == Exit.UNAVAILABLE, what
+        line = _one_error_line(capsys.readouterr().err)
+        assert f"cannot reach Jaeger at {url}" in line and "docker compose up -d" in line and "deploy/jaeger.sh" in line
 
 
 def test_jaeger_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
