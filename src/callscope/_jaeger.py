@@ -32,12 +32,15 @@ from typing import Any
 from callscope._exceptions import CallscopeError
 from callscope._otlp_json import SpansRead, TraceDataError, parse_document
 
-__all__ = ["DEFAULT_TIMEOUT_SECONDS", "Jaeger", "JaegerNotFoundError", "JaegerUnavailableError"]
+__all__ = ["DEFAULT_TIMEOUT_SECONDS", "Jaeger", "JaegerNotFoundError", "JaegerUnavailableError", "search_depth"]
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 #: How many traces a search asks for, for ``limit`` shown (see :meth:`Jaeger.search`).
 SEARCH_DEPTH_FACTOR = 10
 MIN_SEARCH_DEPTH = 50
+#: Past this the extra depth stops: a search deeper than the store's ``max_traces`` (100 000 in
+#: the all-in-one configuration) is refused with HTTP 500.
+MAX_EXTRA_DEPTH = 1000
 _START_HINT = "start it with `docker compose up -d` or `deploy/jaeger.sh`, or pass the right --jaeger URL"
 
 
@@ -81,8 +84,8 @@ class Jaeger:
         ``num_traces`` is a search depth, not an order: Jaeger answers the N traces it *stored*
         last, and its in-memory store files the traces of one incoming batch in random order (a
         Go map). Asking for exactly ``limit`` would miss a newer trace that came in the same
-        batch as an older one, so this asks for ten times as many, at least 50: exact unless
-        one batch brought more traces than that.
+        batch as an older one, so this asks for more (:func:`search_depth`): exact unless one
+        batch brought more traces than that.
         """
         end = now or datetime.now(timezone.utc)
         query = urllib.parse.urlencode(
@@ -90,7 +93,7 @@ class Jaeger:
                 "query.service_name": service,
                 "query.start_time_min": _rfc3339(end - since),
                 "query.start_time_max": _rfc3339(end),
-                "query.num_traces": str(max(SEARCH_DEPTH_FACTOR * limit, MIN_SEARCH_DEPTH)),
+                "query.num_traces": str(search_depth(limit)),
             }
         )
         try:
@@ -170,6 +173,16 @@ class Jaeger:
             f"Jaeger at {self.base_url} did not answer within {self.timeout:g}s; check that it is up "
             "(`docker compose ps`, or the terminal running `deploy/jaeger.sh`)"
         )
+
+
+def search_depth(limit: int) -> int:
+    """``num_traces`` for showing ``limit`` traces: ten times as many, at least 50, and no more
+    than 1000 unless ``limit`` itself is more.
+
+    >>> search_depth(1), search_depth(5), search_depth(300), search_depth(5000)
+    (50, 50, 1000, 5000)
+    """
+    return min(max(SEARCH_DEPTH_FACTOR * limit, MIN_SEARCH_DEPTH), max(limit, MAX_EXTRA_DEPTH))
 
 
 def _error_message(error: urllib.error.HTTPError) -> str:
