@@ -7,7 +7,8 @@
 #   deploy/jaeger.sh build-collector   # the OpenTelemetry Collector the tests validate deploy/otel-collector.yaml with
 #
 # The cache is ${CALLSCOPE_CACHE:-~/.cache/callscope}; the first build takes several minutes and
-# fills Go's own module and build caches (a GB or two), later runs start in seconds.
+# fills Go's own module and build caches (a GB or two), later runs start in under a second. Other
+# ports: set CALLSCOPE_JAEGER_OTLP_GRPC, _OTLP_HTTP, _QUERY, _QUERY_GRPC, _HEALTH (see jaeger.yaml).
 set -euo pipefail
 
 # Jaeger's Go module v1.76.0 is the commit tagged Jaeger v2.13.0 (docker-compose.yml pins that
@@ -123,10 +124,15 @@ case "${1:-run}" in
         binary="$(lock && build_jaeger)"
         # Jaeger is an OpenTelemetry Collector: OTEL_* meant for an app would configure it too.
         for name in $(compgen -e | grep '^OTEL_' || true); do unset "$name"; done
-        # The same configuration as the tests, on the ports docker-compose.yml publishes.
-        CALLSCOPE_JAEGER_OTLP_GRPC=4317 CALLSCOPE_JAEGER_OTLP_HTTP=4318 CALLSCOPE_JAEGER_QUERY=16686 \
-            CALLSCOPE_JAEGER_QUERY_GRPC=16685 CALLSCOPE_JAEGER_HEALTH=13133 \
-            exec "$binary" --config "$here/jaeger.yaml" "$@" ;;
+        # The same configuration as the tests, by default on the ports docker-compose.yml publishes.
+        export CALLSCOPE_JAEGER_OTLP_GRPC=${CALLSCOPE_JAEGER_OTLP_GRPC:-4317}
+        export CALLSCOPE_JAEGER_OTLP_HTTP=${CALLSCOPE_JAEGER_OTLP_HTTP:-4318}
+        export CALLSCOPE_JAEGER_QUERY=${CALLSCOPE_JAEGER_QUERY:-16686}
+        export CALLSCOPE_JAEGER_QUERY_GRPC=${CALLSCOPE_JAEGER_QUERY_GRPC:-16685}
+        export CALLSCOPE_JAEGER_HEALTH=${CALLSCOPE_JAEGER_HEALTH:-13133}
+        log "Jaeger $JAEGER_RELEASE: OTLP on 127.0.0.1:$CALLSCOPE_JAEGER_OTLP_GRPC (gRPC) and" \
+            ":$CALLSCOPE_JAEGER_OTLP_HTTP (HTTP), query API on http://127.0.0.1:$CALLSCOPE_JAEGER_QUERY; Ctrl-C stops it"
+        exec "$binary" --config "$here/jaeger.yaml" "$@" ;;
     -h|--help|help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
     *) log "unknown command '$1'; use: run (default), build, build-collector, --help"; exit 2 ;;
 esac
