@@ -212,3 +212,29 @@ def test_the_jaeger_under_test_is_the_release_compose_pins(jaeger_binary: Path) 
     version = json.loads(done.stdout.strip().splitlines()[-1])["gitVersion"]
     compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
     assert compose["services"]["jaeger"]["image"] == f"jaegertracing/jaeger:{version.removeprefix('v')}"
+
+
+def test_the_users_script_starts_that_jaeger(jaeger_binary: Path, tmp_path: Path) -> None:
+    # `deploy/jaeger.sh` (no Docker) as the README gives it, on free ports instead of 4317/16686.
+    from tests.integration.conftest import DEPLOY, free_port, stop, wait_until_healthy
+
+    ports = {name: free_port() for name in ("OTLP_GRPC", "OTLP_HTTP", "QUERY", "QUERY_GRPC", "HEALTH")}
+    log = tmp_path / "jaeger.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            ["bash", str(DEPLOY / "jaeger.sh")],
+            env={**os.environ, **{f"CALLSCOPE_JAEGER_{k}": str(v) for k, v in ports.items()}},
+            stdout=sink, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_healthy(ports["HEALTH"], process, log, "deploy/jaeger.sh")
+        service, counts = run_demo(f"http://127.0.0.1:{ports['OTLP_GRPC']}", "grpc", tmp_path)
+        started = JaegerServer(f"http://127.0.0.1:{ports['QUERY']}", "", "", log)
+        for trace_id, count in counts.items():
+            started.wait_for_trace(trace_id, count)
+        listed = callscope("tree", "--jaeger", f"http://127.0.0.1:{ports['QUERY']}", cwd=tmp_path)
+        assert listed.returncode == 0 and f"  {service}" in listed.stdout.splitlines(), listed.stdout + listed.stderr
+    finally:
+        stop(process)
+    assert process.returncode == 0  # SIGTERM: a clean shutdown
+    assert f"query API on http://127.0.0.1:{ports['QUERY']}" in log.read_text()
