@@ -26,9 +26,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
-from langchain_core.language_models import FakeListChatModel
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.language_models import FakeListChatModel, FakeListLLM
 from langchain_core.output_parsers import StrOutputParser
-from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from langchain_core.runnables import RunnableLambda
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -84,6 +85,32 @@ class NamedFakeChatModel(FakeListChatModel):
         params["ls_provider"] = "fake"
         params["ls_model_name"] = "fake-model"
         return params
+
+
+class NamedFakeListLLM(FakeListLLM):
+    """A text-completion fake that reports a model name, like ``NamedFakeChatModel``."""
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "fake"
+        params["ls_model_name"] = "fake-llm"
+        return params
+
+
+class StartCounter(AsyncCallbackHandler):
+    """An application's own async handler (a rate limiter, a cost meter): not inline, as most
+    handlers are, so LangChain's async LLM start dispatch must still reach it."""
+
+    def __init__(self) -> None:
+        self.starts = 0
+
+    async def on_llm_start(self, *args: Any, **kwargs: Any) -> None:
+        self.starts += 1
+
+
+def build_llm_chain() -> Any:
+    prompt = PromptTemplate.from_template("Tell me about {topic}.")
+    return prompt | NamedFakeListLLM(responses=["OpenTelemetry traces LangChain."]) | StrOutputParser()
 
 
 def user_step(text: str) -> str:
@@ -189,11 +216,14 @@ def _median_ns(call: Callable[[], Any], iterations: int) -> float:
 def speed(config: str, iterations: int) -> dict[str, Any]:
     exporter = CountingExporter()
     configure(config, exporter)
-    chain, graph = build_chain(), build_graph()
+    chain, graph, llm_chain = build_chain(), build_graph(), build_llm_chain()
+    loop = asyncio.new_event_loop()
+    counter = StartCounter()
     workloads: dict[str, Callable[[], Any]] = {
         "invoke": lambda: chain.invoke({"topic": "tracing"}),
         "langgraph": lambda: graph.invoke({"topic": "tracing", "answer": ""}),
         "stream": lambda: list(chain.stream({"topic": "tracing"})),
+        "ainvoke-llm": lambda: loop.run_until_complete(llm_chain.ainvoke({"topic": "tracing"}, {"callbacks": [counter]})),
     }
     result: dict[str, Any] = {"config": config, "median_us": {}, "spans_per_call": {}}
     for name, call in workloads.items():

@@ -9,6 +9,8 @@ before the start). Whatever the sequence and payload:
   has to swallow an exception of its own (its fence logs one on the ``callscope`` logger);
 - every exported attribute is a valid OpenTelemetry value (str, bool, int64, float, or a
   homogeneous sequence of them) and every string is at most ``max_attribute_length`` long;
+- every span encodes with the SDK's OTLP protobuf encoder, attributes and all, although the
+  strings LangChain hands over hold lone surrogates, control characters and very long text;
 - no secret value appears anywhere in the exported spans;
 - once every started run has ended, the in-flight registry is empty and every span has ended;
   runs that never end are evicted by the count and age limits.
@@ -33,6 +35,8 @@ from langchain_core.callbacks import CallbackManager
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, Generation, LLMResult
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -62,6 +66,18 @@ class _Huge(str):
 
 
 HUGE = _Huge("x" * 1_000_000)
+# Long non-ASCII text with lone surrogates before, at and far past every length limit: the halves
+# of a split emoji, as a streamed chunk or a JSON decoder leaves them.
+LONG_POISONED = _Huge("\ud83d" + "é" * 60 + "\ude00" + "模" * 8200 + "\ud83d\ude00" + "x" * 70_000 + "\udfff")
+
+# Text as LangChain may hand it over: any code point, plus what the default alphabet leaves out
+# (lone surrogates) or rarely draws (control characters).
+_ALPHABET = st.one_of(st.characters(), st.characters(categories=["Cs"]), st.characters(categories=["Cc"]))
+
+
+def hostile_text(max_size: int) -> Any:
+    return st.text(alphabet=_ALPHABET, max_size=max_size)
+
 INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -79,6 +95,15 @@ class EvilError(Exception):
         raise RuntimeError("str exploded")
 
     __repr__ = __str__
+
+
+class PoisonedError(Exception):
+    """An exception class whose qualified name and module are not UTF-8 (both are plain
+    attributes; only ``__name__`` is checked by Python)."""
+
+
+PoisonedError.__qualname__ = "Poisoned\ud800Error"
+PoisonedError.__module__ = "plugins.\udc00"
 
 
 class EvilMapping(Mapping[str, Any]):
@@ -120,14 +145,14 @@ scalars = st.one_of(
     st.booleans(),
     st.integers(min_value=-(2**80), max_value=2**80),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=40),
+    hostile_text(max_size=40),
     st.binary(max_size=16),
-    st.sampled_from([HUGE, "", "\x00\ud800?", "\u202e rtl"]),
+    st.sampled_from([HUGE, LONG_POISONED, "", "\x00\ud800?", "\u202e rtl", "\ud83d\ude00 a pair in a str"]),
     secret_strings,
     st.builds(EvilRepr),
 )
 keys = st.one_of(
-    st.text(max_size=12), st.integers(), st.none(), st.booleans(), st.floats(), st.binary(max_size=4), st.tuples(st.integers()), st.builds(EvilRepr)
+    hostile_text(max_size=12), st.integers(), st.none(), st.booleans(), st.floats(), st.binary(max_size=4), st.tuples(st.integers()), st.builds(EvilRepr)
 )
 
 
@@ -153,13 +178,13 @@ payloads = st.recursive(
     ),
     max_leaves=12,
 )
-texts = st.one_of(st.text(max_size=30), secret_strings, st.just(HUGE))
+texts = st.one_of(hostile_text(max_size=30), secret_strings, st.just(HUGE), st.just(LONG_POISONED))
 
 
 def _message_content() -> Any:
     return st.one_of(
         texts,
-        st.lists(st.one_of(texts, st.fixed_dictionaries({"type": st.just("text"), "text": texts}), st.dictionaries(st.text(max_size=8), payloads, max_size=3)), max_size=3),
+        st.lists(st.one_of(texts, st.fixed_dictionaries({"type": st.just("text"), "text": texts}), st.dictionaries(hostile_text(max_size=8), payloads, max_size=3)), max_size=3),
     )
 
 
@@ -178,15 +203,15 @@ messages = st.lists(
 )
 # Identity fields LangChain fills from the component (names, model ids). Odd but not secret or
 # huge here; test_identity_fields_* below cover those cases.
-names = st.one_of(st.none(), st.text(max_size=30), st.integers(), st.builds(EvilRepr))
+names = st.one_of(st.none(), hostile_text(max_size=30), st.integers(), st.builds(EvilRepr))
 serialized = st.one_of(
     st.none(),
-    st.fixed_dictionaries({}, optional={"name": names, "id": st.lists(names, max_size=3), "kwargs": payloads, "description": st.text(max_size=30)}),
+    st.fixed_dictionaries({}, optional={"name": names, "id": st.lists(names, max_size=3), "kwargs": payloads, "description": hostile_text(max_size=30)}),
 )
 # Request numbers within int64 and finite: NaN, infinities and huge floats are the subject of
 # test_request_numbers_* below (known bugs).
 numbers = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**40), max_value=2**40), st.floats(min_value=-1e15, max_value=1e15), st.text(max_size=5)
+    st.none(), st.booleans(), st.integers(min_value=-(2**40), max_value=2**40), st.floats(min_value=-1e15, max_value=1e15), hostile_text(max_size=5)
 )
 invocation_params = st.fixed_dictionaries(
     {},
@@ -195,7 +220,7 @@ invocation_params = st.fixed_dictionaries(
         "temperature": numbers,
         "max_tokens": numbers,
         "top_p": numbers,
-        "stop": st.one_of(st.none(), st.text(max_size=10), st.lists(st.text(max_size=10), max_size=3), payloads),
+        "stop": st.one_of(st.none(), hostile_text(max_size=10), st.lists(hostile_text(max_size=10), max_size=3), payloads),
         "stream": st.booleans(),
         "api_key": st.just(SECRET_PLAIN),
         "extra": payloads,
@@ -206,18 +231,20 @@ metadata = st.fixed_dictionaries(
     optional={
         "ls_provider": names,
         "ls_model_name": names,
+        "ls_vector_store_provider": names,
         "ls_temperature": numbers,
-        "langgraph_node": st.one_of(st.text(max_size=20), payloads),
+        "langgraph_node": st.one_of(hostile_text(max_size=20), payloads),
         "langgraph_step": st.one_of(st.integers(min_value=0, max_value=1000), payloads),
         "api_key": st.just(SECRET_PLAIN),
         "anything": payloads,
     },
 )
-tags = st.one_of(st.none(), st.lists(st.one_of(st.text(max_size=15), st.sampled_from(["retry:attempt:2", "seq:step:1", "retry:attempt:x"])), max_size=3))
+tags = st.one_of(st.none(), st.lists(st.one_of(hostile_text(max_size=15), st.sampled_from(["retry:attempt:2", "seq:step:1", "retry:attempt:x"])), max_size=3))
 errors = st.one_of(
     st.builds(ValueError, texts),
     st.builds(RuntimeError, payloads),
     st.just(EvilError()),
+    st.sampled_from([PoisonedError("half an emoji \ud83d"), PoisonedError("plain")]),
     st.just(GeneratorExit()),
     st.just(asyncio.CancelledError()),
     st.builds(lambda: KeyError(SecretStr(SECRET_PLAIN))),
@@ -244,7 +271,7 @@ def llm_results() -> Any:
             _message_content(),
             usage,
             st.one_of(st.none(), st.fixed_dictionaries({}, optional={"model_name": names, "finish_reason": names, "id": names})),
-            st.one_of(st.none(), st.dictionaries(st.text(max_size=10), payloads, max_size=3)),
+            st.one_of(st.none(), st.dictionaries(hostile_text(max_size=10), payloads, max_size=3)),
         ),
         st.builds(lambda t: Generation.model_construct(text=t, generation_info=None), texts),
     )
@@ -256,7 +283,7 @@ def llm_results() -> Any:
 
 
 documents = st.one_of(
-    st.lists(st.builds(lambda c, m: Document.model_construct(page_content=c, metadata=m, id=None), texts, st.dictionaries(st.text(max_size=6), payloads, max_size=3)), max_size=3),
+    st.lists(st.builds(lambda c, m: Document.model_construct(page_content=c, metadata=m, id=None), texts, st.dictionaries(hostile_text(max_size=6), payloads, max_size=3)), max_size=3),
     st.lists(payloads, max_size=3),
     payloads,  # not a list at all: True, a raising mapping, ...
 )
@@ -318,6 +345,7 @@ class Traced:
             check_attributes(span.attributes, self.limit, where)
             for event in span.events:
                 check_attributes(event.attributes, self.limit, f"{where} event {event.name!r}")
+            check_encodes(span, where)
             text = span.to_json(indent=None)
             for secret in SECRETS:
                 assert secret not in text, f"{where} exports a secret: …{text[max(0, text.find(secret) - 80) : text.find(secret) + 40]}…"
@@ -326,6 +354,17 @@ class Traced:
         assert len(self.handler.registry) == 0, f"{len(self.handler.registry)} runs left in the registry"
         open_spans = self.counter.started - self.counter.ended
         assert not open_spans, f"{len(open_spans)} spans never ended"
+
+
+def check_encodes(span: ReadableSpan, where: str) -> None:
+    """The span encodes with the OTLP protobuf encoder, losing nothing on the way: the encoder
+    drops (and logs) an attribute it cannot encode, and fails the whole batch on a bad name."""
+    (encoded,) = [s for r in encode_spans([span]).resource_spans for ss in r.scope_spans for s in ss.spans]
+    assert len(encoded.attributes) == len(span.attributes or {}), f"{where}: attributes lost in encoding"
+    assert [len(e.attributes) for e in encoded.events] == [len(e.attributes or {}) for e in span.events], f"{where}: event attributes lost"
+    assert encoded.name == span.name
+    assert encoded.status.message == (span.status.description or "")
+    assert ExportTraceServiceRequest.FromString(encode_spans([span]).SerializeToString()) is not None
 
 
 def check_attributes(attributes: Any, limit: int, where: str) -> None:
@@ -391,7 +430,7 @@ class Driver:
         kind = self.draw(st.sampled_from(self.KINDS))
         parents = [r for r in self.runs if r.kind in ("chain", "tool", "retriever")]
         parent = self.draw(st.none() | st.sampled_from(parents)) if parents else None
-        manager = parent.manager.get_child(self.draw(st.none() | st.text(max_size=10))) if parent is not None else CallbackManager.configure(
+        manager = parent.manager.get_child(self.draw(st.none() | hostile_text(max_size=10))) if parent is not None else CallbackManager.configure(
             inheritable_tags=self.draw(tags), inheritable_metadata=self.draw(metadata), local_metadata=self.draw(metadata)
         )
         run_id = self.pending_ids.pop() if self.pending_ids and self.draw(st.booleans()) else None
@@ -400,7 +439,7 @@ class Driver:
         common: dict[str, Any] = {"run_id": run_id}
         if kind == "chain":
             common["name"] = self.draw(names)
-            started = [manager.on_chain_start(self.draw(serialized), self.draw(payloads), **common)]
+            started = [manager.on_chain_start(self.draw(serialized), self.draw(payloads), run_type=self.draw(st.none() | names), **common)]
         elif kind == "llm":
             prompts = self.draw(st.lists(texts, min_size=1, max_size=2))
             started = manager.on_llm_start(self.draw(serialized), prompts, invocation_params=self.draw(invocation_params), **common)
@@ -443,7 +482,7 @@ class Driver:
         elif action == "token":
             run = self.draw(st.sampled_from(self.runs))
             if run.kind in ("llm", "chat"):
-                run.manager.on_llm_new_token(self.draw(texts | st.lists(st.one_of(texts, st.dictionaries(st.text(max_size=5), payloads, max_size=2)), max_size=2)))
+                run.manager.on_llm_new_token(self.draw(texts | st.lists(st.one_of(texts, st.dictionaries(hostile_text(max_size=5), payloads, max_size=2)), max_size=2)))
             else:
                 run.manager.on_text(self.draw(texts))
         elif action == "event":

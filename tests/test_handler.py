@@ -41,13 +41,13 @@ def test_one_span_per_run_of_every_kind(spans):
     RunnableParallel(chain=chain, llm=RunnableLambda(lambda d: d["x"]) | FakeListLLM(responses=["t"]), docs=RunnableLambda(lambda d: d["x"]) | Shelf()).invoke({"x": "1"})
     add.invoke({"a": 1, "b": 2})
     names = spans.names()
-    for expected in ("RunnableParallel<chain,llm,docs>", "RunnableSequence", "ChatPromptTemplate", "chat", "StrOutputParser", "text_completion", "retrieval Shelf", "execute_tool add"):
+    for expected in ("RunnableParallel<chain,llm,docs>", "RunnableSequence", "ChatPromptTemplate", "chat", "StrOutputParser", "text_completion", "retrieval", "execute_tool add"):
         assert expected in names, (expected, names)
     assert names.count("RunnableSequence") == 3
     assert names.count("RunnableLambda") == 2
     kinds = {s.name: s.kind for s in spans.all}
     assert kinds["chat"] == SpanKind.CLIENT and kinds["text_completion"] == SpanKind.CLIENT
-    assert kinds["retrieval Shelf"] == SpanKind.CLIENT
+    assert kinds["retrieval"] == SpanKind.CLIENT
     assert kinds["execute_tool add"] == SpanKind.INTERNAL and kinds["RunnableSequence"] == SpanKind.INTERNAL
     run_types = {s.name: s.attributes["callscope.run.type"] for s in spans.all}
     assert run_types["ChatPromptTemplate"] == "prompt" and run_types["StrOutputParser"] == "parser"
@@ -305,7 +305,7 @@ def test_a_hostile_payload_at_the_end_still_ends_the_span(tracer_provider, span_
         assert len(handler.registry) == 0
     finally:
         callscope.uninstrument()
-    assert [s.name for s in span_exporter.get_finished_spans()] == ["retrieval r"]
+    assert [s.name for s in span_exporter.get_finished_spans()] == ["retrieval"]
 
 
 # --- LangGraph control flow is not failure (issue 11, point 2) --------------------------------
@@ -471,7 +471,7 @@ def research_agent():
     from langchain_core.tools import tool as make_tool
     from langgraph.prebuilt import create_react_agent
 
-    from tests.models import ToolCallingChatModel
+    from tests.models import ScriptedAgentModel
 
     @make_tool
     def search(query: str) -> str:
@@ -479,7 +479,7 @@ def research_agent():
         return "results"
 
     call = AIMessage(content="let me look that up", tool_calls=[{"name": "search", "args": {"query": "q"}, "id": "c1", "type": "tool_call"}])
-    return create_react_agent(ToolCallingChatModel(messages=iter([call, AIMessage(content="done")])), [search])
+    return create_react_agent(ScriptedAgentModel(messages=iter([call, AIMessage(content="done")])), [search])
 
 
 def prompt_and_model():

@@ -133,3 +133,35 @@ def test_invalid_environment_values_warn_and_fall_back(monkeypatch, caplog, trac
         callscope.uninstrument()
     text = caplog.text
     assert "CALLSCOPE_MAX_IN_FLIGHT_RUNS" in text and "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT" in text
+
+
+def test_a_second_instrument_with_other_arguments_warns_and_names_the_fix(tracer_provider, span_exporter, caplog):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    other_exporter = InMemorySpanExporter()
+    other = TracerProvider()
+    other.add_span_processor(SimpleSpanProcessor(other_exporter))
+    caplog.set_level(logging.WARNING)
+    callscope.instrument(tracer_provider)
+    try:
+        callscope.instrument(tracer_provider)  # the same again: nothing to say
+        callscope.instrument()  # a plain call after the zero-code path: nothing to say either
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        callscope.instrument(tracer_provider=other, capture_content=True)
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert warning.startswith("callscope is already instrumented, so instrument(capture_content=…, tracer_provider=…) changed nothing")
+        assert "Call callscope.uninstrument() first" in warning
+        RunnableLambda(lambda v: v, name="still_first").invoke(1)
+        assert [s.name for s in span_exporter.get_finished_spans()] == ["still_first"]
+        assert other_exporter.get_finished_spans() == ()
+    finally:
+        callscope.uninstrument()
+    callscope.instrument(tracer_provider=other)  # after uninstrument(), new arguments apply
+    try:
+        RunnableLambda(lambda v: v, name="now_other").invoke(1)
+        assert [s.name for s in other_exporter.get_finished_spans()] == ["now_other"]
+    finally:
+        callscope.uninstrument()
+        other.shutdown()

@@ -89,3 +89,70 @@ def test_thread_id_becomes_the_conversation_id():
     assert attributes[gen_ai.GEN_AI_CONVERSATION_ID] == "t-42"
     _, attributes = sc.describe_chain(None, {"name": "LangGraph"}, [], {"thread_id": {"not": "an id"}})
     assert gen_ai.GEN_AI_CONVERSATION_ID not in attributes
+
+
+# --- span names follow the conventions (spans.yaml of v1.41.1) ----------------------------------
+
+from langchain_core.documents import Document  # noqa: E402
+from langchain_core.retrievers import BaseRetriever  # noqa: E402
+from langchain_core.vectorstores import VectorStore  # noqa: E402
+
+
+class ShelfStore(VectorStore):
+    """The smallest real vector store: LangChain's own VectorStoreRetriever wraps it."""
+
+    def add_texts(self, texts, metadatas=None, **kwargs):  # type: ignore[override]
+        return []
+
+    @classmethod
+    def from_texts(cls, texts, embedding, metadatas=None, **kwargs):  # type: ignore[override]
+        return cls()
+
+    def similarity_search(self, query, k=4, **kwargs):  # type: ignore[override]
+        return [Document(page_content=f"about {query}", id="doc-1")]
+
+
+class Shelf(BaseRetriever):
+    def _get_relevant_documents(self, query: str, *, run_manager) -> list[Document]:
+        return [Document(page_content=f"about {query}")]
+
+
+def test_a_vector_store_retrieval_is_named_after_its_data_source(spans):
+    ShelfStore().as_retriever().invoke("otel")
+    (span,) = spans.all
+    # LangChain identifies a vector store retriever's store by class (ls_vector_store_provider).
+    assert span.name == "retrieval ShelfStore"
+    assert span.attributes[gen_ai.GEN_AI_DATA_SOURCE_ID] == "ShelfStore"
+    assert span.attributes[gen_ai.GEN_AI_OPERATION_NAME] == "retrieval"
+    assert span.attributes["callscope.component"] == "VectorStoreRetriever"
+    assert gen_ai.GEN_AI_PROVIDER_NAME not in span.attributes  # a vector store is no GenAI provider
+
+
+def test_a_retrieval_without_a_known_data_source_is_plain_retrieval(spans):
+    Shelf().with_config(run_name="docs").invoke("otel")
+    (span,) = spans.all
+    assert span.name == "retrieval"
+    assert gen_ai.GEN_AI_DATA_SOURCE_ID not in span.attributes
+    assert span.attributes["callscope.component"] == "docs"
+
+
+def test_genai_span_names_are_operation_then_identifier(spans):
+    from langchain_core.language_models import FakeListChatModel, FakeListLLM
+    from langchain_core.tools import tool
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    FakeListChatModel(responses=["r"]).invoke("hi", config={"metadata": {"ls_model_name": "gpt-x"}})
+    FakeListLLM(responses=["t"]).invoke("hi")
+    add.invoke({"a": 1, "b": 2})
+    by_operation = {s.attributes.get(gen_ai.GEN_AI_OPERATION_NAME): s for s in spans.all}
+    # {gen_ai.operation.name} {gen_ai.request.model}; the model name only where it is known.
+    assert by_operation["chat"].name == "chat gpt-x"
+    assert by_operation["text_completion"].name == "text_completion"
+    assert gen_ai.GEN_AI_REQUEST_MODEL not in by_operation["text_completion"].attributes
+    # execute_tool {gen_ai.tool.name}
+    assert by_operation["execute_tool"].name == "execute_tool add"
+    assert by_operation["execute_tool"].attributes[gen_ai.GEN_AI_TOOL_NAME] == "add"

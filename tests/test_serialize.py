@@ -8,7 +8,7 @@ import math
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from callscope._serialize import REDACTED, bound_text, scrub_text, to_json, to_jsonable
+from callscope._serialize import REDACTED, bound_text, encodable, scrub_text, to_json, to_jsonable
 
 
 class Hostile:
@@ -82,3 +82,40 @@ def test_lengths_are_bounded_and_cuts_are_marked():
     assert len(out) <= 300
     # a secret straddling the cut is still recognised
     assert "sk-proj" not in bound_text("a" * 490 + " sk-proj-abcdefghijklmnopqrstu", 500)
+
+
+# --- every string that leaves encodes as UTF-8 ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain ascii", "plain ascii"),
+        ("déjà vu 模型 😀", "déjà vu 模型 😀"),
+        ("half \ud83d an emoji", "half \ufffd an emoji"),
+        ("\udc00lone low", "\ufffdlone low"),
+        ("a pair \ud83d\ude00 in a str", "a pair \U0001F600 in a str"),  # what the halves stood for
+        ("\ud800\ud800", "\ufffd\ufffd"),
+        ("ctrl \x00\x1b ok", "ctrl \x00\x1b ok"),  # control characters are valid UTF-8: kept
+    ],
+)
+def test_encodable_replaces_only_what_utf8_cannot_carry(text, expected):
+    assert encodable(text) == expected
+    encodable(text).encode("utf-8")
+
+
+def test_clean_text_is_returned_as_is():
+    for text in ("ascii", "模型 😀 é"):
+        assert encodable(text) is text
+
+
+def test_bounded_and_json_text_is_encodable_wherever_the_surrogate_sits():
+    for text in ("\ud83d" + "x" * 100, "x" * 50 + "\ud83d\ude00" + "x" * 100, "é" * 10_000 + "\udfff"):
+        for limit in (20, 51, 52, 64, 20_000):
+            bounded = bound_text(text, limit)
+            assert len(bounded) <= limit
+            bounded.encode("utf-8")
+            dumped = to_json({"k\ud800": [text, "\ud800"]}, limit)
+            assert len(dumped) <= limit
+            dumped.encode("utf-8")
+    assert json.loads(to_json({"k\ud800": "v\udc00"}, 100)) == {"k\ufffd": "v\ufffd"}

@@ -42,7 +42,10 @@ def instrument(
     max_attribute_length: int | None = None,
     include_internal_handlers: bool | None = None,
 ) -> None:
-    """Trace every LangChain run in this process. Idempotent: a second call does nothing.
+    """Trace every LangChain run in this process.
+
+    While instrumented, a second call changes nothing; if it passes different arguments it logs
+    a warning naming them. Call :func:`uninstrument` first to instrument with new arguments.
 
     ``tracer_provider=None`` uses the global provider. The other options override their
     environment variables (see ``callscope.environment_variables``); an invalid value raises

@@ -16,8 +16,12 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import socket
 import threading
 from collections.abc import Iterable, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 from opentelemetry import trace
 from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
@@ -101,65 +105,122 @@ def build_tracer_provider(
         provider.add_span_processor(processor)
     exporter = otlp_exporter_from_env()
     if exporter is not None:
-        provider.add_span_processor(DeadlineBatchSpanProcessor(exporter, shutdown_timeout_s=_export_timeout_s()))
+        provider.add_span_processor(
+            DeadlineBatchSpanProcessor(exporter, shutdown_timeout_s=_export_timeout_s(), endpoint=otlp_endpoint_from_env())
+        )
     return provider
 
 
 class DeadlineBatchSpanProcessor(BatchSpanProcessor):
-    """A ``BatchSpanProcessor`` whose ``shutdown()`` gives up after ``shutdown_timeout_s``.
+    """A ``BatchSpanProcessor`` whose ``shutdown()`` is bounded once and says what it lost.
 
-    The SDK's own waits up to 30 s, and against a collector that accepts connections but never
-    answers, each queued batch of 512 spans costs a full exporter timeout (measured: 2000 queued
-    spans, timeout 1 s, 4 s). Passing a deadline makes the wait the exporter timeout, once; spans
-    still queued then are dropped, as they would be at any deadline.
+    - The SDK's own shutdown waits up to 30 s, and against a collector that accepts connections
+      but never answers, each queued batch of 512 spans costs a full exporter timeout (measured:
+      2000 queued spans, timeout 1 s, 4 s). Here the wait is the exporter timeout, once.
+    - When the collector *refuses* connections (nothing listens at the endpoint), nothing queued
+      can be delivered, and the exporter would only retry until its timeout: shutdown then gives
+      up at once instead of holding the process for 10 s.
+    - Every span it lost is counted by cause (the export queue was full, the collector rejected
+      or never answered the export, still unsent when shutdown gave up) and reported once.
     """
 
-    def __init__(self, span_exporter: SpanExporter, *, shutdown_timeout_s: float) -> None:
+    def __init__(self, span_exporter: SpanExporter, *, shutdown_timeout_s: float, endpoint: str | None = None) -> None:
         self._losses = _LossCountingExporter(span_exporter)
         super().__init__(self._losses)
         self._shutdown_timeout_ms = max(0.0, shutdown_timeout_s) * 1000
-        self._reported = False
+        self._endpoint = endpoint
+        self._closing = self._reported = self._refused = False
+        self._lock = threading.Lock()
+        self.dropped_queue_full = 0
+        inner = getattr(self, "_batch_processor", None)
+        # The SDK's batcher drops the oldest span when a span ends with the queue full (it logs
+        # "Queue full, dropping Span." once and counts nothing readable); on_end makes the same
+        # check so the loss is counted. A later SDK without these fields goes uncounted.
+        self._queue: Any = getattr(inner, "_queue", None)
+        self._max_queue_size: int = getattr(inner, "_max_queue_size", 0) or 0
+        self._emit = getattr(inner, "emit", None) if self._queue is not None and self._max_queue_size else None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        emit = self._emit
+        if emit is None:
+            super().on_end(span)
+            return
+        # What BatchSpanProcessor.on_end does, plus one len() per span; the lock is taken only
+        # for a span that is about to be dropped.
+        if not (span.context and span.context.trace_flags.sampled):
+            return
+        if len(self._queue) >= self._max_queue_size and not self._closing:
+            with self._lock:
+                self.dropped_queue_full += 1
+        emit(span)
 
     def shutdown(self) -> None:
+        if self._closing:
+            return  # the provider's explicit shutdown and its atexit hook both land here
+        inner = getattr(self, "_batch_processor", None)
+        self._closing = True
+        pending = len(self._queue or ()) + self._losses.in_flight
+        timeout_ms = self._shutdown_timeout_ms
+        if pending and self._endpoint and _refuses_connections(self._endpoint):
+            timeout_ms = 0.0
+            self._refused = True
         # The SDK's BatchProcessor.shutdown takes the deadline; BatchSpanProcessor does not pass
         # one. If a later SDK moves that object, fall back to its default behaviour.
-        inner = getattr(self, "_batch_processor", None)
         if inner is None or "timeout_millis" not in inspect.signature(inner.shutdown).parameters:
             super().shutdown()
         else:
-            inner.shutdown(timeout_millis=self._shutdown_timeout_ms)
-        self._report_losses(len(getattr(inner, "_queue", ())))
+            inner.shutdown(timeout_millis=timeout_ms)
+        self._report_losses(len(self._queue or ()) + self._losses.in_flight)
 
-    def _report_losses(self, still_queued: int) -> None:
-        # The SDK logs each failed batch (and each retry); the user is owed one sentence with the
-        # total, whatever the number of batches or spans.
-        lost = self._losses.failed + still_queued
-        if lost and not self._reported:
-            self._reported = True
-            _log.warning(
-                "callscope: %d span(s) were not exported: the OTLP collector rejected or never "
-                "answered %d, and %d were still queued when shutdown gave up. Check that the "
-                "collector at OTEL_EXPORTER_OTLP_ENDPOINT is running and reachable.",
-                lost,
-                self._losses.failed,
-                still_queued,
-            )
+    def _report_losses(self, unsent: int) -> None:
+        # The SDK logs each failed batch, each retry and the first full queue; the user is owed
+        # one sentence with the total and its causes, whatever the number of batches or spans.
+        if self._reported:
+            return
+        self._reported = True
+        with self._lock:
+            dropped = self.dropped_queue_full
+        failed = self._losses.failed
+        lost = dropped + failed + unsent
+        if not lost:
+            return
+        causes = []
+        if dropped:
+            causes.append(f"{dropped} dropped because the export queue was full (OTEL_BSP_MAX_QUEUE_SIZE={self._max_queue_size})")
+        if failed:
+            causes.append(f"{failed} rejected or never answered by the collector")
+        if unsent and self._refused:
+            causes.append(f"{unsent} not sent because the collector refused connections, so shutdown did not wait")
+        elif unsent:
+            causes.append(f"{unsent} still unsent when shutdown gave up after {self._shutdown_timeout_ms / 1000:g}s")
+        # The endpoint itself is not repeated: its URL may carry credentials.
+        _log.warning(
+            "callscope: %d span(s) were not exported: %s. Check that the OTLP collector at "
+            "OTEL_EXPORTER_OTLP_ENDPOINT is running and reachable.",
+            lost,
+            "; ".join(causes),
+        )
 
 
 class _LossCountingExporter(SpanExporter):
-    """Delegates to an exporter and counts the spans it failed to send."""
+    """Delegates to an exporter and counts the spans it failed to send, and those it is sending."""
 
     def __init__(self, exporter: SpanExporter) -> None:
         self._exporter = exporter
         self._lock = threading.Lock()
         self.failed = 0
+        #: Spans handed to the exporter and not yet answered (the batcher exports one batch at a time).
+        self.in_flight = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.in_flight = len(spans)
         try:
             result = self._exporter.export(spans)
         except Exception:
             self._count(len(spans))
             raise
+        finally:
+            self.in_flight = 0
         if result is not SpanExportResult.SUCCESS:
             self._count(len(spans))
         return result
@@ -177,6 +238,38 @@ class _LossCountingExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         return self._exporter.force_flush(timeout_millis)
+
+
+#: How long the shutdown probe waits for a connection: a refusal comes back within a round trip.
+_PROBE_TIMEOUT_S = 0.25
+
+
+def _refuses_connections(endpoint: str) -> bool:
+    """True only when a TCP connection to the collector's address is refused: nothing listens,
+    so no retry within the timeout can succeed. Anything else (accepted, timed out, no explicit
+    port, a proxy in the way, a Unix socket) leaves the decision to the exporter's timeout."""
+    url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    try:
+        host, port = url.hostname, url.port
+    except ValueError:
+        return False
+    if url.scheme not in ("http", "https", "grpc") or not host or port is None or _proxied(host):
+        return False
+    try:
+        with socket.create_connection((host, port), timeout=_PROBE_TIMEOUT_S):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def _proxied(host: str) -> bool:
+    # gRPC and requests both honour proxy variables; through a proxy, a refused direct
+    # connection says nothing about the collector.
+    if os.environ.get("grpc_proxy") or os.environ.get("GRPC_PROXY"):
+        return True
+    return bool(getproxies()) and not proxy_bypass(host)
 
 
 def resource_from_env(service_name: str | None = None) -> Resource:

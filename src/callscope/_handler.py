@@ -33,7 +33,7 @@ from callscope import _semconv as sc
 from callscope import _scope
 from callscope._propagation import claim_run_body
 from callscope._runs import RunRecord, RunRegistry
-from callscope._serialize import bound_text, to_json
+from callscope._serialize import bound_text, encodable, to_json
 from callscope._settings import Settings
 
 _log = logging.getLogger("callscope")
@@ -435,13 +435,14 @@ class SpanHandler(BaseCallbackHandler):
             if sc.LANGGRAPH_INTERRUPTED in steering:
                 self._mark_enclosing_runs_interrupted(record, steering)
         else:
-            error_type = type(error).__qualname__
+            # Python checks only __name__ is UTF-8; __qualname__ and __module__ may hold anything.
+            error_type = encodable(type(error).__qualname__)
             message = bound_text(_safe_str(error), self._limit)
             attributes[sc.ERROR_TYPE] = error_type
             span.add_event(
                 "exception",
                 {
-                    "exception.type": f"{type(error).__module__}.{error_type}",
+                    "exception.type": f"{encodable(str(type(error).__module__))}.{error_type}",
                     "exception.message": message,
                     "exception.stacktrace": bound_text(_safe_traceback(error), self._limit),
                 },

@@ -64,11 +64,31 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     _run_bodies: RunBodyPropagator | None = None
     _probe: ManagerProbe | None = None
     _hook: tuple[Any, ...] | None = None
+    #: The arguments the active instrumentation was made with (those not None).
+    _arguments: dict[str, Any] = {}
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
 
+    def instrument(self, **kwargs: Any) -> None:
+        """Instrument, or, when already instrumented, keep the active instrumentation: quietly if
+        the call asks for nothing different (the zero-code path followed by a plain
+        ``instrument()``), with a warning naming the ignored arguments if it does."""
+        if not self._is_instrumented_by_opentelemetry:
+            return super().instrument(**kwargs)  # type: ignore[no-any-return]
+        requested = _given(kwargs)
+        changed = sorted(name for name, value in requested.items() if self._arguments.get(name, _UNSET) != value)
+        if changed:
+            _log.warning(
+                "callscope is already instrumented, so instrument(%s) changed nothing: spans still go to the "
+                "tracer provider and settings of the first call. Call callscope.uninstrument() first to "
+                "instrument with new arguments.",
+                ", ".join(f"{name}=…" for name in changed),
+            )
+        return None
+
     def _instrument(self, **kwargs: Any) -> None:
+        self._arguments = _given(kwargs)
         settings = Settings.resolve(
             capture_content=kwargs.get("capture_content"),
             max_in_flight_runs=kwargs.get("max_in_flight_runs"),
@@ -110,6 +130,7 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         if self._handler is not None:
             self._handler.registry.clear()
         self._hook = self._handler = self._propagator = self._run_bodies = self._probe = None
+        self._arguments = {}
 
     def _end_open_runs_at_exit(self) -> None:
         if self._handler is not None:
@@ -119,6 +140,17 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def handler(self) -> SpanHandler | None:
         """The active span handler, or ``None`` when not instrumented (for tests and tools)."""
         return self._handler
+
+
+_UNSET = object()
+#: instrument()'s own options; BaseInstrumentor's (skip_dep_check, …) say nothing about the result.
+_OPTIONS = frozenset(
+    {"tracer_provider", "capture_content", "max_in_flight_runs", "run_ttl_seconds", "max_attribute_length", "include_internal_handlers"}
+)
+
+
+def _given(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in kwargs.items() if name in _OPTIONS and value is not None}
 
 
 def _register_handler(handler: SpanHandler) -> tuple[Any, ...]:

@@ -25,11 +25,36 @@ class ProcessorCarrier(BaseCallbackHandler):
     """The constructor callback that carries span processors; it handles no events itself."""
 
     _callscope_internal = True
+    # Inline, so that on the async path its do-nothing callbacks cost a call in the caller's
+    # task rather than a thread-pool hop per event.
+    run_inline = True
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # A tuple, rebuilt under the lock, so the hot path reads it without locking.
         self._callscope_processors: tuple[SpanProcessor, ...] = ()
+
+    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+        """Defined, so LangChain does not raise NotImplementedError and retry as an LLM start."""
+
+    # Components are copied (deepcopy, model_copy(deep=True), configurable_fields) and pickled
+    # (caching, multiprocessing); their callbacks go along, and a lock can be neither.
+    def __deepcopy__(self, memo: dict[int, Any]) -> ProcessorCarrier:
+        """A copied component keeps its attachment: its own carrier, the same processors (they
+        are the application's export pipeline, not part of the component's value)."""
+        clone = ProcessorCarrier()
+        clone._callscope_processors = self._callscope_processors
+        memo[id(self)] = clone
+        return clone
+
+    def __copy__(self) -> ProcessorCarrier:
+        return self.__deepcopy__({})
+
+    def __reduce__(self) -> tuple[type[ProcessorCarrier], tuple[()]]:
+        """A pickled component is restored without its attachment: processors hold threads and
+        connections of this process. The carrier comes back empty, and an empty carrier does
+        nothing; ``attach()`` on the restored component fills it again."""
+        return (ProcessorCarrier, ())
 
     def add(self, processors: tuple[SpanProcessor, ...]) -> None:
         with self._lock:

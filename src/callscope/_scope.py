@@ -30,6 +30,8 @@ from typing import Any
 
 from opentelemetry.trace import get_current_span
 
+from callscope._dispatch import fair_llm_start, is_callscope
+
 LOCAL = "callscope.handlers.local"
 INHERITED = "callscope.handlers.inherited"
 MISSED = "callscope.handlers.missed"
@@ -68,7 +70,9 @@ class ManagerProbe:
 
     Plain method wrappers, not wrapt proxies: they run on every run start, where a wrapt bound
     wrapper costs an allocation and argument marshalling each time. Each keeps the original as
-    ``__wrapped__`` and is removed only while it is still the class attribute.
+    ``__wrapped__`` and is removed only while it is still the class attribute. The async LLM
+    start's probe also keeps LangChain's dispatch to the other handlers as it is without
+    callscope (``_dispatch``).
     """
 
     def __init__(self) -> None:
@@ -81,7 +85,10 @@ class ManagerProbe:
                 original = owner.__dict__.get(method)
                 if original is None:
                     continue  # inherited or gone in this LangChain version: nothing to publish
-                probe = make(original)
+                if owner is module.AsyncCallbackManager and method == "on_llm_start":
+                    probe = fair_llm_start(original, _starting_manager)
+                else:
+                    probe = make(original)
                 setattr(owner, method, probe)
                 self._installed.append((owner, method, original, probe))
 
@@ -169,10 +176,6 @@ def _public_handler_classes() -> frozenset[type]:
             if isinstance(candidate, type) and issubclass(candidate, BaseCallbackHandler):
                 public.add(candidate)
     return frozenset(public)
-
-
-def is_callscope(handler: Any) -> bool:
-    return getattr(handler, "_callscope_internal", False) is True
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,9 @@
 
 Chat models and LLMs follow the GenAI inference span (``chat {model}`` / ``text_completion
 {model}``, kind CLIENT), tools the execute-tool span (``execute_tool {name}``, INTERNAL),
-retrievers the retrieval span (``retrieval {name}``, CLIENT). Chains, prompts, parsers, lambdas
-and graph nodes have no GenAI operation: they are INTERNAL spans named after the component, with
-callscope's own ``callscope.*`` attributes. Attribute names come from
+retrievers the retrieval span (``retrieval {data source id}``, CLIENT). Chains, prompts,
+parsers, lambdas and graph nodes have no GenAI operation: they are INTERNAL spans named after
+the component, with callscope's own ``callscope.*`` attributes. Attribute names come from
 ``opentelemetry-semantic-conventions``, never typed by hand.
 
 Every function here returns data and touches no span, so the handler can build attributes once
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from itertools import islice
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -22,11 +23,12 @@ from uuid import UUID
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes
 
-from callscope._serialize import bound_text, to_json, to_jsonable
+from callscope._serialize import bound_text, encodable, to_json, to_jsonable
 
 Attributes = dict[str, Any]
 
 _MAX_LABEL = 256
+_MAX_STOP_SEQUENCES = 16
 
 CHAT = gen_ai.GenAiOperationNameValues.CHAT.value
 TEXT_COMPLETION = gen_ai.GenAiOperationNameValues.TEXT_COMPLETION.value
@@ -109,8 +111,11 @@ def component_name(serialized: Mapping[str, Any] | None, name: Any, default: str
 
 
 def _label(text: str) -> str:
-    """Names and labels come from user config (run_name, metadata): short, and never a secret."""
-    return bound_text(text, _MAX_LABEL) if len(text) > 12 else text
+    """Names and labels come from user config (run_name, metadata): short, never a secret, and
+    encodable (a span name that is not fails the whole export batch)."""
+    if len(text) > 12:
+        return bound_text(text, _MAX_LABEL)
+    return text if text.isascii() else encodable(text)
 
 
 def describe_chain(
@@ -122,7 +127,7 @@ def describe_chain(
     """
     name = component_name(serialized, kwargs.get("name"), "chain")
     run_type = kwargs.get("run_type")
-    attributes: Attributes = {RUN_TYPE: run_type if isinstance(run_type, str) and run_type else CHAIN}
+    attributes: Attributes = {RUN_TYPE: _label(run_type) if isinstance(run_type, str) and run_type else CHAIN}
     _add_run_context(attributes, tags, metadata)
     return name, attributes
 
@@ -158,9 +163,14 @@ def model_attributes(
                 attributes[key] = value
     stop = _first_present(metadata.get("ls_stop"), params.get("stop"))
     if isinstance(stop, str):
-        attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = (stop,)
+        attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = (_label(stop),)
     elif isinstance(stop, Sequence) and stop and all(isinstance(s, str) for s in stop):
-        attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = tuple(stop)
+        stops = tuple(stop) if len(stop) <= _MAX_STOP_SEQUENCES else tuple(islice(stop, _MAX_STOP_SEQUENCES))
+        # Usually a few short ASCII strings: one joined check instead of one per sequence.
+        joined = "".join(stops)
+        if len(joined) > 12 or not joined.isascii():
+            stops = tuple([_label(s) for s in stops])
+        attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = stops
     if params.get("stream") is True or params.get("streaming") is True:
         attributes[gen_ai.GEN_AI_REQUEST_STREAM] = True
     _add_run_context(attributes, tags, metadata)
@@ -181,7 +191,8 @@ def describe_text_completion(
 
 def provider_name(ls_provider: Any, component: str) -> str:
     if isinstance(ls_provider, str) and ls_provider:
-        return _PROVIDERS.get(ls_provider.lower(), ls_provider.lower())
+        provider = ls_provider.lower()
+        return _PROVIDERS.get(provider) or _label(provider)
     return component.lower() or "langchain"
 
 
@@ -255,10 +266,11 @@ def describe_tool(
     }
     description = serialized.get("description")
     if isinstance(description, str) and description:
-        attributes[gen_ai.GEN_AI_TOOL_DESCRIPTION] = description[:1024]
+        # A docstring, not user data: cut and made encodable, not scrubbed (a regex pass per run).
+        attributes[gen_ai.GEN_AI_TOOL_DESCRIPTION] = encodable(description[:1024])
     call_id = kwargs.get("tool_call_id")
     if isinstance(call_id, str) and call_id:
-        attributes[gen_ai.GEN_AI_TOOL_CALL_ID] = call_id
+        attributes[gen_ai.GEN_AI_TOOL_CALL_ID] = _label(call_id)
     _add_run_context(attributes, tags, metadata)
     return f"{EXECUTE_TOOL} {name}", attributes
 
@@ -269,16 +281,25 @@ def describe_retriever(
     tags: Iterable[str] | None,
     metadata: Mapping[str, Any] | None,
 ) -> tuple[str, Attributes]:
-    name = component_name(serialized, kwargs.get("name"), "retriever")
+    """Span name and start attributes of a retriever run: ``retrieval {gen_ai.data_source.id}``,
+    or plain ``retrieval`` when the data source is unknown; the component is in an attribute.
+
+    The only data source LangChain identifies is a vector store retriever's store, by class
+    (``ls_vector_store_provider``, e.g. ``InMemoryVectorStore``). It is not a GenAI provider, so
+    it is not written to ``gen_ai.provider.name``.
+    """
     attributes: Attributes = {
         gen_ai.GEN_AI_OPERATION_NAME: RETRIEVAL,
         RUN_TYPE: "retriever",
-        COMPONENT: name,
+        COMPONENT: component_name(serialized, kwargs.get("name"), "retriever"),
     }
-    if isinstance(metadata, Mapping) and isinstance(metadata.get("ls_vector_store_provider"), str):
-        attributes[gen_ai.GEN_AI_PROVIDER_NAME] = metadata["ls_vector_store_provider"]
+    source = metadata.get("ls_vector_store_provider") if isinstance(metadata, Mapping) else None
+    name = RETRIEVAL
+    if isinstance(source, str) and source:
+        attributes[gen_ai.GEN_AI_DATA_SOURCE_ID] = source = _label(source)
+        name = f"{RETRIEVAL} {source}"
     _add_run_context(attributes, tags, metadata)
-    return f"{RETRIEVAL} {name}", attributes
+    return name, attributes
 
 
 def _add_run_context(attributes: Attributes, tags: Iterable[str] | None, metadata: Mapping[str, Any] | None) -> None:

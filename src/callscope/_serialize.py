@@ -7,7 +7,11 @@ here, so the rules live in one place:
 - never call ``repr``/``str`` on arbitrary objects (a client's repr can print its API key);
   unknown objects become ``<ClassName>``;
 - values under secret-looking keys, ``SecretStr`` values and key-shaped strings are redacted;
-- depth, item count and final length are bounded.
+- depth, item count and final length are bounded;
+- every string that leaves here encodes as UTF-8. A Python ``str`` may hold lone surrogates
+  (JSON decoders make them from a split emoji in a streamed chunk or a provider response), and
+  one such string in a span name or status makes the OTLP encoder fail the *whole batch* the
+  span is exported with: they become U+FFFD, the rest of the text is kept.
 """
 
 from __future__ import annotations
@@ -42,6 +46,22 @@ _SECRET_TEXT = re.compile(
 )
 
 
+def encodable(text: str) -> str:
+    """``text`` if it encodes as UTF-8, else a copy with each lone surrogate replaced by U+FFFD
+    (a surrogate *pair* becomes the character it stands for).
+
+    Almost every string is clean, so the check is what costs: ``isascii()`` reads a flag CPython
+    keeps on the string, and only non-ASCII text pays an encode attempt.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
 def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
 
@@ -52,14 +72,16 @@ def scrub_text(text: str) -> str:
 
 
 def bound_text(text: str, limit: int) -> str:
-    """Scrub and cut ``text`` to at most ``limit`` characters, marking the cut."""
+    """Scrub and cut ``text`` to at most ``limit`` characters, marking the cut; UTF-8 safe."""
     # Cut a margin past the limit before scrubbing: scrubbing a megabyte only to drop most of it
     # is wasted work, and the margin keeps a credential that straddles the limit recognisable.
     head = scrub_text(text[: limit + 256])
     if len(text) <= limit + 256 and len(head) <= limit:
-        return head
+        return encodable(head)
     marker = "…[truncated]"
-    return head[: limit - len(marker)] + marker
+    # Cleaned after the cut: cheaper, and a cut between the halves of a surrogate pair is
+    # repaired too. The repair never lengthens the text.
+    return encodable(head[: limit - len(marker)]) + marker
 
 
 def to_jsonable(value: Any, string_limit: int = 65536) -> Any:
@@ -80,10 +102,11 @@ def to_json(value: Any, limit: int) -> str:
         text = json.dumps(to_jsonable(value, limit), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):  # defensive: _convert only yields JSON-safe data
         text = json.dumps(f"<{type(value).__name__}>")
-    if len(text) <= limit:
-        return text
-    marker = "…[truncated]"
-    return text[: limit - len(marker)] + marker
+    if len(text) > limit:
+        marker = "…[truncated]"
+        text = text[: limit - len(marker)] + marker
+    # Surrogates can only sit inside JSON string literals, so replacing them keeps valid JSON.
+    return encodable(text)
 
 
 def _convert(value: Any, depth: int, seen: set[int], limit: int) -> Any:

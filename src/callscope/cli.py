@@ -183,7 +183,21 @@ def _route_library_logs() -> None:
     # bare messages. Give them a prefix so they read as callscope's output.
     root = logging.getLogger()
     if not root.handlers:
-        logging.basicConfig(level=logging.WARNING, format="callscope: %(levelname)s: %(name)s: %(message)s")
+        logging.basicConfig(level=logging.WARNING)
+        for handler in root.handlers:
+            handler.setFormatter(_LogLineFormatter())
+
+
+class _LogLineFormatter(logging.Formatter):
+    """``callscope: WARNING: <message>`` for callscope's own records (whose messages already say
+    ``callscope:`` for apps that log them bare), ``callscope: ERROR: <logger>: <message>`` for
+    the libraries': one prefix per line."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message.removeprefix("callscope: ")
+        if record.name == "callscope" or record.name.startswith("callscope."):
+            return f"callscope: {record.levelname}: {message}"
+        return f"callscope: {record.levelname}: {record.name}: {message}"
 
 
 # --- demo -------------------------------------------------------------------------------------

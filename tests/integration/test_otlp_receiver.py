@@ -3,7 +3,9 @@ collector is down or hangs. Only 127.0.0.1 is ever contacted."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 
 import time
 from collections.abc import Iterator
@@ -154,7 +156,7 @@ def test_a_dead_collector_blocks_nothing(
     assert outputs == ["exported"] * 3
     # What was dropped is reported once, with the total, not once per span or batch.
     (report,) = [r.getMessage() for r in caplog.records if r.name == "callscope" and "not exported" in r.getMessage()]
-    assert report.startswith("callscope: 9 span(s) were not exported")
+    assert report.startswith("callscope: 9 span(s) were not exported: 9 not sent because the collector refused connections")
     assert chain_s < 0.5, f"the chain waited on the collector: {chain_s:.2f}s"
     assert shutdown_s < EXPORT_TIMEOUT_S + 1.0, f"shutdown took {shutdown_s:.2f}s"
 
@@ -219,3 +221,125 @@ def test_shutdown_is_bounded_once_not_per_queued_batch(
     provider.shutdown()
     elapsed = time.monotonic() - started
     assert elapsed < EXPORT_TIMEOUT_S + 0.8, f"shutdown took {elapsed:.2f}s"
+
+
+def _otlp_exporter(receiver: Receiver, protocol: str):
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCExporter
+
+        return GRPCExporter(endpoint=receiver.grpc_endpoint, insecure=True, timeout=EXPORT_TIMEOUT_S)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
+
+    return HTTPExporter(endpoint=receiver.http_traces_endpoint, timeout=EXPORT_TIMEOUT_S)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_one_poisoned_run_does_not_cost_its_batch(rotel_receiver: Receiver, protocol: str) -> None:
+    # Normal runs and one run whose every string LangChain hands over holds lone surrogates (the
+    # halves of a split emoji), all in ONE export batch of the SDK's BatchSpanProcessor: the
+    # OTLP encoder fails a whole batch on one unencodable span name or status.
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from langchain_core.runnables import RunnableLambda
+
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    # Nothing leaves before shutdown, so every span is in the same batch.
+    provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(rotel_receiver, protocol), schedule_delay_millis=60_000))
+    callscope.instrument(tracer_provider=provider, capture_content=True)
+    try:
+        def step(text: str) -> str:
+            if "\ud800" in text:
+                raise ValueError(f"provider said: {text}")
+            return text
+
+        normal = RunnableLambda(step) | FakeListChatModel(responses=["fine"])
+        for i in range(10):
+            normal.invoke(f"question {i}")
+        poisoned_model = FakeListChatModel(responses=["half an emoji \ud83d"], name="Model\udc00")
+        poisoned = (RunnableLambda(lambda text: text).with_config(run_name="lambda \ud83d") | poisoned_model).with_config(
+            run_name="poisoned \ud83d run", metadata={"ls_model_name": "model-\ud83d", "tenant": "t\udc00"}
+        )
+        poisoned.invoke("a question \ud83d\ude00 \ud83d")
+        with pytest.raises(ValueError):
+            RunnableLambda(step).with_config(run_name="failing \ud800").invoke("bad \ud800 input")
+        for i in range(10, 20):
+            normal.invoke(f"question {i}")
+    finally:
+        callscope.uninstrument()
+    provider.shutdown()
+
+    sent = {format(s.context.span_id, "016x"): s for s in memory.get_finished_spans()}
+    assert len(sent) == 20 * 3 + 3 + 1
+    received = {row["span_id"]: row for row in rotel_receiver.wait_for(len(sent))}
+    assert set(received) == set(sent)  # every span arrived, the normal runs' too
+    names = {row["name"] for row in received.values()}
+    assert {"poisoned \ufffd run", "lambda \ufffd", "failing \ufffd"} <= names
+    poisoned_root = next(row for row in received.values() if row["name"] == "poisoned \ufffd run")
+    assert poisoned_root["attributes"]["callscope.input"] == '"a question \U0001F600 \ufffd"'
+    failing = next(row for row in received.values() if row["name"] == "failing \ufffd")
+    assert failing["attributes"]["error.type"] == "ValueError"
+    assert not any("\ud800" <= ch <= "\udfff" for row in received.values() for ch in json.dumps(row, ensure_ascii=False))
+
+
+def _loss_report(caplog: pytest.LogCaptureFixture) -> tuple[int, dict[str, int]]:
+    """The one loss report: its total and its count per cause."""
+    (report,) = [r.getMessage() for r in caplog.records if r.name == "callscope" and "not exported" in r.getMessage()]
+    total = re.match(r"callscope: (\d+) span\(s\) were not exported: ", report)
+    assert total, report
+    causes = {
+        cause: int(n)
+        for n, cause in re.findall(
+            r"(\d+) (dropped because the export queue was full|rejected or never answered|not sent because the collector refused|still unsent when shutdown gave up)",
+            report,
+        )
+    }
+    return int(total.group(1)), causes
+
+
+def _end_spans(otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], endpoint: str, protocol: str, count: int) -> TracerProvider:
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    provider = build_tracer_provider()
+    traced.append(provider)
+    tracer = provider.get_tracer("tests.integration")
+    for _ in range(count):
+        with tracer.start_as_current_span("lost"):
+            pass
+    return provider
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_every_lost_span_is_counted_once_by_cause_when_the_collector_refuses(
+    dead_port: int, otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The default 10 s timeout: the first batch's export then sits in the exporter's retry
+    # back-off while the queue (2048) fills and the rest is dropped.
+    otlp_env.delenv("OTEL_EXPORTER_OTLP_TIMEOUT")
+    caplog.set_level(logging.WARNING, logger="callscope")
+    provider = _end_spans(otlp_env, traced, f"http://127.0.0.1:{dead_port}", protocol, 3000)
+    started = time.monotonic()
+    provider.shutdown()
+    elapsed = time.monotonic() - started
+    assert elapsed < 1.0, f"shutdown waited {elapsed:.2f}s on a collector that refuses connections"
+    total, causes = _loss_report(caplog)
+    assert total == 3000 == sum(causes.values()), causes
+    queue_full = causes["dropped because the export queue was full"]
+    assert 3000 - 2048 - 512 <= queue_full <= 3000 - 2048, causes
+    assert causes["not sent because the collector refused"] >= 2048
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_every_lost_span_is_counted_once_by_cause_when_the_collector_hangs(
+    hanging_port: int, otlp_env: pytest.MonkeyPatch, traced: list[TracerProvider], protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="callscope")
+    provider = _end_spans(otlp_env, traced, f"http://127.0.0.1:{hanging_port}", protocol, 3000)
+    started = time.monotonic()
+    provider.shutdown()
+    elapsed = time.monotonic() - started
+    assert elapsed < EXPORT_TIMEOUT_S + 0.8, f"shutdown took {elapsed:.2f}s"  # a silent collector keeps its bound
+    total, causes = _loss_report(caplog)
+    assert total == 3000 == sum(causes.values()), causes
+    assert causes["dropped because the export queue was full"] > 0
+    assert causes["still unsent when shutdown gave up"] > 0
