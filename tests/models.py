@@ -8,8 +8,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
-from langchain_core.language_models import BaseChatModel, GenericFakeChatModel
-from langchain_core.language_models.llms import LLM
+from langchain_core.language_models import LLM, BaseChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, GenerationChunk
 from langchain_core.retrievers import BaseRetriever
@@ -46,6 +45,32 @@ def answer(text: str = "Paris is the capital.") -> AIMessage:
 
 def chat_model(text: str = "Paris is the capital.") -> ChatFakeOpenAI:
     return ChatFakeOpenAI(messages=cycle([answer(text)]))
+
+
+class StreamingEchoLLM(LLM):
+    """A text-completion model that streams through LangChain's own ``_stream``/``_astream``
+    path (so its tokens arrive as ``on_llm_new_token``); it answers with its prompt's last word."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "streaming-echo"
+
+    def _call(self, prompt: str, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any) -> str:
+        return "".join(chunk.text for chunk in self._stream(prompt, stop, run_manager, **kwargs))
+
+    def _stream(self, prompt: str, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any) -> Iterator[GenerationChunk]:
+        for token in ("echo", ": ", prompt.split()[-1]):
+            if run_manager is not None:
+                run_manager.on_llm_new_token(token)
+            yield GenerationChunk(text=token)
+
+    async def _astream(
+        self, prompt: str, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
+    ) -> AsyncIterator[GenerationChunk]:
+        for token in ("echo", ": ", prompt.split()[-1]):
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(token)
+            yield GenerationChunk(text=token)
 
 
 # --- a provider behind an instrumented HTTP client ------------------------------------------------
@@ -153,33 +178,20 @@ class ProviderRetriever(BaseRetriever):
         return [Document(text) for text in (await self.aclient.post("/v1/search")).json()["documents"]]
 
 
-class StreamingEchoLLM(LLM):
-    """A text-completion model that streams through LangChain's own ``_stream``/``_astream``
-    path (so its tokens arrive as ``on_llm_new_token``); it answers with its prompt's last word."""
+class ToolCallingChatModel(GenericFakeChatModel):
+    """A fake chat model an agent can bind tools to; it replies with the scripted messages."""
 
-    @property
-    def _llm_type(self) -> str:
-        return "streaming-echo"
-
-    def _call(self, prompt: str, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any) -> str:
-        return "".join(chunk.text for chunk in self._stream(prompt, stop, run_manager, **kwargs))
-
-    def _stream(self, prompt: str, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any) -> Iterator[GenerationChunk]:
-        for token in ("echo", ": ", prompt.split()[-1]):
-            if run_manager is not None:
-                run_manager.on_llm_new_token(token)
-            yield GenerationChunk(text=token)
-
-    async def _astream(
-        self, prompt: str, stop: list[str] | None = None, run_manager: Any = None, **kwargs: Any
-    ) -> AsyncIterator[GenerationChunk]:
-        for token in ("echo", ": ", prompt.split()[-1]):
-            if run_manager is not None:
-                await run_manager.on_llm_new_token(token)
-            yield GenerationChunk(text=token)
+    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+        return self
 
 
-class ToolCallingChatModel(BaseChatModel):
+def react_agent_model(tool_name: str, args: dict[str, Any]) -> ToolCallingChatModel:
+    """The model of a ReAct agent that calls ``tool_name`` once, then answers."""
+    call = AIMessage(content="", tool_calls=[{"name": tool_name, "args": args, "id": "call_1", "type": "tool_call"}])
+    return ToolCallingChatModel(messages=cycle([call, AIMessage(content="done")]))
+
+
+class LookupAgentModel(BaseChatModel):
     """A chat model for agent loops whose answer depends only on the conversation (not on call
     order, so concurrent runs get the same answers): a tool call for the ``lookup`` tool until
     the conversation holds a tool result, then an answer quoting it."""
@@ -187,9 +199,6 @@ class ToolCallingChatModel(BaseChatModel):
     @property
     def _llm_type(self) -> str:
         return "tool-calling-fake"
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-        return self
 
     def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
         results = [m for m in messages if isinstance(m, ToolMessage)]
@@ -199,16 +208,3 @@ class ToolCallingChatModel(BaseChatModel):
             city = str(messages[-1].content).split()[-1]
             message = AIMessage(content="", tool_calls=[{"name": "lookup", "args": {"city": city}, "id": f"call-{city}"}])
         return ChatResult(generations=[ChatGeneration(message=message)])
-
-
-class ScriptedAgentModel(GenericFakeChatModel):
-    """A fake chat model an agent can bind tools to; it replies with the scripted messages."""
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
-        return self
-
-
-def react_agent_model(tool_name: str, args: dict[str, Any]) -> ScriptedAgentModel:
-    """The model of a ReAct agent that calls ``tool_name`` once, then answers."""
-    call = AIMessage(content="", tool_calls=[{"name": tool_name, "args": args, "id": "call_1", "type": "tool_call"}])
-    return ScriptedAgentModel(messages=cycle([call, AIMessage(content="done")]))

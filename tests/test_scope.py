@@ -303,6 +303,40 @@ def test_attach_rejects_things_that_are_not_processors():
         callscope.attach(FakeListChatModel(responses=["a"]))
 
 
+def test_an_attached_component_copies_and_keeps_its_attachment(spans):
+    import copy
+
+    own = InMemorySpanExporter()
+    handler = LoggingHandler()
+    model = callscope.attach(FakeListChatModel(responses=["a"], callbacks=[handler]), SimpleSpanProcessor(own))
+    copies = [copy.deepcopy(model), model.model_copy(deep=True), copy.copy(model), model.model_copy()]
+    for i, clone in enumerate(copies):
+        clone.invoke(f"copy {i}")
+    assert [s.name for s in own.get_finished_spans()] == ["chat"] * 4
+    # A deep copy has its own attachment: detaching it leaves the original's alone.
+    callscope.detach(copies[0])
+    own.clear()
+    copies[0].invoke("detached copy")
+    model.invoke("original")
+    assert len(own.get_finished_spans()) == 1
+    assert all(local(s) == ("LoggingHandler",) for s in spans.named("chat"))
+
+
+def test_an_attached_component_pickles_and_comes_back_without_the_attachment(spans):
+    import pickle
+
+    own = InMemorySpanExporter()
+    model = callscope.attach(FakeListChatModel(responses=["a"]), SimpleSpanProcessor(own))
+    restored = pickle.loads(pickle.dumps(model))
+    assert restored.invoke("q").content == "a"
+    assert own.get_finished_spans() == ()  # the processors stayed in the pickling process
+    assert spans.names() == ["chat"]  # still traced by the provider
+    callscope.attach(restored, SimpleSpanProcessor(own))
+    restored.invoke("q")
+    model.invoke("q")
+    assert len(own.get_finished_spans()) == 2
+
+
 # --- LangChain's internal tracers are not "your" handlers (issue 11, point 4) -----------------
 
 
@@ -490,37 +524,3 @@ def test_a_chain_run_inside_a_models_provider_code_shares_the_models_labels(span
     assert spans.parent_name(spans.one("inner")) == "chat"
     assert local(spans.one("chat")) == ("RequestLogger",)
     assert inherited(spans.one("inner")) == ("RequestLogger#2",)
-
-
-def test_an_attached_component_copies_and_keeps_its_attachment(spans):
-    import copy
-
-    own = InMemorySpanExporter()
-    handler = LoggingHandler()
-    model = callscope.attach(FakeListChatModel(responses=["a"], callbacks=[handler]), SimpleSpanProcessor(own))
-    copies = [copy.deepcopy(model), model.model_copy(deep=True), copy.copy(model), model.model_copy()]
-    for i, clone in enumerate(copies):
-        clone.invoke(f"copy {i}")
-    assert [s.name for s in own.get_finished_spans()] == ["chat"] * 4
-    # A deep copy has its own attachment: detaching it leaves the original's alone.
-    callscope.detach(copies[0])
-    own.clear()
-    copies[0].invoke("detached copy")
-    model.invoke("original")
-    assert len(own.get_finished_spans()) == 1
-    assert all(local(s) == ("LoggingHandler",) for s in spans.named("chat"))
-
-
-def test_an_attached_component_pickles_and_comes_back_without_the_attachment(spans):
-    import pickle
-
-    own = InMemorySpanExporter()
-    model = callscope.attach(FakeListChatModel(responses=["a"]), SimpleSpanProcessor(own))
-    restored = pickle.loads(pickle.dumps(model))
-    assert restored.invoke("q").content == "a"
-    assert own.get_finished_spans() == ()  # the processors stayed in the pickling process
-    assert spans.names() == ["chat"]  # still traced by the provider
-    callscope.attach(restored, SimpleSpanProcessor(own))
-    restored.invoke("q")
-    model.invoke("q")
-    assert len(own.get_finished_spans()) == 2
