@@ -471,7 +471,7 @@ def research_agent():
     from langchain_core.tools import tool as make_tool
     from langgraph.prebuilt import create_react_agent
 
-    from tests.models import ScriptedAgentModel
+    from tests.models import ToolCallingChatModel
 
     @make_tool
     def search(query: str) -> str:
@@ -479,7 +479,7 @@ def research_agent():
         return "results"
 
     call = AIMessage(content="let me look that up", tool_calls=[{"name": "search", "args": {"query": "q"}, "id": "c1", "type": "tool_call"}])
-    return create_react_agent(ScriptedAgentModel(messages=iter([call, AIMessage(content="done")])), [search])
+    return create_react_agent(ToolCallingChatModel(messages=iter([call, AIMessage(content="done")])), [search])
 
 
 def prompt_and_model():
