@@ -119,6 +119,8 @@ class RunRegistry:
         children.append(child_id)
         count = len(children)
         if count >= 64 and count & (count - 1) == 0:
+            # Unlocked: a child appended by another thread during the rebuild can be dropped;
+            # it then ends by its own callback or, if LangChain never sends one, by the TTL.
             runs = self._runs
             parent.children = [child for child in children if child in runs]
 
