@@ -120,6 +120,7 @@ class SpanHandler(BaseCallbackHandler):
                 parent_run_id=parent_run_id,
             )
             self.registry.add(run_id, record)
+            self.registry.adopt(parent, run_id)
             claim_run_body(operation, record.context)
             return record
         try:
@@ -150,6 +151,8 @@ class SpanHandler(BaseCallbackHandler):
                 span=span, context=context, operation=operation, name=name, scope=scope, sampled=False, parent_run_id=parent_run_id
             )
             self.registry.add(run_id, record)
+            if parent is not None:
+                self.registry.adopt(parent, run_id)
             claim_run_body(operation, context)
             return record
         scope.record_run(name, handlers)
@@ -167,6 +170,8 @@ class SpanHandler(BaseCallbackHandler):
             loses_children=operation == sc.CHAIN and name in _LOSES_CHILDREN,
         )
         self.registry.add(run_id, record)
+        if parent is not None:
+            self.registry.adopt(parent, run_id)
         claim_run_body(operation, context)
         for processor in handlers.processors:
             try:
@@ -399,17 +404,18 @@ class SpanHandler(BaseCallbackHandler):
         self._fail(run_id, error)
 
     def _fail(self, run_id: UUID, error: BaseException) -> None:
-        self._end(run_id, self._annotate_failure, error)
         stopped = _stopped_by_caller(error)
-        if stopped:
-            self._end_runs_stopped_with(run_id, stopped)
+        record = self.registry.get(run_id) if stopped else None
+        self._end(run_id, self._annotate_failure, error)
+        if record is not None:
+            self._end_runs_stopped_with(record, stopped)
 
-    def _end_runs_stopped_with(self, run_id: UUID, outcome: str) -> None:
+    def _end_runs_stopped_with(self, stopped_run: RunRecord, outcome: str) -> None:
         """A run stopped from outside takes its unfinished runs with it, and LangChain does not
         always say so: a chat model cancelled while awaiting its provider inside ``agenerate``
         never gets an end or error callback. Their spans end now, with the same outcome,
         instead of staying open until the run TTL."""
-        for record in self.registry.pop_descendants(run_id):
+        for record in self.registry.pop_descendants(stopped_run):
             try:
                 if record.span.is_recording():
                     attributes: dict[str, Any] = {outcome: True}
