@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from opentelemetry.context import Context
@@ -56,6 +57,10 @@ class RunRecord:
     started_monotonic: float = field(default_factory=time.monotonic)
     first_chunk_monotonic: float | None = None
     chunks: int = 0
+    #: The run's GenAI metric attributes while metrics are on and the run is a model, tool or
+    #: retrieval run (``_metrics``); None means nothing is measured for it.
+    metric_attributes: dict[str, Any] | None = None
+    last_chunk_monotonic: float = 0.0
 
     def finish(self) -> None:
         """End the span, and tell processors attached to this component."""

@@ -132,7 +132,7 @@ def model_attributes(
     params = kwargs.get("invocation_params")
     params = params if isinstance(params, Mapping) else {}
     component = component_name(serialized, None, "model")
-    model = _first_str(metadata.get("ls_model_name"), params.get("model"), params.get("model_name"), params.get("model_id"))
+    model = request_model(metadata, params)
     attributes: Attributes = {
         gen_ai.GEN_AI_OPERATION_NAME: operation,
         gen_ai.GEN_AI_PROVIDER_NAME: provider_name(metadata.get("ls_provider"), component),
@@ -175,6 +175,22 @@ def describe_text_completion(
     serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], tags: Iterable[str] | None, metadata: Mapping[str, Any] | None
 ) -> tuple[str, Attributes]:
     return model_attributes(TEXT_COMPLETION, serialized, kwargs, tags, metadata)
+
+
+def request_model(metadata: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
+    """``gen_ai.request.model``: LangChain's ``ls_model_name``, else the invocation params'."""
+    return _first_str(metadata.get("ls_model_name"), params.get("model"), params.get("model_name"), params.get("model_id"))
+
+
+def model_identity(
+    serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], metadata: Mapping[str, Any] | None
+) -> tuple[str, str | None]:
+    """The provider and requested model of a chat model / LLM run, exactly as its span names
+    them, without the rest of the start attributes (for metrics of runs that have no span)."""
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    params = kwargs.get("invocation_params")
+    params = params if isinstance(params, Mapping) else {}
+    return provider_name(metadata.get("ls_provider"), component_name(serialized, None, "model")), request_model(metadata, params)
 
 
 def provider_name(ls_provider: Any, component: str) -> str:
