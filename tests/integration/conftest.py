@@ -27,6 +27,7 @@ import pytest
 
 LIBPYTHON = "libpython3.11.so.1.0"
 PROCESSOR = Path(__file__).with_name("dump_spans.py")
+METRICS_PROCESSOR = Path(__file__).with_name("dump_metrics.py")
 
 
 def free_port() -> int:
@@ -109,6 +110,7 @@ class Receiver:
     http_base: str  # OTEL_EXPORTER_OTLP_ENDPOINT form for HTTP: http://127.0.0.1:PORT
     dump: Path
     process: subprocess.Popen[bytes]
+    metrics_dump: Path
 
     @property
     def http_traces_endpoint(self) -> str:
@@ -118,6 +120,21 @@ class Receiver:
         if not self.dump.exists():
             return []
         return [json.loads(line) for line in self.dump.read_text().splitlines() if line.strip()]
+
+    def received_metrics(self) -> list[dict]:
+        """Every histogram point received so far (one row per point per export)."""
+        if not self.metrics_dump.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_dump.read_text().splitlines() if line.strip()]
+
+    def wait_for_metrics(self, names: set[str], timeout: float = 10.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.received_metrics()
+            if names <= {row["name"] for row in rows} or time.monotonic() > deadline:
+                assert names <= {row["name"] for row in rows}, f"rotel received metrics {rows}, expected {names}"
+                return rows
+            time.sleep(0.05)
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -134,6 +151,7 @@ def rotel_receiver(rotel_environment: tuple[Path, dict[str, str]], tmp_path: Pat
     binary, env = rotel_environment
     grpc_port, http_port = free_port(), free_port()
     dump = tmp_path / "received.jsonl"
+    metrics_dump = tmp_path / "received-metrics.jsonl"
     log = (tmp_path / "rotel.log").open("wb")
     process = subprocess.Popen(
         [
@@ -143,8 +161,9 @@ def rotel_receiver(rotel_environment: tuple[Path, dict[str, str]], tmp_path: Pat
             "--exporter", "blackhole",
             "--pid-file", str(tmp_path / "rotel.pid"),
             "--otlp-with-trace-processor", str(PROCESSOR),
+            "--otlp-with-metrics-processor", str(METRICS_PROCESSOR),
         ],
-        env={**env, "CALLSCOPE_SPAN_DUMP": str(dump)},
+        env={**env, "CALLSCOPE_SPAN_DUMP": str(dump), "CALLSCOPE_METRIC_DUMP": str(metrics_dump)},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -154,7 +173,7 @@ def rotel_receiver(rotel_environment: tuple[Path, dict[str, str]], tmp_path: Pat
             wait_for_port(http_port, process)
         except RuntimeError as error:
             pytest.skip(f"OTLP RECEIVER UNAVAILABLE: {error}; log: {(tmp_path / 'rotel.log').read_text()[-500:]}")
-        yield Receiver(f"http://127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", dump, process)
+        yield Receiver(f"http://127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", dump, process, metrics_dump)
     finally:
         process.terminate()
         try:
