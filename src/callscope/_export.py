@@ -32,7 +32,6 @@ from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
     OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
     OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
-    OTEL_EXPORTER_OTLP_METRICS_TIMEOUT,
     OTEL_EXPORTER_OTLP_PROTOCOL,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
     OTEL_EXPORTER_OTLP_TIMEOUT,
@@ -131,35 +130,29 @@ def build_meter_provider(
     an ``exporter``, a ``PeriodicExportingMetricReader`` in front of it."""
     readers = list(metric_readers)
     if exporter is not None:
-        readers.append(
-            DeadlineMetricReader(
-                exporter, shutdown_timeout_s=_export_timeout_s(OTEL_EXPORTER_OTLP_METRICS_TIMEOUT), endpoint=otlp_metrics_endpoint_from_env()
-            )
-        )
+        readers.append(RefusalAwareMetricReader(exporter, endpoint=otlp_metrics_endpoint_from_env()))
     return MeterProvider(resource=resource_from_env(service_name), metric_readers=readers)
 
 
-class DeadlineMetricReader(PeriodicExportingMetricReader):
-    """A ``PeriodicExportingMetricReader`` whose ``shutdown()`` (at exit, too) waits for the last
-    export at most the exporter timeout, and not at all when the collector refuses connections:
-    the SDK's would hold the process for the exporter's retries (measured: 7 s against a closed
-    port), as ``DeadlineBatchSpanProcessor`` explains for spans."""
+class RefusalAwareMetricReader(PeriodicExportingMetricReader):
+    """A ``PeriodicExportingMetricReader`` whose ``shutdown()`` (at exit, too) skips the last
+    export when the collector refuses connections: the SDK's would hold the process for the
+    exporter's retries (measured: 7 s against a closed port), as ``DeadlineBatchSpanProcessor``
+    explains for spans. A collector that hangs is bounded by the exporter's own timeout."""
 
-    def __init__(self, exporter: MetricExporter, *, shutdown_timeout_s: float, endpoint: str | None) -> None:
+    def __init__(self, exporter: MetricExporter, *, endpoint: str | None) -> None:
         super().__init__(exporter)
-        self._shutdown_timeout_ms = max(0.0, shutdown_timeout_s) * 1000
         self._endpoint = endpoint
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        timeout_ms = min(timeout_millis, self._shutdown_timeout_ms)
         if self._endpoint and _refuses_connections(self._endpoint):
-            timeout_ms = 0.0
+            timeout_millis = 0.0
             # Not "not exported": that sentence is the span report's, one line for all spans.
             _log.warning(
                 "callscope: the last metrics were not sent because the collector refused connections; "
                 "check that the OTLP collector at OTEL_EXPORTER_OTLP_ENDPOINT is running and reachable."
             )
-        super().shutdown(timeout_millis=timeout_ms, **kwargs)
+        super().shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
 def otlp_metrics_endpoint_from_env() -> str | None:
@@ -429,9 +422,9 @@ def otlp_exporter_from_env() -> SpanExporter | None:
     return GRPCExporter()
 
 
-def _export_timeout_s(specific: str = OTEL_EXPORTER_OTLP_TRACES_TIMEOUT) -> float:
-    """The exporter's timeout as the SDK exporters read it: seconds, signal-specific first."""
-    for name in (specific, OTEL_EXPORTER_OTLP_TIMEOUT):
+def _export_timeout_s() -> float:
+    """The exporter's timeout as the SDK exporters read it: seconds, traces-specific first."""
+    for name in (OTEL_EXPORTER_OTLP_TRACES_TIMEOUT, OTEL_EXPORTER_OTLP_TIMEOUT):
         value = os.environ.get(name, "").strip()
         if not value:
             continue

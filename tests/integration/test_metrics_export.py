@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +143,21 @@ def test_the_zero_code_path_exports_metrics(rotel_receiver: Receiver, tmp_path: 
     rows = rotel_receiver.wait_for_metrics({DURATION, TOKENS})
     duration = _last(rows, DURATION, gen_ai__operation__name="chat")
     assert duration["service"] == "zero-code-app" and duration["count"] == 1
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_shutdown_against_a_refusing_collector_returns_at_once(
+    dead_port: int, otlp_env: pytest.MonkeyPatch, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{dead_port}")
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    otlp_env.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "10")
+    meter_provider = build_meter_provider(exporter=otlp_metric_exporter_from_env())
+    meter_provider.get_meter("tests").create_histogram("h").record(1.0)
+    started = time.monotonic()
+    meter_provider.shutdown()
+    elapsed = time.monotonic() - started
+    # The SDK's own reader spends the exporter's retries here: about 7 s.
+    assert elapsed < 1.0, f"shutdown took {elapsed:.2f}s"
+    assert "the last metrics were not sent because the collector refused connections" in caplog.text
+
