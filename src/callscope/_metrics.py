@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import metrics
+from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Meter, MeterProvider, NoOpMeter, NoOpMeterProvider
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
@@ -63,6 +64,10 @@ _TOOL_ATTRIBUTES: Mapping[str, Any] = {_OPERATION: sc.EXECUTE_TOOL}
 _RETRIEVAL_ATTRIBUTES: Mapping[str, Any] = {_OPERATION: sc.RETRIEVAL}
 
 _MAX_LOGGED_FAILURES = 10
+# Per-chunk points are recorded in this empty context, so the SDK's trace-based exemplar filter
+# skips them: one exemplar search per chunk is a fifth of a record's cost, and the run's duration
+# and first-chunk points already link to its span.
+_NO_EXEMPLAR = Context()
 
 try:
     from opentelemetry.metrics._internal import _ProxyMeterProvider
@@ -185,7 +190,7 @@ class Metrics:
                 record.last_chunk_monotonic = first
                 return
             now = time.monotonic()
-            self._per_chunk.record(now - record.last_chunk_monotonic, attributes, record.context)
+            self._per_chunk.record(now - record.last_chunk_monotonic, attributes, _NO_EXEMPLAR)
             record.last_chunk_monotonic = now
         except Exception:
             self._note_failure("recording a chunk")
