@@ -254,6 +254,8 @@ def test_streaming_records_first_chunk_and_each_later_chunk(measured, metric_rea
     assert attributes == {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-test"}
     duration = points.total(DURATION)
     assert 0 < first.sum <= duration and points.total(PER_CHUNK) <= duration
+    # The first chunk links to the model's span; the per-chunk points skip the exemplar search.
+    assert first.exemplars and not points[PER_CHUNK][0][1].exemplars
 
 
 async def test_astream_of_a_text_completion_model(measured, metric_reader, registry):

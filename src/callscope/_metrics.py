@@ -36,10 +36,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import metrics
-from opentelemetry.context import Context
 from opentelemetry.metrics import Histogram, Meter, MeterProvider, NoOpMeter, NoOpMeterProvider
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
+from opentelemetry.trace import INVALID_SPAN, set_span_in_context
 
 from callscope import _semconv as sc
 from callscope._runs import RunRecord
@@ -64,10 +64,11 @@ _TOOL_ATTRIBUTES: Mapping[str, Any] = {_OPERATION: sc.EXECUTE_TOOL}
 _RETRIEVAL_ATTRIBUTES: Mapping[str, Any] = {_OPERATION: sc.RETRIEVAL}
 
 _MAX_LOGGED_FAILURES = 10
-# Per-chunk points are recorded in this empty context, so the SDK's trace-based exemplar filter
-# skips them: one exemplar search per chunk is a fifth of a record's cost, and the run's duration
-# and first-chunk points already link to its span.
-_NO_EXEMPLAR = Context()
+# Per-chunk points are recorded in a context whose span is invalid, so the SDK's trace-based
+# exemplar filter skips them: an exemplar per chunk is a fifth of a record's cost, and the run's
+# duration and first-chunk points already link to its span. (An empty Context would not do: the
+# SDK takes a falsy context for "none given" and uses the current one.)
+_NO_EXEMPLAR = set_span_in_context(INVALID_SPAN)
 
 try:
     from opentelemetry.metrics._internal import _ProxyMeterProvider
