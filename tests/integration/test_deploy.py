@@ -74,3 +74,12 @@ def test_collector_is_optional_and_forwards_otlp_to_jaeger() -> None:
     for kind in ("receivers", "processors", "exporters"):
         for name in pipeline.get(kind, []):
             assert name in config[kind], f"pipeline uses undefined {kind[:-1]} {name}"
+
+
+def test_the_collector_accepts_the_metrics_jaeger_cannot_store() -> None:
+    config = yaml.safe_load(COLLECTOR.read_text())
+    pipeline = config["service"]["pipelines"]["metrics"]
+    assert pipeline["receivers"] == ["otlp"]
+    for kind in ("receivers", "processors", "exporters"):
+        for name in pipeline.get(kind, []):
+            assert name in config[kind], f"pipeline uses undefined {kind[:-1]} {name}"
