@@ -509,3 +509,12 @@ def test_concurrent_async_runs_each_measured_once(measured, metric_reader):
 
     asyncio.run(many())
     assert Points(metric_reader).count(DURATION) == 50
+
+
+def test_a_disabled_sdk_means_no_metric_work(tracer_provider, monkeypatch):
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    callscope.instrument(tracer_provider, meter_provider=MeterProvider())
+    try:
+        assert callscope.CallscopeInstrumentor().handler._metrics is None
+    finally:
+        callscope.uninstrument()
