@@ -7,10 +7,10 @@ Instrumenting does three things, and uninstrumenting undoes each:
    ``SpanHandler`` — no monkeypatching of LangChain's callback system;
 2. wraps the functions that open a step's context (``_propagation``), so code inside a step
    sees the step's span;
-3. creates the run registry, which uninstrument empties, ending any still-open span;
+3. creates the run registry, which uninstrument empties, ending any still-open span.
 
-and, unless they are switched off, binds the GenAI client metrics (``_metrics``) to the meter
-provider.
+The handler also records the GenAI client metrics (``_metrics``) unless they are switched off;
+uninstrumenting stops them with the handler.
 """
 
 from __future__ import annotations

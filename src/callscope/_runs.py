@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -59,7 +60,7 @@ class RunRecord:
     chunks: int = 0
     #: The run's GenAI metric attributes while metrics are on and the run is a model, tool or
     #: retrieval run (``_metrics``); None means nothing is measured for it.
-    metric_attributes: dict[str, Any] | None = None
+    metric_attributes: Mapping[str, Any] | None = None
     last_chunk_monotonic: float = 0.0
 
     def finish(self) -> None:
