@@ -159,6 +159,8 @@ def check_against_registry(points: Points, registry: dict[str, dict[str, Any]]) 
                 if level == "required" and (key != "gen_ai.provider.name" or model_run):
                     # A tool or retriever has no GenAI provider: the one documented exception.
                     assert key in attributes, (name, key, attributes)
+            # server.port is conditionally required "if server.address is set"
+            assert ("server.address" in attributes) == ("server.port" in attributes), attributes
             if spec["value_type"] == "int":
                 assert isinstance(point.sum, int), (name, point.sum)
             if name == TOKENS:
@@ -518,3 +520,31 @@ def test_a_disabled_sdk_means_no_metric_work(tracer_provider, monkeypatch):
         assert callscope.CallscopeInstrumentor().handler._metrics is None
     finally:
         callscope.uninstrument()
+
+
+class SelfHostedChat(FakeListChatModel):
+    """A model constructed with its own endpoint, serialized by LangChain as provider
+    integrations are (langchain-openai keeps it in ``openai_api_base``)."""
+
+    openai_api_base: str | None = None
+
+    @classmethod
+    def is_lc_serializable(cls) -> bool:
+        return True
+
+
+def test_a_model_given_an_endpoint_reports_its_server_without_credentials(measured, metric_reader, registry, span_exporter):
+    SelfHostedChat(responses=["a"], openai_api_base="https://user:s3cret@llm.internal:8443/v1?key=k").invoke("hi")
+    points = Points(metric_reader)
+    check_against_registry(points, registry)
+    [(attributes, _)] = points[DURATION]
+    assert (attributes["server.address"], attributes["server.port"]) == ("llm.internal", 8443)
+    assert "s3cret" not in repr(attributes) and "key=k" not in repr(attributes)
+    span = SpanTree(span_exporter).one("chat")
+    assert (span.attributes["server.address"], span.attributes["server.port"]) == ("llm.internal", 8443)
+
+
+def test_a_model_on_its_default_endpoint_reports_no_server(measured, metric_reader):
+    SelfHostedChat(responses=["a"]).invoke("hi")
+    [(attributes, _)] = Points(metric_reader)[DURATION]
+    assert "server.address" not in attributes and "server.port" not in attributes

@@ -13,7 +13,8 @@ recommend (``docs/gen-ai/gen-ai-metrics.md``) as ``explicit_bucket_boundaries_ad
 - ``gen_ai.client.operation.time_per_output_chunk`` (s): every later chunk, from the previous one.
 
 Attributes are the registry's and nothing else: ``gen_ai.operation.name``,
-``gen_ai.provider.name`` and ``gen_ai.request.model`` (model runs, named as on their spans),
+``gen_ai.provider.name``, ``gen_ai.request.model`` and ``server.address``/``server.port`` (model
+runs, named as on their spans, the server only when the model was given an endpoint),
 ``gen_ai.response.model`` (duration and tokens, when the response names it) and ``error.type``
 (the duration of a failed run: the exception's class name, as on the span). Chunk metrics are
 recorded as the chunks arrive, before the response names its model, so they carry the start
@@ -173,10 +174,12 @@ class Metrics:
             elif operation == sc.RETRIEVAL:
                 attributes = _RETRIEVAL_ATTRIBUTES
             else:
-                provider, model = sc.model_identity(serialized, kwargs, metadata)
+                provider, model, server = sc.model_identity(serialized, kwargs, metadata)
                 attributes = {_OPERATION: operation, gen_ai.GEN_AI_PROVIDER_NAME: provider}
                 if model:
                     attributes[gen_ai.GEN_AI_REQUEST_MODEL] = model
+                if server is not None:
+                    attributes[sc.SERVER_ADDRESS], attributes[sc.SERVER_PORT] = server
             record.metric_attributes = attributes
         except Exception:
             self._note_failure("starting")

@@ -14,12 +14,13 @@ and set them in one call.
 from __future__ import annotations
 
 import math
+from urllib.parse import urlsplit
 from itertools import islice
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
-from opentelemetry.semconv.attributes import error_attributes
+from opentelemetry.semconv.attributes import error_attributes, server_attributes
 
 from callscope._serialize import bound_text, encodable, to_json, to_jsonable
 
@@ -35,6 +36,14 @@ RETRIEVAL = gen_ai.GenAiOperationNameValues.RETRIEVAL.value
 CHAIN = "chain"  # callscope's own family for everything without a GenAI operation
 
 ERROR_TYPE = error_attributes.ERROR_TYPE
+SERVER_ADDRESS = server_attributes.SERVER_ADDRESS
+SERVER_PORT = server_attributes.SERVER_PORT
+
+# Where provider integrations keep a non-default endpoint among the constructor fields LangChain
+# serializes (only fields set away from their default are there): langchain-openai, -ollama,
+# Azure, -anthropic, Bedrock, -groq, -mistralai.
+_ENDPOINT_FIELDS = ("openai_api_base", "base_url", "azure_endpoint", "anthropic_api_url", "endpoint_url", "groq_api_base", "endpoint")
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 # callscope's own attributes.
 RUN_TYPE = "callscope.run.type"
@@ -141,6 +150,9 @@ def model_attributes(
     }
     if model:
         attributes[gen_ai.GEN_AI_REQUEST_MODEL] = model
+    server = server_of(serialized)
+    if server is not None:
+        attributes[SERVER_ADDRESS], attributes[SERVER_PORT] = server
     sources = ({"temperature": metadata.get("ls_temperature"), "max_tokens": metadata.get("ls_max_tokens")}, params)
     for key, names, kind in _REQUEST_PARAMS:
         # Most parameters are absent: look names up first, convert only what is there.
@@ -184,13 +196,34 @@ def request_model(metadata: Mapping[str, Any], params: Mapping[str, Any]) -> str
 
 def model_identity(
     serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], metadata: Mapping[str, Any] | None
-) -> tuple[str, str | None]:
-    """The provider and requested model of a chat model / LLM run, exactly as its span names
-    them, without the rest of the start attributes (for metrics of runs that have no span)."""
+) -> tuple[str, str | None, tuple[str, int] | None]:
+    """The provider, requested model and server of a chat model / LLM run, exactly as its span
+    names them, without the rest of the start attributes (for metrics of runs that have no span)."""
     metadata = metadata if isinstance(metadata, Mapping) else {}
     params = kwargs.get("invocation_params")
     params = params if isinstance(params, Mapping) else {}
-    return provider_name(metadata.get("ls_provider"), component_name(serialized, None, "model")), request_model(metadata, params)
+    provider = provider_name(metadata.get("ls_provider"), component_name(serialized, None, "model"))
+    return provider, request_model(metadata, params), server_of(serialized)
+
+
+def server_of(serialized: Mapping[str, Any] | None) -> tuple[str, int] | None:
+    """``server.address`` and ``server.port`` of the endpoint a model was constructed with, when
+    LangChain serialized one; only host and port are taken from the URL, never credentials or
+    paths. A model on its provider's default endpoint says nothing, so nothing is guessed."""
+    fields = serialized.get("kwargs") if isinstance(serialized, Mapping) else None
+    if not isinstance(fields, Mapping):
+        return None
+    for name in _ENDPOINT_FIELDS:
+        url = fields.get(name)
+        if not isinstance(url, str) or not url:
+            continue
+        try:
+            parts = urlsplit(url if "://" in url else f"//{url}")
+            host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        except ValueError:
+            return None
+        return (_label(host), port) if host and port else None
+    return None
 
 
 def provider_name(ls_provider: Any, component: str) -> str:
