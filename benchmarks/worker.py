@@ -31,6 +31,8 @@ from langchain_core.language_models import FakeListChatModel, FakeListLLM
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from langchain_core.runnables import RunnableLambda
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -152,7 +154,7 @@ def configure(config: str, exporter: SpanExporter) -> tuple[TracerProvider | Non
     """Turn tracing on as ``config`` says; returns the provider and a handle (or None)."""
     if config == "none":
         return None, None
-    sampler = ALWAYS_OFF if config == "callscope-sampled-out" else None
+    sampler = ALWAYS_OFF if config in ("callscope-sampled-out", "callscope-metrics-sampled-out") else None
     provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
     if config in ("callscope-batch", "callscope-dead-collector"):
         # What a production set-up looks like (configure() builds the same): a batching
@@ -173,7 +175,10 @@ def configure(config: str, exporter: SpanExporter) -> tuple[TracerProvider | Non
     if config.startswith("callscope"):
         import callscope
 
-        callscope.instrument(provider, capture_content=config == "callscope-content")
+        # Metrics on: an SDK meter provider (every record aggregates, whatever the reader); the
+        # other callscope configs have none, so they measure metrics off.
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()]) if "-metrics" in config else None
+        callscope.instrument(provider, capture_content=config == "callscope-content", meter_provider=meter_provider)
         return provider, callscope.CallscopeInstrumentor().handler
     if config == "openllmetry":
         from opentelemetry.instrumentation.langchain import LangchainInstrumentor

@@ -65,6 +65,33 @@ def test_demo_writes_the_file_and_prints_the_tree(tmp_path: Path, capsys: pytest
     assert "callscope: error" not in err
 
 
+def test_demo_prints_a_per_model_metrics_summary_after_the_trees(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "demo.jsonl"
+    assert main(["demo", "--output", str(output)]) == Exit.OK
+    out = capsys.readouterr().out.splitlines()
+    title = [line.strip() for line in out].index("GenAI client metrics per model (gen_ai.client.*)")
+    assert title > next(i for i, line in enumerate(out) if line.startswith("see it again"))
+    header, row = out[title + 1].split(), out[title + 2].split()
+    assert header[:3] == ["model", "runs", "errors"]
+    # The model ran three times (answer, answer-streamed, answer-strict), as the spans say; the
+    # strict step failed after it, not the model. Usage comes only from the two runs not streamed.
+    model_spans = [line for line in json_spans(output) if line["name"] == "chat fake-chat"]
+    assert row[:4] == ["chat", "fake-chat", str(len(model_spans)), "0"] and len(model_spans) == 3
+    p50, p95 = float(row[4]), float(row[6])
+    assert 0 < p50 <= p95
+    assert row[-2:] == ["31", "10"]
+
+
+def json_spans(path: Path) -> list[dict]:
+    return [
+        span
+        for line in path.read_text().splitlines()
+        for rs in json.loads(line)["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for span in ss["spans"]
+    ]
+
+
 def test_demo_tree_shows_each_handler_scope(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--output", str(tmp_path / "d.jsonl")]) == Exit.OK
     out = capsys.readouterr().out.splitlines()

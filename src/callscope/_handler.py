@@ -12,8 +12,6 @@ with ``raise_error``, in the user's chain.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
 import logging
 import time
@@ -31,6 +29,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, set_span_i
 
 from callscope import _semconv as sc
 from callscope import _scope
+from callscope._metrics import Metrics
 from callscope._propagation import claim_run_body
 from callscope._runs import RunRecord, RunRegistry
 from callscope._serialize import bound_text, encodable, to_json
@@ -79,8 +78,10 @@ class SpanHandler(BaseCallbackHandler):
     # Never listed among the handlers a run reached: callscope is the observer, not the observed.
     _callscope_internal = True
 
-    def __init__(self, tracer: Tracer, settings: Settings, registry: RunRegistry) -> None:
+    def __init__(self, tracer: Tracer, settings: Settings, registry: RunRegistry, metrics: Metrics | None = None) -> None:
         self._tracer = tracer
+        # None while metrics are off: the callbacks then do no metric work at all.
+        self._metrics = metrics
         self._settings = settings
         self._content = settings.capture_content.on_spans
         self._limit = settings.max_attribute_length
@@ -233,6 +234,8 @@ class SpanHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         record = self._start(run_id, parent_run_id, sc.CHAT, SpanKind.CLIENT, sc.describe_chat, serialized, kwargs, tags, metadata)
+        if record is not None and self._metrics is not None:
+            self._metrics.started(record, sc.CHAT, serialized, kwargs, metadata)
         if record is not None and self._content and record.span.is_recording():
             record.span.set_attributes(sc.input_messages(messages, self._limit))
 
@@ -251,6 +254,8 @@ class SpanHandler(BaseCallbackHandler):
         record = self._start(
             run_id, parent_run_id, sc.TEXT_COMPLETION, SpanKind.CLIENT, sc.describe_text_completion, serialized, kwargs, tags, metadata
         )
+        if record is not None and self._metrics is not None:
+            self._metrics.started(record, sc.TEXT_COMPLETION, serialized, kwargs, metadata)
         if record is not None and self._content and record.span.is_recording():
             record.span.set_attributes(sc.prompt_messages(prompts, self._limit))
 
@@ -268,6 +273,8 @@ class SpanHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         record = self._start(run_id, parent_run_id, sc.EXECUTE_TOOL, SpanKind.INTERNAL, sc.describe_tool, serialized, kwargs, tags, metadata)
+        if record is not None and self._metrics is not None:
+            self._metrics.started(record, sc.EXECUTE_TOOL, serialized, kwargs, metadata)
         if record is not None and self._content and record.span.is_recording():
             arguments = inputs if inputs is not None else input_str
             record.span.set_attribute(gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS, to_json(arguments, self._limit))
@@ -287,6 +294,8 @@ class SpanHandler(BaseCallbackHandler):
         record = self._start(
             run_id, parent_run_id, sc.RETRIEVAL, SpanKind.CLIENT, sc.describe_retriever, serialized, kwargs, tags, metadata
         )
+        if record is not None and self._metrics is not None:
+            self._metrics.started(record, sc.RETRIEVAL, serialized, kwargs, metadata)
         if record is not None and self._content and record.span.is_recording() and isinstance(query, str):
             record.span.set_attribute(gen_ai.GEN_AI_RETRIEVAL_QUERY_TEXT, bound_text(query, self._limit))
 
@@ -299,6 +308,8 @@ class SpanHandler(BaseCallbackHandler):
             return
         if record.first_chunk_monotonic is None:
             record.first_chunk_monotonic = time.monotonic()
+        if record.metric_attributes is not None:
+            self._metrics.chunk(record)  # type: ignore[union-attr]
         record.chunks += 1
 
     @_absorb
@@ -355,10 +366,13 @@ class SpanHandler(BaseCallbackHandler):
     def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, self._annotate_retriever_end, documents)
 
-    def _end(self, run_id: UUID, annotate: Callable[[RunRecord, Any], None], payload: Any) -> None:
+    def _end(self, run_id: UUID, annotate: Callable[[RunRecord, Any], None], payload: Any, failed: bool = False) -> None:
         record = self.registry.pop(run_id)
         if record is None:
             return
+        if record.metric_attributes is not None:
+            # Before the span ends: a synchronous exporter must not lengthen the measured run.
+            self._metrics.ended(record, payload, failed=failed)  # type: ignore[union-attr]
         try:
             if record.span.is_recording():
                 annotate(record, payload)
@@ -406,7 +420,7 @@ class SpanHandler(BaseCallbackHandler):
     def _fail(self, run_id: UUID, error: BaseException) -> None:
         stopped = _stopped_by_caller(error)
         record = self.registry.get(run_id) if stopped else None
-        self._end(run_id, self._annotate_failure, error)
+        self._end(run_id, self._annotate_failure, error, failed=True)
         if record is not None:
             self._end_runs_stopped_with(record, stopped)
 
@@ -478,14 +492,11 @@ class SpanHandler(BaseCallbackHandler):
         attributes[sc.STREAM_CHUNKS] = record.chunks
 
 
-_CANCELLATIONS = (asyncio.CancelledError, concurrent.futures.CancelledError)
-
-
 def _stopped_by_caller(error: BaseException) -> str | None:
     """The attribute that says how the caller stopped a run, or ``None`` if it was not stopped."""
     if isinstance(error, GeneratorExit):
         return sc.STREAM_ABANDONED
-    if isinstance(error, _CANCELLATIONS):
+    if isinstance(error, sc.CANCELLATIONS):
         return sc.RUN_CANCELLED
     return None
 

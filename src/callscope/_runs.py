@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 from opentelemetry.context import Context
@@ -58,6 +60,10 @@ class RunRecord:
     started_monotonic: float = field(default_factory=time.monotonic)
     first_chunk_monotonic: float | None = None
     chunks: int = 0
+    #: The run's GenAI metric attributes while metrics are on and the run is a model, tool or
+    #: retrieval run (``_metrics``); None means nothing is measured for it.
+    metric_attributes: Mapping[str, Any] | None = None
+    last_chunk_monotonic: float = 0.0
 
     def finish(self) -> None:
         """End the span, and tell processors attached to this component."""

@@ -26,9 +26,10 @@ from collections.abc import Sequence
 from datetime import timedelta
 from enum import IntEnum, unique
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from callscope._exceptions import CallscopeError
@@ -36,6 +37,9 @@ from callscope._jaeger import Jaeger, JaegerNotFoundError, JaegerUnavailableErro
 from callscope._otlp_json import SpansRead, TraceDataError, read_spans_file
 from callscope._tree import TraceView, build_traces, render_legend, render_trace
 from callscope.version import __version__
+
+if TYPE_CHECKING:  # _demo imports LangChain, which `callscope tree` never needs
+    from callscope._demo import ModelSummary
 
 __all__ = ["Exit", "main"]
 
@@ -264,6 +268,9 @@ def _demo(out: Console, output: Path | None) -> Exit:
         out.print()
         _render(out, views)
         out.print(Text(f"see it again: callscope tree {result.output}", style="dim"))
+        if result.models:
+            out.print()
+            _render_models(out, result.models)
         if result.otlp_endpoint is not None:
             out.print(Text(f"sending the spans over OTLP ({result.otlp_protocol}) to {result.otlp_endpoint} ..."))
 
@@ -280,6 +287,29 @@ def _demo(out: Console, output: Path | None) -> Exit:
                 )
             )
     return Exit.OK
+
+
+def _render_models(out: Console, models: list[ModelSummary]) -> None:
+    table = Table(box=None, pad_edge=False, title_justify="left", title_style="bold")
+    table.title = "GenAI client metrics per model (gen_ai.client.*)"
+    for header in ("model", "runs", "errors", "p50 duration", "p95 duration", "input tokens", "output tokens"):
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for m in models:
+        table.add_row(
+            Text(m.model),
+            str(m.runs),
+            str(m.errors),
+            _seconds(m.p50_s),
+            _seconds(m.p95_s),
+            "-" if m.input_tokens is None else str(m.input_tokens),
+            "-" if m.output_tokens is None else str(m.output_tokens),
+        )
+    out.print(table)
+    out.print(Text("p50/p95 are estimated from the histogram buckets; '-': the model reported no usage", style="dim"))
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
 
 
 def _is_local(endpoint: str) -> bool:

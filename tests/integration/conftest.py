@@ -43,6 +43,7 @@ DEPLOY = ROOT / "deploy"
 START_TIMEOUT_SECONDS = 60.0
 #: A cold build on two shared cores, with module downloads; a cached one takes a second.
 BUILD_TIMEOUT_SECONDS = 45 * 60
+METRICS_PROCESSOR = Path(__file__).with_name("dump_metrics.py")
 
 
 def free_port() -> int:
@@ -125,6 +126,7 @@ class Receiver:
     http_base: str  # OTEL_EXPORTER_OTLP_ENDPOINT form for HTTP: http://127.0.0.1:PORT
     dump: Path
     process: subprocess.Popen[bytes]
+    metrics_dump: Path
 
     @property
     def http_traces_endpoint(self) -> str:
@@ -134,6 +136,21 @@ class Receiver:
         if not self.dump.exists():
             return []
         return [json.loads(line) for line in self.dump.read_text().splitlines() if line.strip()]
+
+    def received_metrics(self) -> list[dict]:
+        """Every histogram point received so far (one row per point per export)."""
+        if not self.metrics_dump.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_dump.read_text().splitlines() if line.strip()]
+
+    def wait_for_metrics(self, names: set[str], timeout: float = 10.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.received_metrics()
+            if names <= {row["name"] for row in rows} or time.monotonic() > deadline:
+                assert names <= {row["name"] for row in rows}, f"rotel received metrics {rows}, expected {names}"
+                return rows
+            time.sleep(0.05)
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict]:
         deadline = time.monotonic() + timeout
@@ -150,6 +167,7 @@ def rotel_receiver(rotel_environment: tuple[Path, dict[str, str]], tmp_path: Pat
     binary, env = rotel_environment
     grpc_port, http_port = free_port(), free_port()
     dump = tmp_path / "received.jsonl"
+    metrics_dump = tmp_path / "received-metrics.jsonl"
     log = (tmp_path / "rotel.log").open("wb")
     process = subprocess.Popen(
         [
@@ -159,8 +177,9 @@ def rotel_receiver(rotel_environment: tuple[Path, dict[str, str]], tmp_path: Pat
             "--exporter", "blackhole",
             "--pid-file", str(tmp_path / "rotel.pid"),
             "--otlp-with-trace-processor", str(PROCESSOR),
+            "--otlp-with-metrics-processor", str(METRICS_PROCESSOR),
         ],
-        env={**env, "CALLSCOPE_SPAN_DUMP": str(dump)},
+        env={**env, "CALLSCOPE_SPAN_DUMP": str(dump), "CALLSCOPE_METRIC_DUMP": str(metrics_dump)},
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -170,7 +189,7 @@ def rotel_receiver(rotel_environment: tuple[Path, dict[str, str]], tmp_path: Pat
             wait_for_port(http_port, process)
         except RuntimeError as error:
             pytest.skip(f"OTLP RECEIVER UNAVAILABLE: {error}; log: {(tmp_path / 'rotel.log').read_text()[-500:]}")
-        yield Receiver(f"http://127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", dump, process)
+        yield Receiver(f"http://127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}", dump, process, metrics_dump)
     finally:
         process.terminate()
         try:

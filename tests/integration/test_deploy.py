@@ -180,3 +180,10 @@ def test_the_demo_goes_through_the_collector_into_jaeger(
         assert "Traces" in log.read_text()
     finally:
         stop(process)
+def test_the_collector_accepts_the_metrics_jaeger_cannot_store() -> None:
+    config = yaml.safe_load(COLLECTOR.read_text())
+    pipeline = config["service"]["pipelines"]["metrics"]
+    assert pipeline["receivers"] == ["otlp"]
+    for kind in ("receivers", "processors", "exporters"):
+        for name in pipeline.get(kind, []):
+            assert name in config[kind], f"pipeline uses undefined {kind[:-1]} {name}"
