@@ -15,11 +15,11 @@ from callscope.cli import Exit, main
 
 DATA = Path(__file__).with_name("data")
 #: Recorded from Jaeger v2.13.0, byte for byte: `deploy/jaeger.sh`, then
-#: `OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 callscope demo`, then
+#: `OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 OTEL_METRICS_EXPORTER=none callscope demo`, then
 #: `curl -s localhost:16686/api/v3/traces/<the demo's first trace id>`.
 #: tests/integration/test_jaeger.py checks that a live server still answers in this shape.
 JAEGER_RESPONSE = DATA / "jaeger_v3_trace.json"
-JAEGER_TRACE_ID = "fc08d494001450df468e124538fb00e7"
+JAEGER_TRACE_ID = "7b39238b9a92496e98a483e678c771be"
 #: What Jaeger v2.13.0 answers for an unknown trace id (HTTP 404, text/plain like every answer).
 JAEGER_NOT_FOUND = b'{"error":{"httpCode":404,"message":"No traces found"}}\n'
 #: Its GET /api/v3/services after that demo.

@@ -315,6 +315,18 @@ def test_an_abandoned_stream_is_measured_without_error_type(measured, metric_rea
     assert points.count(FIRST_CHUNK) == 1
 
 
+async def test_a_cancelled_model_run_is_measured_without_error_type(measured, metric_reader):
+    class SlowModel(FakeListChatModel):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(10)
+            raise AssertionError("never reached")
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(SlowModel(responses=["x"]).ainvoke("hi"), timeout=0.05)
+    [(attributes, _)] = Points(metric_reader)[DURATION]
+    assert "error.type" not in attributes  # cancelled by its caller, as the span says: not a failure
+
+
 # --- LangGraph ----------------------------------------------------------------------------------
 
 

@@ -12,6 +12,8 @@ with ``raise_error``, in the user's chain.
 
 from __future__ import annotations
 
+import asyncio
+
 import functools
 import logging
 import time
@@ -416,6 +418,15 @@ class SpanHandler(BaseCallbackHandler):
     @_absorb
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._fail(run_id, error)
+
+    def end_cancelled_run(self, run_id: UUID) -> None:
+        """A model run whose task was cancelled while it awaited its provider: LangChain's
+        ``agenerate`` is cancelled inside its ``gather`` and never reports the run's end to any
+        handler, so the run-body wrapper reports it here (a run already ended is left alone)."""
+        try:
+            self._fail(run_id, asyncio.CancelledError())
+        except Exception:
+            self._note_failure("ending a cancelled model run", "the chain is unaffected")
 
     def _fail(self, run_id: UUID, error: BaseException) -> None:
         stopped = _stopped_by_caller(error)

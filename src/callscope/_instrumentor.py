@@ -115,7 +115,7 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         handler = SpanHandler(tracer, settings, registry, metrics)
         propagator = StepContextPropagator(registry)
         propagator.install()
-        run_bodies = RunBodyPropagator(registry)
+        run_bodies = RunBodyPropagator(registry, on_cancelled=handler.end_cancelled_run)
         run_bodies.install()
         probe = ManagerProbe()
         probe.install()
