@@ -24,7 +24,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, ClassVar, TypedDict
 
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.language_models import FakeListChatModel, FakeListLLM
@@ -75,28 +75,30 @@ class EncodingExporter(CountingExporter):
         return self._counted.export(spans)
 
 
-class NamedFakeChatModel(FakeListChatModel):
-    """A fake chat model that reports a model name, as every real provider's model does.
+class _NamesItsModel:
+    """Reports a model name, as every real provider's model does.
 
     The official instrumentation traces a chat model only when it knows the model's name; with
     this every bridge sees the same information.
     """
 
+    reported_name: ClassVar[str] = "fake-model"
+
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
-        params = super()._get_ls_params(stop=stop, **kwargs)
+        params = super()._get_ls_params(stop=stop, **kwargs)  # type: ignore[misc]
         params["ls_provider"] = "fake"
-        params["ls_model_name"] = "fake-model"
+        params["ls_model_name"] = self.reported_name
         return params
 
 
-class NamedFakeListLLM(FakeListLLM):
-    """A text-completion fake that reports a model name, like ``NamedFakeChatModel``."""
+class NamedFakeChatModel(_NamesItsModel, FakeListChatModel):
+    pass
 
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
-        params = super()._get_ls_params(stop=stop, **kwargs)
-        params["ls_provider"] = "fake"
-        params["ls_model_name"] = "fake-llm"
-        return params
+
+class NamedFakeListLLM(_NamesItsModel, FakeListLLM):
+    """The text-completion counterpart, for the async LLM workload."""
+
+    reported_name: ClassVar[str] = "fake-llm"
 
 
 class StartCounter(AsyncCallbackHandler):
