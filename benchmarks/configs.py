@@ -8,6 +8,8 @@ OWN_CONFIGS = (
     "callscope",
     "callscope-content",
     "callscope-sampled-out",
+    "callscope-metrics",
+    "callscope-metrics-sampled-out",
     "callscope-batch",
     "callscope-dead-collector",
 )

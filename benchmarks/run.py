@@ -146,13 +146,13 @@ def report(results: dict[str, Any], peers: list[str]) -> list[str]:
     out(f"Speed: median per call over {results['repeats']} fresh processes per config x {results['iterations']} calls "
         "(SimpleSpanProcessor and a counting no-op exporter, except the -batch and -dead-collector "
         "configs: BatchSpanProcessor, in front of that exporter or of an OTLP exporter aimed at a closed port)")
-    header = f"{'config':<26}" + "".join(f"{w + ' us':>13}{'+added':>10}{'spans':>7}" for w in WORKLOADS)
+    header = f"{'config':<26}" + "".join(f"{w + ' us':>15}{'+added':>10}{'spans':>7}" for w in WORKLOADS)
     out(header)
     out("-" * len(header))
     for config, s in summary.items():
         row = f"{config:<26}"
         for w in WORKLOADS:
-            row += f"{s['median_us'][w]:>13.1f}{added[config][w] if config != 'none' else 0:>+10.1f}{s['spans_per_call'][w]:>7.0f}"
+            row += f"{s['median_us'][w]:>15.1f}{added[config][w] if config != 'none' else 0:>+10.1f}{s['spans_per_call'][w]:>7.0f}"
         out(row)
     out("")
     out("Added cost per call relative to floor (x floor's added cost), and per exported span:")

@@ -24,13 +24,15 @@ import time
 import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, ClassVar, TypedDict
 
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.language_models import FakeListChatModel, FakeListLLM
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from langchain_core.runnables import RunnableLambda
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -73,28 +75,30 @@ class EncodingExporter(CountingExporter):
         return self._counted.export(spans)
 
 
-class NamedFakeChatModel(FakeListChatModel):
-    """A fake chat model that reports a model name, as every real provider's model does.
+class _NamesItsModel:
+    """Reports a model name, as every real provider's model does.
 
     The official instrumentation traces a chat model only when it knows the model's name; with
     this every bridge sees the same information.
     """
 
+    reported_name: ClassVar[str] = "fake-model"
+
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
-        params = super()._get_ls_params(stop=stop, **kwargs)
+        params = super()._get_ls_params(stop=stop, **kwargs)  # type: ignore[misc]
         params["ls_provider"] = "fake"
-        params["ls_model_name"] = "fake-model"
+        params["ls_model_name"] = self.reported_name
         return params
 
 
-class NamedFakeListLLM(FakeListLLM):
-    """A text-completion fake that reports a model name, like ``NamedFakeChatModel``."""
+class NamedFakeChatModel(_NamesItsModel, FakeListChatModel):
+    pass
 
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
-        params = super()._get_ls_params(stop=stop, **kwargs)
-        params["ls_provider"] = "fake"
-        params["ls_model_name"] = "fake-llm"
-        return params
+
+class NamedFakeListLLM(_NamesItsModel, FakeListLLM):
+    """The text-completion counterpart, for the async LLM workload."""
+
+    reported_name: ClassVar[str] = "fake-llm"
 
 
 class StartCounter(AsyncCallbackHandler):
@@ -152,7 +156,7 @@ def configure(config: str, exporter: SpanExporter) -> tuple[TracerProvider | Non
     """Turn tracing on as ``config`` says; returns the provider and a handle (or None)."""
     if config == "none":
         return None, None
-    sampler = ALWAYS_OFF if config == "callscope-sampled-out" else None
+    sampler = ALWAYS_OFF if config in ("callscope-sampled-out", "callscope-metrics-sampled-out") else None
     provider = TracerProvider(sampler=sampler) if sampler is not None else TracerProvider()
     if config in ("callscope-batch", "callscope-dead-collector"):
         # What a production set-up looks like (configure() builds the same): a batching
@@ -173,7 +177,10 @@ def configure(config: str, exporter: SpanExporter) -> tuple[TracerProvider | Non
     if config.startswith("callscope"):
         import callscope
 
-        callscope.instrument(provider, capture_content=config == "callscope-content")
+        # Metrics on: an SDK meter provider (every record aggregates, whatever the reader); the
+        # other callscope configs have none, so they measure metrics off.
+        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()]) if "-metrics" in config else None
+        callscope.instrument(provider, capture_content=config == "callscope-content", meter_provider=meter_provider)
         return provider, callscope.CallscopeInstrumentor().handler
     if config == "openllmetry":
         from opentelemetry.instrumentation.langchain import LangchainInstrumentor

@@ -6,6 +6,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,17 @@ import pytest
 from callscope.cli import Exit, main
 
 DATA = Path(__file__).with_name("data")
+#: Recorded from Jaeger v2.13.0, byte for byte: `deploy/jaeger.sh`, then
+#: `OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 OTEL_METRICS_EXPORTER=none callscope demo`, then
+#: `curl -s localhost:16686/api/v3/traces/<the demo's first trace id>`.
+#: tests/integration/test_jaeger.py checks that a live server still answers in this shape.
 JAEGER_RESPONSE = DATA / "jaeger_v3_trace.json"
-JAEGER_TRACE_ID = "7e706cacc7b3d99c413d4ca619b61d7f"
+JAEGER_TRACE_ID = "7b39238b9a92496e98a483e678c771be"
+#: What Jaeger v2.13.0 answers for an unknown trace id (HTTP 404, text/plain like every answer).
+JAEGER_NOT_FOUND = b'{"error":{"httpCode":404,"message":"No traces found"}}\n'
+#: Its GET /api/v3/services after that demo.
+JAEGER_SERVICES = b'{"services":["callscope-demo"]}'
+
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +63,33 @@ def test_demo_writes_the_file_and_prints_the_tree(tmp_path: Path, capsys: pytest
     strict = next(line for line in out.splitlines() if line.startswith("└─ strict_parse"))
     assert "error: ValueError" in strict
     assert "callscope: error" not in err
+
+
+def test_demo_prints_a_per_model_metrics_summary_after_the_trees(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "demo.jsonl"
+    assert main(["demo", "--output", str(output)]) == Exit.OK
+    out = capsys.readouterr().out.splitlines()
+    title = [line.strip() for line in out].index("GenAI client metrics per model (gen_ai.client.*)")
+    assert title > next(i for i, line in enumerate(out) if line.startswith("see it again"))
+    header, row = out[title + 1].split(), out[title + 2].split()
+    assert header[:3] == ["model", "runs", "errors"]
+    # The model ran three times (answer, answer-streamed, answer-strict), as the spans say; the
+    # strict step failed after it, not the model. Usage comes only from the two runs not streamed.
+    model_spans = [line for line in json_spans(output) if line["name"] == "chat fake-chat"]
+    assert row[:4] == ["chat", "fake-chat", str(len(model_spans)), "0"] and len(model_spans) == 3
+    p50, p95 = float(row[4]), float(row[6])
+    assert 0 < p50 <= p95
+    assert row[-2:] == ["35", "10"]
+
+
+def json_spans(path: Path) -> list[dict]:
+    return [
+        span
+        for line in path.read_text().splitlines()
+        for rs in json.loads(line)["resourceSpans"]
+        for ss in rs["scopeSpans"]
+        for span in ss["spans"]
+    ]
 
 
 def test_demo_tree_shows_each_handler_scope_and_each_reason_for_a_miss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -148,7 +185,15 @@ def test_usage_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str], tm
         (["frobnicate"], "invalid choice"),
         (["tree"], "give either FILE or --jaeger URL"),
         (["tree", "x.jsonl", "--jaeger", "http://127.0.0.1:9"], "give either FILE or --jaeger URL"),
-        (["tree", "--jaeger", "http://127.0.0.1:9"], "--jaeger needs --trace ID"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--trace", "a" * 32, "--service", "s"], "not both"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--limit", "3"], "--limit and --since go with --service NAME"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--limit", "0"], "not a whole number of traces"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--limit", "x"], "not a whole number of traces"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--since", "15"], "not an age"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--since", "0m"], "not an age"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", " "], "--service needs a name"),
+        (["tree", "x.jsonl", "--service", "s"], "--service goes with --jaeger URL"),
+        (["tree", "x.jsonl", "--since", "1h"], "--since goes with --jaeger URL"),
         (["tree", "--jaeger", "http://127.0.0.1:9", "--trace", "abc"], "not a 32-digit hex trace id"),
         (["tree", "--jaeger", "localhost:16686", "--trace", "a" * 32], "is not an http(s) URL"),
         (["tree", "x.jsonl", "--trace", "xyz!"], "is not a hex trace id"),
@@ -193,14 +238,16 @@ def test_an_unexpected_bug_is_one_line_with_the_way_to_report_it(
 
 
 class _JaegerStub(http.server.BaseHTTPRequestHandler):
-    """Answers like Jaeger v2's query service: the recorded trace, 404 for any other id."""
+    """Answers like Jaeger v2's query service: the recorded trace, its 404 for any other id."""
 
     routes: dict[str, tuple[int, bytes]] = {}
+    requests: list[str] = []
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        status, body = self.routes.get(self.path, (404, b'{"error":{"httpCode":404,"message":"trace not found"}}'))
+        self.requests.append(self.path)
+        status, body = self.routes.get(self.path.partition("?")[0], (404, JAEGER_NOT_FOUND))
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -209,21 +256,34 @@ class _JaegerStub(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@dataclass
+class JaegerStub:
+    url: str
+    routes: dict[str, tuple[int, bytes]]  # path (without query) -> status, body
+    requests: list[str]  # every path asked for, with its query
+
+
 @pytest.fixture
-def jaeger_stub() -> Iterator[tuple[str, dict[str, tuple[int, bytes]]]]:
-    routes = {f"/api/v3/traces/{JAEGER_TRACE_ID}": (200, JAEGER_RESPONSE.read_bytes())}
-    handler = type("Stub", (_JaegerStub,), {"routes": routes})
+def jaeger_stub() -> Iterator[JaegerStub]:
+    routes = {
+        f"/api/v3/traces/{JAEGER_TRACE_ID}": (200, JAEGER_RESPONSE.read_bytes()),
+        # A search answers in the same envelope as one trace.
+        "/api/v3/traces": (200, JAEGER_RESPONSE.read_bytes()),
+        "/api/v3/services": (200, JAEGER_SERVICES),
+    }
+    requests: list[str] = []
+    handler = type("Stub", (_JaegerStub,), {"routes": routes, "requests": requests})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", routes
+    yield JaegerStub(f"http://127.0.0.1:{server.server_address[1]}", routes, requests)
     server.shutdown()
     server.server_close()
     thread.join(5)
 
 
-def test_tree_from_a_jaeger_v3_response(jaeger_stub, capsys: pytest.CaptureFixture[str]) -> None:
-    url, _ = jaeger_stub
+def test_tree_from_a_jaeger_v3_response(jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]) -> None:
+    url = jaeger_stub.url
     assert main(["tree", "--jaeger", url + "/", "--trace", JAEGER_TRACE_ID]) == Exit.OK
     out, err = capsys.readouterr()
     assert f"trace {JAEGER_TRACE_ID}  callscope-demo · 9 spans" in out
@@ -231,14 +291,65 @@ def test_tree_from_a_jaeger_v3_response(jaeger_stub, capsys: pytest.CaptureFixtu
     assert err == ""
 
 
-def test_jaeger_unknown_trace_is_named(jaeger_stub, capsys: pytest.CaptureFixture[str]) -> None:
-    url, _ = jaeger_stub
+def test_services_are_listed_from_jaeger(jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]) -> None:
+    url, routes = jaeger_stub.url, jaeger_stub.routes
+    assert main(["tree", "--jaeger", url]) == Exit.OK
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        f"services in Jaeger at {url}:",
+        "  callscope-demo",
+        f"show one: callscope tree --jaeger {url} --service callscope-demo",
+    ]
+    routes["/api/v3/services"] = (200, b'{"services":[]}')
+    assert main(["tree", "--jaeger", url]) == Exit.BAD_INPUT
+    assert f"Jaeger at {url} holds no traces yet" in _one_error_line(capsys.readouterr().err)
+
+
+def test_service_search_asks_for_a_window_and_more_traces_than_shown(
+    jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import datetime, timedelta
+    from urllib.parse import parse_qs, urlsplit
+
+    url = jaeger_stub.url
+    assert main(["tree", "--jaeger", url, "--service", "callscope-demo", "--since", "15m", "--limit", "2"]) == Exit.OK
+    assert f"trace {JAEGER_TRACE_ID}  callscope-demo · 9 spans" in capsys.readouterr().out
+    [search] = [path for path in jaeger_stub.requests if path.startswith("/api/v3/traces?")]
+    query = {key: value for key, [value] in parse_qs(urlsplit(search).query).items()}
+    assert query["query.service_name"] == "callscope-demo"
+    # RFC 3339 in UTC, as Jaeger parses it (Go's time.RFC3339Nano needs the zone).
+    assert query["query.start_time_min"].endswith("Z") and query["query.start_time_max"].endswith("Z")
+    window = datetime.fromisoformat(query["query.start_time_max"]) - datetime.fromisoformat(query["query.start_time_min"])
+    assert window == timedelta(minutes=15)
+    assert int(query["query.num_traces"]) >= 50  # deeper than --limit: see Jaeger.search
+
+
+def test_an_empty_search_names_the_unknown_service_or_the_empty_window(
+    jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, routes = jaeger_stub.url, jaeger_stub.routes
+    assert main(["tree", "--jaeger", url, "--service", "nope"]) == Exit.OK  # the stub finds anything...
+    capsys.readouterr()
+    del routes["/api/v3/traces"]  # ...now it finds nothing, with Jaeger's own 404
+    assert main(["tree", "--jaeger", url, "--service", "nope"]) == Exit.BAD_INPUT
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"callscope: error: Jaeger at {url} has no service 'nope' (it has: callscope-demo); pass one of those"
+    )
+    assert main(["tree", "--jaeger", url, "--service", "callscope-demo", "--since", "2h"]) == Exit.BAD_INPUT
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"callscope: error: no traces of 'callscope-demo' started in the last 2h in Jaeger at {url}; "
+        "widen the window with --since, e.g. --since 24h"
+    )
+
+
+def test_jaeger_unknown_trace_is_named(jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]) -> None:
+    url = jaeger_stub.url
     assert main(["tree", "--jaeger", url, "--trace", "1" * 32]) == Exit.BAD_INPUT
     assert f"trace {'1' * 32} not found in Jaeger at {url}" in _one_error_line(capsys.readouterr().err)
 
 
-def test_jaeger_answering_something_else(jaeger_stub, capsys: pytest.CaptureFixture[str]) -> None:
-    url, routes = jaeger_stub
+def test_jaeger_answering_something_else(jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]) -> None:
+    url, routes = jaeger_stub.url, jaeger_stub.routes
     routes[f"/api/v3/traces/{'2' * 32}"] = (200, b"<html>not jaeger</html>")
     routes[f"/api/v3/traces/{'3' * 32}"] = (500, b"{}")
     routes[f"/api/v3/traces/{'4' * 32}"] = (200, b'{"data": []}')
@@ -247,7 +358,7 @@ def test_jaeger_answering_something_else(jaeger_stub, capsys: pytest.CaptureFixt
     assert main(["tree", "--jaeger", url, "--trace", "3" * 32]) == Exit.UNAVAILABLE
     assert "answered HTTP 500" in _one_error_line(capsys.readouterr().err)
     assert main(["tree", "--jaeger", url, "--trace", "4" * 32]) == Exit.UNAVAILABLE
-    assert "did not return OTLP/JSON" in _one_error_line(capsys.readouterr().err)
+    assert "did not answer like Jaeger v2's API" in _one_error_line(capsys.readouterr().err)
 
 
 def test_unreachable_jaeger_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -256,9 +367,11 @@ def test_unreachable_jaeger_is_one_line(capsys: pytest.CaptureFixture[str]) -> N
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed again on exit: nothing listens there
-    assert main(["tree", "--jaeger", f"http://127.0.0.1:{port}", "--trace", "a" * 32]) == Exit.UNAVAILABLE
-    line = _one_error_line(capsys.readouterr().err)
-    assert f"cannot reach Jaeger at http://127.0.0.1:{port}" in line and "docker compose up -d" in line
+    url = f"http://127.0.0.1:{port}"
+    for what in (["--trace", "a" * 32], ["--service", "callscope-demo"], []):  # a trace, a search, the services
+        assert main(["tree", "--jaeger", url, *what]) == Exit.UNAVAILABLE, what
+        line = _one_error_line(capsys.readouterr().err)
+        assert f"cannot reach Jaeger at {url}" in line and "docker compose up -d" in line and "deploy/jaeger.sh" in line
 
 
 def test_jaeger_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

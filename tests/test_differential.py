@@ -24,6 +24,8 @@ from langchain_core.prompts import ChatPromptTemplate, PromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnableParallel
 from langchain_core.tools import StructuredTool
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -279,24 +281,27 @@ CONCURRENT = {"parallel"}
 
 @pytest.fixture
 def callscope_on():
-    """Instruments callscope for the block it wraps, then removes it; yields the exported spans."""
+    """Instruments callscope for the block it wraps, then removes it; yields the exported spans.
+    GenAI metrics are on (a real meter provider), so the comparison covers them too."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
     instrumentor = callscope.CallscopeInstrumentor()
 
     class Switch:
         spans = exporter
 
         def __enter__(self) -> None:
-            instrumentor.instrument(tracer_provider=provider)
+            instrumentor.instrument(tracer_provider=provider, meter_provider=meter_provider)
 
         def __exit__(self, *exc: Any) -> None:
-            self.internal_errors = instrumentor.handler.internal_errors
+            self.internal_errors = instrumentor.handler.internal_errors + instrumentor.handler._metrics._failures
             instrumentor.uninstrument()
 
     yield Switch()
     provider.shutdown()
+    meter_provider.shutdown()
 
 
 def assert_same(without: Observation, with_: Observation) -> None:

@@ -7,16 +7,21 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GRPCMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GRPCExporter
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HTTPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HTTPExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
 import callscope
-from callscope._export import otlp_exporter_from_env, otlp_protocol_from_env, resource_from_env
+from callscope._export import otlp_exporter_from_env, otlp_metric_exporter_from_env, otlp_protocol_from_env, resource_from_env
+from callscope._metrics import global_meter_provider_is_set
 
 _OTEL_VARS = (
     "OTEL_SERVICE_NAME",
@@ -211,3 +216,83 @@ def test_only_a_refused_connection_counts_as_a_collector_that_is_down(monkeypatc
         assert not _refuses_connections("unix:///tmp/otel.sock")
         monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
         assert not _refuses_connections(f"http://127.0.0.1:{dead}")  # a proxy may reach it
+
+
+# --- metrics --------------------------------------------------------------------------------------
+
+
+def _reset_global_meter_provider() -> None:
+    from opentelemetry.metrics import _internal as metrics_api
+
+    metrics_api._METER_PROVIDER_SET_ONCE = Once()
+    metrics_api._METER_PROVIDER = None
+
+
+@pytest.fixture
+def no_global_providers(no_global_provider: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"):
+        monkeypatch.delenv(name, raising=False)
+    _reset_global_meter_provider()
+    yield
+    current = metrics.get_meter_provider()
+    if isinstance(current, MeterProvider):
+        current.shutdown()
+    _reset_global_meter_provider()
+
+
+def test_configure_sets_an_otlp_meter_provider_when_an_endpoint_is_set(
+    no_global_providers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    assert not global_meter_provider_is_set()
+    callscope.configure(service_name="my-agent")
+    provider = metrics.get_meter_provider()
+    assert isinstance(provider, MeterProvider)
+    # The same resource as the spans, so a backend joins the two.
+    assert provider._sdk_config.resource.attributes["service.name"] == "my-agent"
+    [reader] = provider._metric_readers  # the SDK exposes no public list of its readers
+    assert isinstance(reader, PeriodicExportingMetricReader)
+    assert isinstance(reader._exporter, GRPCMetricExporter)
+
+
+def test_configure_without_an_endpoint_sets_no_meter_provider(no_global_providers: None) -> None:
+    callscope.configure()
+    # Nothing to export to: the global stays unset, and callscope's metrics cost nothing.
+    assert not global_meter_provider_is_set()
+
+
+def test_configure_never_replaces_an_application_meter_provider(
+    no_global_providers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    app_provider = MeterProvider()
+    metrics.set_meter_provider(app_provider)
+    callscope.configure()
+    assert metrics.get_meter_provider() is app_provider
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, GRPCMetricExporter),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, HTTPMetricExporter),
+        (
+            {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://127.0.0.1:9/v1/metrics", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf"},
+            HTTPMetricExporter,
+        ),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_METRICS_EXPORTER": "console,otlp"}, GRPCMetricExporter),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_METRICS_EXPORTER": "none"}, None),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/traces"}, None),
+    ],
+)
+def test_the_metric_exporter_follows_the_environment(
+    no_global_providers: None, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: type | None
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    exporter = otlp_metric_exporter_from_env()
+    try:
+        assert type(exporter) is (expected or type(None))
+    finally:
+        if exporter is not None:
+            exporter.shutdown()

@@ -561,3 +561,17 @@ def test_a_run_cancelled_by_a_timeout_is_cancelled_not_failed(spans, instrumente
     for name in ("slow", "RunnableSequence"):
         span = spans.one(name)
         assert span.status.is_unset and span.attributes["callscope.run.cancelled"] is True
+
+
+async def test_a_bare_model_call_cancelled_while_awaiting_its_provider_ends_its_span(spans, instrumented):
+    # LangChain's agenerate is cancelled inside its gather and reports the run's end to nobody.
+    class SlowModel(FakeListChatModel):
+        async def _agenerate(self, *args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(10)
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(SlowModel(responses=["x"]).ainvoke("hi"), timeout=0.05)
+    chat = spans.one("chat")
+    assert chat.attributes["callscope.run.cancelled"] is True
+    assert chat.status.status_code.name == "UNSET"
+    assert len(instrumented.handler.registry) == 0

@@ -86,15 +86,24 @@ def test_clear_ends_everything():
 
 def test_pop_descendants_takes_every_open_run_below_a_stopped_run_and_nothing_else():
     registry, tracer, _ = setup(max_runs=100, ttl_seconds=0)
-    stopped, child, grandchild, sibling, unrelated = (uuid.uuid4() for _ in range(5))
-    root = uuid.uuid4()
-    parents = {child: stopped, grandchild: child, sibling: root, unrelated: None}
-    for run_id, parent in parents.items():
-        record = make_record(tracer, str(run_id))
-        record.parent_run_id = parent
+    stopped_id, child, grandchild, ended, sibling = (uuid.uuid4() for _ in range(5))
+    stopped, root = make_record(tracer, "stopped"), make_record(tracer, "root")
+    records = {run_id: make_record(tracer, name) for run_id, name in ((child, "child"), (grandchild, "grandchild"), (ended, "ended"), (sibling, "sibling"))}
+    for run_id, record in records.items():
         registry.add(run_id, record)
-    # The stopped run itself has already left the registry when its error arrived.
-    popped = registry.pop_descendants(stopped)
-    assert sorted(r.name for r in popped) == sorted([str(child), str(grandchild)])
-    assert registry.get(sibling) is not None and registry.get(unrelated) is not None
-    assert len(registry) == 2
+    for parent, run_id in ((stopped, child), (records[child], grandchild), (stopped, ended), (root, sibling)):
+        registry.adopt(parent, run_id)
+    registry.pop(ended)  # ended normally before the stop
+    assert sorted(r.name for r in registry.pop_descendants(stopped)) == ["child", "grandchild"]
+    assert registry.get(sibling) is not None and len(registry) == 1
+
+
+def test_adopted_children_lists_stay_about_the_size_of_the_open_children():
+    registry, tracer, _ = setup(max_runs=10_000, ttl_seconds=0)
+    parent = make_record(tracer, "graph")
+    for i in range(5000):  # a long-running graph: thousands of node runs, one open at a time
+        run_id = uuid.uuid4()
+        registry.add(run_id, make_record(tracer, f"node{i}"))
+        registry.adopt(parent, run_id)
+        registry.pop(run_id)
+    assert len(parent.children) < 64

@@ -11,6 +11,7 @@ through its ``opentelemetry_instrumentor`` entry point.
 
 from __future__ import annotations
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from callscope._exceptions import CallscopeError, ConfigError
@@ -41,21 +42,30 @@ def instrument(
     run_ttl_seconds: float | None = None,
     max_attribute_length: int | None = None,
     include_internal_handlers: bool | None = None,
+    meter_provider: MeterProvider | None = None,
+    metrics: bool | None = None,
 ) -> None:
-    """Trace every LangChain run in this process.
+    """Trace every LangChain run in this process, and measure its GenAI operations.
 
     While instrumented, a second call changes nothing; if it passes different arguments it logs
     a warning naming them. Call :func:`uninstrument` first to instrument with new arguments.
 
-    ``tracer_provider=None`` uses the global provider. The other options override their
-    environment variables (see ``callscope.environment_variables``); an invalid value raises
-    :class:`ConfigError`.
+    ``tracer_provider=None`` uses the global provider. Model, tool and retrieval runs are also
+    recorded as GenAI client metrics (``gen_ai.client.operation.duration``, ``…token.usage``,
+    ``…time_to_first_chunk``, ``…time_per_output_chunk``) with ``meter_provider``, ``None``
+    meaning the global one; they cost nothing while no meter provider is configured, and
+    ``metrics=False`` (or ``CALLSCOPE_METRICS=false``) turns them off. The other options override
+    their environment variables (see ``callscope.environment_variables``); an invalid value
+    raises :class:`ConfigError`.
 
+    >>> from opentelemetry.sdk.metrics import MeterProvider
     >>> from opentelemetry.sdk.trace import TracerProvider
-    >>> callscope.instrument(TracerProvider())  # doctest: +SKIP
+    >>> callscope.instrument(TracerProvider(), meter_provider=MeterProvider())  # doctest: +SKIP
     """
     CallscopeInstrumentor().instrument(
         tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+        metrics=metrics,
         capture_content=capture_content,
         max_in_flight_runs=max_in_flight_runs,
         run_ttl_seconds=run_ttl_seconds,

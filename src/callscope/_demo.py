@@ -19,7 +19,9 @@ No API key, no network, no server. Three runs, each its own trace:
    model's span shows the handler *failed*.
 
 Spans go to an OTLP/JSON lines file through a provider of the demo's own (the global one is
-left alone), and over OTLP too when ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` is set.
+left alone), and over OTLP too when ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` is set. The GenAI
+client metrics go to a meter provider of its own, read back for a per-model summary, and over
+OTLP too when ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`` is set.
 """
 
 from __future__ import annotations
@@ -35,16 +37,24 @@ from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import FakeListChatModel
+from langchain_core.outputs import ChatResult
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tools import StructuredTool
 from opentelemetry import context as otel_context
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import callscope
 from callscope._exceptions import CallscopeError
-from callscope._export import build_tracer_provider, otlp_endpoint_from_env, otlp_protocol_from_env
+from callscope._export import (
+    build_meter_provider,
+    build_tracer_provider,
+    otlp_endpoint_from_env,
+    otlp_metric_exporter_from_env,
+    otlp_protocol_from_env,
+)
 from callscope._otlp_json import OTLPJsonLinesExporter
 
 _log = logging.getLogger("callscope.demo")
@@ -58,9 +68,11 @@ __all__ = [
     "LoggingHandler",
     "ModelLogger",
     "ModelsOnlyLogger",
+    "ModelSummary",
     "RuntimeLogger",
     "ToolLogger",
     "run_demo",
+    "summarize_models",
 ]
 
 DEFAULT_OUTPUT = Path("callscope-traces.jsonl")
@@ -124,9 +136,42 @@ class ToolLogger(LoggingHandler):
     """Given to the tool's constructor: local to the tool's own runs."""
 
 
+class DemoChatModel(FakeListChatModel):
+    """A fake chat model that names its model and reports usage, as real provider models do
+    (counting words as tokens), so the metrics summary has something to show. Like many real
+    providers, it reports no usage when streamed."""
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_model_name"] = "fake-chat"
+        return params
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        result = super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        message = result.generations[0].message
+        prompt = sum(len(str(m.content).split()) for m in messages)
+        answer = len(str(message.content).split())
+        message.usage_metadata = {"input_tokens": prompt, "output_tokens": answer, "total_tokens": prompt + answer}  # type: ignore[attr-defined]
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSummary:
+    """One model's GenAI client metrics, as the demo prints them."""
+
+    model: str
+    runs: int
+    errors: int
+    #: Estimated from the histogram buckets (interpolated, bounded by the exact min and max).
+    p50_s: float
+    p95_s: float
+    input_tokens: int | None
+    output_tokens: int | None
+
+
 @dataclass(slots=True)
 class DemoResult:
-    """Where the demo's spans went."""
+    """Where the demo's spans went, and the per-model summary of its metrics."""
 
     output: Path
     #: The OTLP endpoint variable's value when spans were also exported over OTLP, else None.
@@ -134,6 +179,7 @@ class DemoResult:
     otlp_protocol: str | None
     handlers: list[LoggingHandler] = field(default_factory=list)
     failure: str = ""
+    models: list[ModelSummary] = field(default_factory=list)
     #: What LangChain logged about handler failures during the demo (it goes on without them).
     langchain_log: list[str] = field(default_factory=list)
 
@@ -177,7 +223,7 @@ def _in_worker_thread(pool: ThreadPoolExecutor, work: Callable[[], Any]) -> Any:
 def _build_chain(
     model_logger: LoggingHandler, tool_logger: LoggingHandler, format_audit: LoggingHandler, pool: ThreadPoolExecutor
 ) -> tuple[Runnable, Runnable]:
-    model = FakeListChatModel(
+    model = DemoChatModel(
         responses=["Spans nest like runs do.", "Handlers given to a component stay with it."],
         callbacks=[model_logger],
     )
@@ -236,11 +282,17 @@ def run_demo(
     endpoint = otlp_endpoint_from_env()
     file_processor = BatchSpanProcessor(OTLPJsonLinesExporter(output))
     provider = build_tracer_provider(service_name=service_name, span_processors=[file_processor])
+    metric_reader = InMemoryMetricReader()
+    meter_provider = build_meter_provider(
+        service_name=service_name, metric_readers=[metric_reader], exporter=otlp_metric_exporter_from_env()
+    )
     result = DemoResult(output=output, otlp_endpoint=endpoint, otlp_protocol=otlp_protocol_from_env() if endpoint else None)
     runtime_logger = RuntimeLogger("runtime-logger")
     models_only = ModelsOnlyLogger("models-only-logger")
     model_logger = ModelLogger("model-logger")
     tool_logger = ToolLogger("tool-logger")
+    result.handlers = [runtime_logger, model_logger, tool_logger]
+    callscope.instrument(tracer_provider=provider, meter_provider=meter_provider)
     format_audit = FormatAudit("format-audit")
     flaky = FlakyLogger("flaky-logger")
     result.handlers = [runtime_logger, models_only, model_logger, tool_logger, format_audit, flaky]
@@ -274,11 +326,72 @@ def run_demo(
         manager_logger.propagate = propagate
         result.langchain_log = langchain_log.lines
         file_processor.force_flush()
+    result.models = summarize_models(metric_reader.get_metrics_data())
     try:
         if on_file_written is not None:
             on_file_written(result)
     finally:
         # Last, because a dead collector holds this up until the exporter's timeout, and the
         # file is worth showing meanwhile.
+        meter_provider.shutdown()
         provider.shutdown()
     return result
+
+
+_DURATION = "gen_ai.client.operation.duration"
+_TOKENS = "gen_ai.client.token.usage"
+
+
+def summarize_models(data: MetricsData | None) -> list[ModelSummary]:
+    """Per chat / text-completion model (``{operation} {model}``, or the provider when the model
+    is unknown): runs, failed runs, p50/p95 duration and tokens, from callscope's histograms."""
+    durations: dict[str, list[Any]] = {}
+    errors: dict[str, int] = {}
+    tokens: dict[tuple[str, str], int] = {}
+    for resource_metrics in data.resource_metrics if data is not None else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            if scope_metrics.scope.name != "callscope":
+                continue
+            for metric in scope_metrics.metrics:
+                for point in getattr(metric.data, "data_points", ()):
+                    attributes = point.attributes or {}
+                    operation = attributes.get("gen_ai.operation.name")
+                    if operation not in ("chat", "text_completion"):
+                        continue
+                    model = f"{operation} {attributes.get('gen_ai.request.model') or attributes.get('gen_ai.provider.name')}"
+                    if metric.name == _DURATION:
+                        durations.setdefault(model, []).append(point)
+                        if "error.type" in attributes:
+                            errors[model] = errors.get(model, 0) + point.count
+                    elif metric.name == _TOKENS:
+                        key = (model, str(attributes.get("gen_ai.token.type")))
+                        tokens[key] = tokens.get(key, 0) + int(point.sum)
+    return [
+        ModelSummary(
+            model=model,
+            runs=sum(p.count for p in points),
+            errors=errors.get(model, 0),
+            p50_s=_quantile(points, 0.50),
+            p95_s=_quantile(points, 0.95),
+            input_tokens=tokens.get((model, "input")),
+            output_tokens=tokens.get((model, "output")),
+        )
+        for model, points in sorted(durations.items())
+    ]
+
+
+def _quantile(points: list[Any], q: float) -> float:
+    """A quantile of the union of histogram points: find the bucket holding it, interpolate
+    linearly inside it, the outer buckets bounded by the exact min and max."""
+    bounds = points[0].explicit_bounds
+    counts = [sum(p.bucket_counts[i] for p in points) for i in range(len(bounds) + 1)]
+    low, high = min(p.min for p in points), max(p.max for p in points)
+    target = q * sum(counts)
+    seen = 0.0
+    for i, count in enumerate(counts):
+        if count and seen + count >= target:
+            lower = max(low, bounds[i - 1]) if i > 0 else low
+            upper = min(high, bounds[i]) if i < len(bounds) else high
+            return lower + (upper - lower) * (target - seen) / count
+        seen += count
+    return high

@@ -8,7 +8,10 @@ Everything about the network exporter is the SDK's: the OTLP exporter classes re
 ``OTEL_EXPORTER_OTLP_[TRACES_]{ENDPOINT,HEADERS,TIMEOUT,COMPRESSION,CERTIFICATE,INSECURE}``
 themselves, and ``Resource.create()`` reads ``OTEL_SERVICE_NAME`` and
 ``OTEL_RESOURCE_ATTRIBUTES``. This module only decides *whether* to export and over which
-transport.
+transport. Metrics follow the same rules with their own variables
+(``OTEL_EXPORTER_OTLP_METRICS_*``, ``OTEL_METRICS_EXPORTER``); the periodic reader reads
+``OTEL_METRIC_EXPORT_INTERVAL`` and ``…_TIMEOUT``, the exporter its temporality and histogram
+aggregation preferences.
 """
 
 from __future__ import annotations
@@ -23,19 +26,25 @@ from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
-from opentelemetry import trace
-from opentelemetry.environment_variables import OTEL_TRACES_EXPORTER
+from opentelemetry import metrics, trace
+from opentelemetry.environment_variables import OTEL_METRICS_EXPORTER, OTEL_TRACES_EXPORTER
 from opentelemetry.sdk.environment_variables import (
     OTEL_EXPORTER_OTLP_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT,
+    OTEL_EXPORTER_OTLP_METRICS_PROTOCOL,
     OTEL_EXPORTER_OTLP_PROTOCOL,
     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
     OTEL_EXPORTER_OTLP_TIMEOUT,
     OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
     OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
 )
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from callscope._metrics import global_meter_provider_is_set
 
 _log = logging.getLogger("callscope")
 
@@ -80,11 +89,19 @@ def configure(
     ``span_processors`` are added to a newly built provider as well (e.g. a console or file
     exporter); they are ignored when the provider already existed.
 
+    Metrics likewise: when no global meter provider is set and ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    or ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set (and ``OTEL_METRICS_EXPORTER``, if set,
+    lists ``otlp``), an SDK ``MeterProvider`` with the same resource and the SDK's OTLP metric
+    exporter behind a ``PeriodicExportingMetricReader`` becomes the global one, so that
+    :func:`callscope.instrument` records GenAI metrics to it. With no endpoint none is set, and
+    metrics cost nothing.
+
     >>> import callscope
     >>> provider = callscope.configure(service_name="my-agent")  # doctest: +SKIP
     >>> callscope.instrument()  # the global provider, now the one configure() returned
     """
     with _configure_lock:
+        _configure_metrics(service_name)
         current = trace.get_tracer_provider()
         if not isinstance(current, trace.ProxyTracerProvider):
             _log.debug("callscope: a global tracer provider is already set; configure() leaves it as is")
@@ -92,6 +109,80 @@ def configure(
         provider = build_tracer_provider(service_name=service_name, span_processors=span_processors)
         trace.set_tracer_provider(provider)
         return provider
+
+
+def _configure_metrics(service_name: str | None) -> None:
+    if global_meter_provider_is_set():
+        _log.debug("callscope: a global meter provider is already set; configure() leaves it as is")
+        return
+    exporter = otlp_metric_exporter_from_env()
+    if exporter is not None:
+        metrics.set_meter_provider(build_meter_provider(service_name=service_name, exporter=exporter))
+
+
+def build_meter_provider(
+    *,
+    service_name: str | None = None,
+    metric_readers: Iterable[MetricReader] = (),
+    exporter: MetricExporter | None = None,
+) -> MeterProvider:
+    """Build, without making it global, a meter provider with ``metric_readers`` and, when given
+    an ``exporter``, a ``PeriodicExportingMetricReader`` in front of it."""
+    readers = list(metric_readers)
+    if exporter is not None:
+        readers.append(RefusalAwareMetricReader(exporter, endpoint=otlp_metrics_endpoint_from_env()))
+    return MeterProvider(resource=resource_from_env(service_name), metric_readers=readers)
+
+
+class RefusalAwareMetricReader(PeriodicExportingMetricReader):
+    """A ``PeriodicExportingMetricReader`` whose ``shutdown()`` (at exit, too) skips the last
+    export when the collector refuses connections: the SDK's would hold the process for the
+    exporter's retries (measured: 7 s against a closed port), as ``DeadlineBatchSpanProcessor``
+    explains for spans. A collector that hangs is bounded by the exporter's own timeout."""
+
+    def __init__(self, exporter: MetricExporter, *, endpoint: str | None) -> None:
+        super().__init__(exporter)
+        self._endpoint = endpoint
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        if self._endpoint and _refuses_connections(self._endpoint):
+            timeout_millis = 0.0
+            # Not "not exported": that sentence is the span report's, one line for all spans.
+            _log.warning(
+                "callscope: the last metrics were not sent because the collector refused connections; "
+                "check that the OTLP collector at OTEL_EXPORTER_OTLP_ENDPOINT is running and reachable."
+            )
+        super().shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+def otlp_metrics_endpoint_from_env() -> str | None:
+    """The OTLP endpoint variable that is set (metrics-specific first), or ``None``."""
+    for name in (OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def otlp_metric_exporter_from_env() -> MetricExporter | None:
+    """The SDK's OTLP metric exporter, or ``None`` when no endpoint variable is set (metrics or
+    general) or ``OTEL_METRICS_EXPORTER`` does not list ``otlp``. The transport follows
+    ``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL``, then ``OTEL_EXPORTER_OTLP_PROTOCOL``."""
+    if otlp_metrics_endpoint_from_env() is None:
+        return None
+    exporters = os.environ.get(OTEL_METRICS_EXPORTER, "").strip().lower()
+    if exporters and "otlp" not in {part.strip() for part in exporters.split(",")}:
+        _log.debug("callscope: %s=%s, so no OTLP metric exporter", OTEL_METRICS_EXPORTER, exporters)
+        return None
+    # Constructed with no arguments, as the span exporters are: each reads its settings from the
+    # environment as the SDK documents.
+    if _protocol_from(OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL) == HTTP_PROTOBUF:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HTTPMetricExporter
+
+        return HTTPMetricExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GRPCMetricExporter
+
+    return GRPCMetricExporter()
 
 
 def build_tracer_provider(
@@ -291,7 +382,11 @@ def otlp_endpoint_from_env() -> str | None:
 
 def otlp_protocol_from_env() -> str:
     """``grpc`` or ``http/protobuf``; an unsupported value warns and falls back to ``grpc``."""
-    for name in (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL):
+    return _protocol_from(OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL)
+
+
+def _protocol_from(*names: str) -> str:
+    for name in names:
         value = os.environ.get(name, "").strip().lower()
         if not value:
             continue

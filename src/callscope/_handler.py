@@ -13,7 +13,7 @@ with ``raise_error``, in the user's chain.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+
 import functools
 import logging
 import time
@@ -33,6 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, get_curren
 from callscope import _semconv as sc
 from callscope import _scope
 from callscope._dispatch import is_callscope
+from callscope._metrics import Metrics
 from callscope._propagation import claim_run_body
 from callscope._runs import RunRecord, RunRegistry
 from callscope._serialize import bound_text, encodable, to_json
@@ -99,8 +100,10 @@ class SpanHandler(BaseCallbackHandler):
     # Never listed among the handlers a run reached: callscope is the observer, not the observed.
     _callscope_internal = True
 
-    def __init__(self, tracer: Tracer, settings: Settings, registry: RunRegistry) -> None:
+    def __init__(self, tracer: Tracer, settings: Settings, registry: RunRegistry, metrics: Metrics | None = None) -> None:
         self._tracer = tracer
+        # None while metrics are off: the callbacks then do no metric work at all.
+        self._metrics = metrics
         self._settings = settings
         self._content = settings.capture_content.on_spans
         self._limit = settings.max_attribute_length
@@ -144,6 +147,7 @@ class SpanHandler(BaseCallbackHandler):
                 parent_run_id=parent_run_id,
             )
             self.registry.add(run_id, record)
+            self.registry.adopt(parent, run_id)
             claim_run_body(operation, record.context)
             return record
         try:
@@ -194,6 +198,8 @@ class SpanHandler(BaseCallbackHandler):
                 span=span, context=context, operation=operation, name=name, scope=scope, sampled=False, parent_run_id=parent_run_id
             )
             self.registry.add(run_id, record)
+            if parent is not None:
+                self.registry.adopt(parent, run_id)
             claim_run_body(operation, context)
             return record
         scope.record_run(name, operation, handlers, dropped, run_id, span)
@@ -218,6 +224,8 @@ class SpanHandler(BaseCallbackHandler):
         if self._pending_failures:
             for failure in self._pending_failures.pop(run_id, ()):
                 self._apply_failure(record, failure)
+        if parent is not None:
+            self.registry.adopt(parent, run_id)
         claim_run_body(operation, context)
         for processor in handlers.processors:
             try:
@@ -360,6 +368,8 @@ class SpanHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         record = self._start(run_id, parent_run_id, sc.CHAT, SpanKind.CLIENT, sc.describe_chat, serialized, kwargs, tags, metadata)
+        if record is not None and self._metrics is not None:
+            self._metrics.started(record, sc.CHAT, serialized, kwargs, metadata)
         if record is not None and self._content and record.span.is_recording():
             record.span.set_attributes(sc.input_messages(messages, self._limit))
 
@@ -378,6 +388,8 @@ class SpanHandler(BaseCallbackHandler):
         record = self._start(
             run_id, parent_run_id, sc.TEXT_COMPLETION, SpanKind.CLIENT, sc.describe_text_completion, serialized, kwargs, tags, metadata
         )
+        if record is not None and self._metrics is not None:
+            self._metrics.started(record, sc.TEXT_COMPLETION, serialized, kwargs, metadata)
         if record is not None and self._content and record.span.is_recording():
             record.span.set_attributes(sc.prompt_messages(prompts, self._limit))
 
@@ -395,6 +407,8 @@ class SpanHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         record = self._start(run_id, parent_run_id, sc.EXECUTE_TOOL, SpanKind.INTERNAL, sc.describe_tool, serialized, kwargs, tags, metadata)
+        if record is not None and self._metrics is not None:
+            self._metrics.started(record, sc.EXECUTE_TOOL, serialized, kwargs, metadata)
         if record is not None and self._content and record.span.is_recording():
             arguments = inputs if inputs is not None else input_str
             record.span.set_attribute(gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS, to_json(arguments, self._limit))
@@ -414,6 +428,8 @@ class SpanHandler(BaseCallbackHandler):
         record = self._start(
             run_id, parent_run_id, sc.RETRIEVAL, SpanKind.CLIENT, sc.describe_retriever, serialized, kwargs, tags, metadata
         )
+        if record is not None and self._metrics is not None:
+            self._metrics.started(record, sc.RETRIEVAL, serialized, kwargs, metadata)
         if record is not None and self._content and record.span.is_recording() and isinstance(query, str):
             record.span.set_attribute(gen_ai.GEN_AI_RETRIEVAL_QUERY_TEXT, bound_text(query, self._limit))
 
@@ -426,6 +442,8 @@ class SpanHandler(BaseCallbackHandler):
             return
         if record.first_chunk_monotonic is None:
             record.first_chunk_monotonic = time.monotonic()
+        if record.metric_attributes is not None:
+            self._metrics.chunk(record)  # type: ignore[union-attr]
         record.chunks += 1
 
     @_absorb
@@ -484,10 +502,13 @@ class SpanHandler(BaseCallbackHandler):
     def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end(run_id, self._annotate_retriever_end, documents)
 
-    def _end(self, run_id: UUID, annotate: Callable[[RunRecord, Any], None], payload: Any) -> None:
+    def _end(self, run_id: UUID, annotate: Callable[[RunRecord, Any], None], payload: Any, failed: bool = False) -> None:
         record = self.registry.pop(run_id)
         if record is None:
             return
+        if record.metric_attributes is not None:
+            # Before the span ends: a synchronous exporter must not lengthen the measured run.
+            self._metrics.ended(record, payload, failed=failed)  # type: ignore[union-attr]
         try:
             if record.span.is_recording():
                 annotate(record, payload)
@@ -532,18 +553,28 @@ class SpanHandler(BaseCallbackHandler):
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._fail(run_id, error)
 
-    def _fail(self, run_id: UUID, error: BaseException) -> None:
-        self._end(run_id, self._annotate_failure, error)
-        stopped = _stopped_by_caller(error)
-        if stopped:
-            self._end_runs_stopped_with(run_id, stopped)
+    def end_cancelled_run(self, run_id: UUID) -> None:
+        """A model run whose task was cancelled while it awaited its provider: LangChain's
+        ``agenerate`` is cancelled inside its ``gather`` and never reports the run's end to any
+        handler, so the run-body wrapper reports it here (a run already ended is left alone)."""
+        try:
+            self._fail(run_id, asyncio.CancelledError())
+        except Exception:
+            self._note_failure("ending a cancelled model run", "the chain is unaffected")
 
-    def _end_runs_stopped_with(self, run_id: UUID, outcome: str) -> None:
+    def _fail(self, run_id: UUID, error: BaseException) -> None:
+        stopped = _stopped_by_caller(error)
+        record = self.registry.get(run_id) if stopped else None
+        self._end(run_id, self._annotate_failure, error, failed=True)
+        if record is not None:
+            self._end_runs_stopped_with(record, stopped)
+
+    def _end_runs_stopped_with(self, stopped_run: RunRecord, outcome: str) -> None:
         """A run stopped from outside takes its unfinished runs with it, and LangChain does not
         always say so: a chat model cancelled while awaiting its provider inside ``agenerate``
         never gets an end or error callback. Their spans end now, with the same outcome,
         instead of staying open until the run TTL."""
-        for record in self.registry.pop_descendants(run_id):
+        for record in self.registry.pop_descendants(stopped_run):
             try:
                 if record.span.is_recording():
                     attributes: dict[str, Any] = {outcome: True}
@@ -606,14 +637,11 @@ class SpanHandler(BaseCallbackHandler):
         attributes[sc.STREAM_CHUNKS] = record.chunks
 
 
-_CANCELLATIONS = (asyncio.CancelledError, concurrent.futures.CancelledError)
-
-
 def _stopped_by_caller(error: BaseException) -> str | None:
     """The attribute that says how the caller stopped a run, or ``None`` if it was not stopped."""
     if isinstance(error, GeneratorExit):
         return sc.STREAM_ABANDONED
-    if isinstance(error, _CANCELLATIONS):
+    if isinstance(error, sc.CANCELLATIONS):
         return sc.RUN_CANCELLED
     return None
 

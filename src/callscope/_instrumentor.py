@@ -10,6 +10,9 @@ Instrumenting does three things, and uninstrumenting undoes each:
 3. creates the run registry, which uninstrument empties, ending any still-open span;
 4. stands in for LangChain's callback-manager logger, to hear of other handlers' failures
    (``_failures``).
+
+The handler also records the GenAI client metrics (``_metrics``) unless they are switched off;
+uninstrumenting stops them with the handler.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type:
 
 from callscope._failures import FailureWatch
 from callscope._handler import SpanHandler
+from callscope._metrics import Metrics
 from callscope._propagation import RunBodyPropagator, StepContextPropagator
 from callscope._runs import RunRegistry
 from callscope._scope import ManagerProbe
@@ -54,6 +58,9 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     Keyword arguments of ``instrument()``:
         tracer_provider: the provider to create spans with; ``None`` means the global one.
+        meter_provider: the provider to record GenAI client metrics with; ``None`` means the
+            global one (metrics cost nothing while no meter provider is configured).
+        metrics: ``False`` turns the metrics off; overrides ``CALLSCOPE_METRICS``.
         capture_content: put message content on spans; overrides
             ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
         max_in_flight_runs, run_ttl_seconds, max_attribute_length: see
@@ -99,6 +106,7 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             run_ttl_seconds=kwargs.get("run_ttl_seconds"),
             max_attribute_length=kwargs.get("max_attribute_length"),
             include_internal_handlers=kwargs.get("include_internal_handlers"),
+            metrics=kwargs.get("metrics"),
         )
         tracer = trace.get_tracer(
             "callscope",
@@ -107,10 +115,11 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             schema_url=SCHEMA_URL,
         )
         registry = RunRegistry(max_runs=settings.max_in_flight_runs, ttl_seconds=settings.run_ttl_seconds)
-        handler = SpanHandler(tracer, settings, registry)
+        metrics = Metrics.create(kwargs.get("meter_provider"), schema_url=SCHEMA_URL) if settings.metrics else None
+        handler = SpanHandler(tracer, settings, registry, metrics)
         propagator = StepContextPropagator(registry)
         propagator.install()
-        run_bodies = RunBodyPropagator(registry)
+        run_bodies = RunBodyPropagator(registry, on_cancelled=handler.end_cancelled_run)
         run_bodies.install()
         probe = ManagerProbe()
         probe.install()
@@ -155,7 +164,16 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 _UNSET = object()
 #: instrument()'s own options; BaseInstrumentor's (skip_dep_check, …) say nothing about the result.
 _OPTIONS = frozenset(
-    {"tracer_provider", "capture_content", "max_in_flight_runs", "run_ttl_seconds", "max_attribute_length", "include_internal_handlers"}
+    {
+        "tracer_provider",
+        "meter_provider",
+        "metrics",
+        "capture_content",
+        "max_in_flight_runs",
+        "run_ttl_seconds",
+        "max_attribute_length",
+        "include_internal_handlers",
+    }
 )
 
 

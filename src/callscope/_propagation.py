@@ -38,6 +38,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from callscope._runs import RunRegistry
+from callscope._semconv import CANCELLATIONS
 
 _log = logging.getLogger("callscope")
 
@@ -297,21 +298,22 @@ class RunBodyPropagator:
       a ``RunBody`` the start callback claims (see ``claim_run_body``).
     """
 
-    def __init__(self, registry: RunRegistry) -> None:
+    def __init__(self, registry: RunRegistry, *, on_cancelled: Callable[[Any], None]) -> None:
         self._registry = registry
+        self._on_cancelled = on_cancelled
         self._installed: list[tuple[type, str, Any, Any]] = []
 
     def install(self) -> None:
-        runs = self._registry
+        runs, cancelled = self._registry, self._on_cancelled
         wrappers: tuple[tuple[str, str, str, Callable[[Any], Any]], ...] = (
             ("langchain_core.language_models.chat_models", "BaseChatModel", "_generate_with_cache", _with_run_manager(runs, 3, "run_manager")),
-            ("langchain_core.language_models.chat_models", "BaseChatModel", "_agenerate_with_cache", _awith_run_manager(runs, 3, "run_manager")),
+            ("langchain_core.language_models.chat_models", "BaseChatModel", "_agenerate_with_cache", _awith_run_manager(runs, 3, "run_manager", cancelled)),
             ("langchain_core.language_models.chat_models", "BaseChatModel", "stream", _stream_started_inside),
             ("langchain_core.language_models.chat_models", "BaseChatModel", "astream", _astream_started_inside),
             # An LLM's _generate serves every prompt of a batch at once, with the first run's
             # manager (LangChain: "TODO: support multiple run managers"): its span is the one made current.
             ("langchain_core.language_models.llms", "BaseLLM", "_generate_helper", _with_run_manager(runs, 3, "run_managers")),
-            ("langchain_core.language_models.llms", "BaseLLM", "_agenerate_helper", _awith_run_manager(runs, 3, "run_managers")),
+            ("langchain_core.language_models.llms", "BaseLLM", "_agenerate_helper", _awith_run_manager(runs, 3, "run_managers", cancelled)),
             ("langchain_core.language_models.llms", "BaseLLM", "stream", _stream_started_inside),
             ("langchain_core.language_models.llms", "BaseLLM", "astream", _astream_started_inside),
             ("langchain_core.retrievers", "BaseRetriever", "invoke", _run_started_inside),
@@ -374,18 +376,28 @@ def _with_run_manager(runs: RunRegistry, index: int, name: str) -> Callable[[Cal
     return wrap
 
 
-def _awith_run_manager(runs: RunRegistry, index: int, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def _awith_run_manager(
+    runs: RunRegistry, index: int, name: str, on_cancelled: Callable[[Any], None]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The async form of ``_with_run_manager``; a cancellation that escapes the call is
+    reported through ``on_cancelled`` for each of its runs, because LangChain's ``agenerate``,
+    cancelled inside its ``gather``, never reports those runs' ends."""
+
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         async def run_body(*args: Any, **kwargs: Any) -> Any:
-            context = _run_context(runs, args[index] if len(args) > index else kwargs.get(name))
-            if context is None:
-                return await original(*args, **kwargs)
-            token = otel_context.attach(context)
+            manager = args[index] if len(args) > index else kwargs.get(name)
+            context = _run_context(runs, manager)
+            token = otel_context.attach(context) if context is not None else None
             try:
                 return await original(*args, **kwargs)
+            except CANCELLATIONS:
+                for run_manager in manager if isinstance(manager, list) else (manager,):
+                    on_cancelled(getattr(run_manager, "run_id", None))
+                raise
             finally:
-                otel_context.detach(token)
+                if token is not None:
+                    otel_context.detach(token)
 
         return run_body
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -51,6 +52,8 @@ class RunRecord:
     #: from an unsampled parent, and nothing is recorded about the run.
     sampled: bool = True
     parent_run_id: UUID | None = None
+    #: Ids of child runs started under this run (some may have ended): see RunRegistry.adopt.
+    children: list[UUID] | None = None
     #: LangChain starts this run's children with this run's *own* parent as their parent
     #: (RunnableWithFallbacks, langchain-ai/langchain#36072); see SpanHandler._parent_record.
     loses_children: bool = False
@@ -66,6 +69,10 @@ class RunRecord:
     started_monotonic: float = field(default_factory=time.monotonic)
     first_chunk_monotonic: float | None = None
     chunks: int = 0
+    #: The run's GenAI metric attributes while metrics are on and the run is a model, tool or
+    #: retrieval run (``_metrics``); None means nothing is measured for it.
+    metric_attributes: Mapping[str, Any] | None = None
+    last_chunk_monotonic: float = 0.0
 
     def finish(self) -> None:
         """End the span, and tell processors attached to this component."""
@@ -124,30 +131,32 @@ class RunRegistry:
     def pop(self, run_id: UUID) -> RunRecord | None:
         return self._runs.pop(run_id, None)
 
-    def pop_descendants(self, run_id: UUID) -> list[RunRecord]:
-        """Remove and return every open run below ``run_id`` (which has itself already ended).
+    def adopt(self, parent: RunRecord, child_id: UUID) -> None:
+        """Note ``child_id`` as an open child of ``parent``, so that a stopped parent can take
+        its unfinished children with it. Append-only on the hot path; ended children are pruned
+        whenever the list reaches a power of two, so it stays about the size of the open ones."""
+        children = parent.children
+        if children is None:
+            parent.children = [child_id]
+            return
+        children.append(child_id)
+        count = len(children)
+        if count >= 64 and count & (count - 1) == 0:
+            # Unlocked: a child appended by another thread during the rebuild can be dropped;
+            # it then ends by its own callback or, if LangChain never sends one, by the TTL.
+            runs = self._runs
+            parent.children = [child for child in children if child in runs]
 
-        A scan of the registry: it runs only when a run was stopped from outside, never on the
-        path of a normal end, so no run pays for child bookkeeping."""
-        below: dict[UUID, bool] = {run_id: True}
-        found: list[UUID] = []
-        for candidate_id, record in list(self._runs.items()):
-            chain: list[UUID] = []
-            parent_id: UUID | None = candidate_id
-            verdict = False
-            while parent_id is not None and len(chain) < 256:  # a bound, should parent links loop
-                known = below.get(parent_id)
-                if known is not None:
-                    verdict = known
-                    break
-                chain.append(parent_id)
-                parent = self._runs.get(parent_id) if parent_id != candidate_id else record
-                parent_id = parent.parent_run_id if parent is not None else None
-            for link in chain:
-                below[link] = verdict
-            if verdict:
-                found.append(candidate_id)
-        return [record for candidate_id in found if (record := self._runs.pop(candidate_id, None)) is not None]
+    def pop_descendants(self, record: RunRecord) -> list[RunRecord]:
+        """Remove and return every open run below ``record`` (which has itself already ended)."""
+        found: list[RunRecord] = []
+        pending = list(record.children or ())
+        while pending and len(found) < self._max_runs:  # a bound, should child links ever loop
+            child = self._runs.pop(pending.pop(), None)
+            if child is not None:
+                found.append(child)
+                pending.extend(child.children or ())
+        return found
 
     def clear(self, reason: str = "callscope: instrumentation was removed before this run ended") -> None:
         """End every open run's span as evicted and forget it (uninstrument, process exit)."""

@@ -13,15 +13,19 @@ and set them in one call.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+
 import functools
 import math
+from urllib.parse import urlsplit
 from itertools import islice
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
-from opentelemetry.semconv.attributes import error_attributes
+from opentelemetry.semconv.attributes import error_attributes, server_attributes
 
 from callscope._serialize import bound_text, encodable, to_json, to_jsonable
 
@@ -37,6 +41,14 @@ RETRIEVAL = gen_ai.GenAiOperationNameValues.RETRIEVAL.value
 CHAIN = "chain"  # callscope's own family for everything without a GenAI operation
 
 ERROR_TYPE = error_attributes.ERROR_TYPE
+SERVER_ADDRESS = server_attributes.SERVER_ADDRESS
+SERVER_PORT = server_attributes.SERVER_PORT
+
+# Where provider integrations keep a non-default endpoint among the constructor fields LangChain
+# serializes (only fields set away from their default are there): langchain-openai, -ollama,
+# Azure, -anthropic, Bedrock, -groq, -mistralai.
+_ENDPOINT_FIELDS = ("openai_api_base", "base_url", "azure_endpoint", "anthropic_api_url", "endpoint_url", "groq_api_base", "endpoint")
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 # callscope's own attributes.
 RUN_TYPE = "callscope.run.type"
@@ -144,7 +156,7 @@ def model_attributes(
     params = kwargs.get("invocation_params")
     params = params if isinstance(params, Mapping) else {}
     component = component_name(serialized, None, "model")
-    model = _first_str(metadata.get("ls_model_name"), params.get("model"), params.get("model_name"), params.get("model_id"))
+    model = request_model(metadata, params)
     attributes: Attributes = {
         gen_ai.GEN_AI_OPERATION_NAME: operation,
         gen_ai.GEN_AI_PROVIDER_NAME: provider_name(metadata.get("ls_provider"), component),
@@ -153,6 +165,9 @@ def model_attributes(
     }
     if model:
         attributes[gen_ai.GEN_AI_REQUEST_MODEL] = model
+    server = server_of(serialized)
+    if server is not None:
+        attributes[SERVER_ADDRESS], attributes[SERVER_PORT] = server
     sources = ({"temperature": metadata.get("ls_temperature"), "max_tokens": metadata.get("ls_max_tokens")}, params)
     for key, names, kind in _REQUEST_PARAMS:
         # Most parameters are absent: look names up first, convert only what is there.
@@ -187,6 +202,43 @@ def describe_text_completion(
     serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], tags: Iterable[str] | None, metadata: Mapping[str, Any] | None
 ) -> tuple[str, Attributes]:
     return model_attributes(TEXT_COMPLETION, serialized, kwargs, tags, metadata)
+
+
+def request_model(metadata: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
+    """``gen_ai.request.model``: LangChain's ``ls_model_name``, else the invocation params'."""
+    return _first_str(metadata.get("ls_model_name"), params.get("model"), params.get("model_name"), params.get("model_id"))
+
+
+def model_identity(
+    serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any], metadata: Mapping[str, Any] | None
+) -> tuple[str, str | None, tuple[str, int] | None]:
+    """The provider, requested model and server of a chat model / LLM run, exactly as its span
+    names them, without the rest of the start attributes (for metrics of runs that have no span)."""
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    params = kwargs.get("invocation_params")
+    params = params if isinstance(params, Mapping) else {}
+    provider = provider_name(metadata.get("ls_provider"), component_name(serialized, None, "model"))
+    return provider, request_model(metadata, params), server_of(serialized)
+
+
+def server_of(serialized: Mapping[str, Any] | None) -> tuple[str, int] | None:
+    """``server.address`` and ``server.port`` of the endpoint a model was constructed with, when
+    LangChain serialized one; only host and port are taken from the URL, never credentials or
+    paths. A model on its provider's default endpoint says nothing, so nothing is guessed."""
+    fields = serialized.get("kwargs") if isinstance(serialized, Mapping) else None
+    if not isinstance(fields, Mapping):
+        return None
+    for name in _ENDPOINT_FIELDS:
+        url = fields.get(name)
+        if not isinstance(url, str) or not url:
+            continue
+        try:
+            parts = urlsplit(url if "://" in url else f"//{url}")
+            host, port = parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        except ValueError:
+            return None
+        return (_label(host), port) if host and port else None
+    return None
 
 
 def provider_name(ls_provider: Any, component: str) -> str:
@@ -322,6 +374,16 @@ def _add_run_context(attributes: Attributes, tags: Iterable[str] | None, metadat
 
 
 # --- LangGraph control flow --------------------------------------------------------------------
+
+
+#: How a caller stops a run from outside: not a failure of the run.
+CANCELLATIONS = (asyncio.CancelledError, concurrent.futures.CancelledError)
+
+
+def ended_without_failure(error: BaseException) -> bool:
+    """A run that ended with ``error`` but did not fail: its consumer stopped reading (an
+    abandoned stream), its caller cancelled it, or LangGraph steered with it."""
+    return isinstance(error, (GeneratorExit, *CANCELLATIONS)) or control_flow_attributes(error) is not None
 
 
 def control_flow_attributes(error: BaseException) -> Attributes | None:

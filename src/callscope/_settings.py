@@ -42,6 +42,7 @@ class Settings:
     run_ttl_seconds: float = 3600.0
     max_attribute_length: int = 8192
     include_internal_handlers: bool = False
+    metrics: bool = True
 
     @classmethod
     def resolve(
@@ -52,6 +53,7 @@ class Settings:
         run_ttl_seconds: float | None = None,
         max_attribute_length: int | None = None,
         include_internal_handlers: bool | None = None,
+        metrics: bool | None = None,
     ) -> Settings:
         return cls(
             capture_content=_content_from(capture_content),
@@ -67,6 +69,7 @@ class Settings:
                 minimum=64,
             ),
             include_internal_handlers=_flag("include_internal_handlers", include_internal_handlers),
+            metrics=_metrics_from(metrics),
         )
 
 
@@ -126,6 +129,18 @@ def _ttl_from(argument: float | None) -> float:
         _log.warning("%s=%r is not a number >= 0; using 3600.", env.CALLSCOPE_RUN_TTL_SECONDS, raw)
         return 3600.0
     return value
+
+
+def _metrics_from(argument: bool | None) -> bool:
+    if argument is not None:
+        return _flag("metrics", argument)
+    raw = os.environ.get(env.CALLSCOPE_METRICS, "").strip().lower()
+    if not raw or raw == "true":
+        return True
+    if raw == "false":
+        return False
+    _log.warning("%s=%r is not true or false; metrics stay on.", env.CALLSCOPE_METRICS, raw)
+    return True
 
 
 def _flag(name: str, argument: bool | None) -> bool:

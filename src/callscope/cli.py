@@ -5,6 +5,9 @@
     callscope demo [--output PATH]             run the built-in example, write and show its spans
     callscope tree FILE [--trace ID]           show traces from an OTLP/JSON lines file
     callscope tree --jaeger URL --trace ID     show one trace from Jaeger v2's query API
+    callscope tree --jaeger URL --service NAME [--limit N] [--since AGE]
+                                               show a service's latest traces, newest first
+    callscope tree --jaeger URL                list the services Jaeger holds traces of
 
 Every failure prints one line, ``callscope: error: <problem>; <fix>``, on stderr and exits
 non-zero (see :class:`Exit`); ``--traceback`` re-raises instead, for bug reports.
@@ -13,32 +16,40 @@ non-zero (see :class:`Exit`); ``--traceback`` re-raises instead, for bug reports
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
-import socket
+import shlex
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
+from datetime import timedelta
 from enum import IntEnum, unique
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 from callscope._exceptions import CallscopeError
-from callscope._otlp_json import SpansRead, TraceDataError, parse_document, read_spans_file
+from callscope._jaeger import Jaeger, JaegerNotFoundError, JaegerUnavailableError
+from callscope._otlp_json import SpansRead, TraceDataError, read_spans_file
 from callscope._tree import TraceView, build_traces, render_legend, render_trace
 from callscope.version import __version__
+
+if TYPE_CHECKING:  # _demo imports LangChain, which `callscope tree` never needs
+    from callscope._demo import ModelSummary
 
 __all__ = ["Exit", "main"]
 
 JAEGER_TIMEOUT_SECONDS = 5.0
+#: ``callscope tree --jaeger URL --service NAME`` without --limit / --since.
+DEFAULT_LIMIT = 5
+DEFAULT_SINCE = "1h"
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_AGE = re.compile(r"(\d+)\s*([smhd])")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Rich falls back to 80 columns off a terminal; a piped tree is read in a file or a pager.
 _PIPE_WIDTH = 160
 
@@ -76,7 +87,9 @@ _EXIT_BY_ERROR: tuple[tuple[type[BaseException], Exit], ...] = (
     (UsageError, Exit.USAGE),
     (TraceDataError, Exit.BAD_INPUT),
     (InputError, Exit.BAD_INPUT),
+    (JaegerNotFoundError, Exit.BAD_INPUT),
     (UnavailableError, Exit.UNAVAILABLE),
+    (JaegerUnavailableError, Exit.UNAVAILABLE),
     (CallscopeError, Exit.ERROR),
 )
 
@@ -115,8 +128,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     tree.add_argument("file", nargs="?", type=Path, metavar="FILE", help="OTLP/JSON lines file, e.g. from `callscope demo`")
     tree.add_argument("--trace", metavar="ID", help="show only this trace (hex id; a unique prefix is enough for a file)")
-    tree.add_argument("--jaeger", metavar="URL", help="Jaeger v2 query base URL, e.g. http://localhost:16686")
+    tree.add_argument(
+        "--jaeger",
+        metavar="URL",
+        help="Jaeger v2 query base URL, e.g. http://localhost:16686; alone, lists Jaeger's services",
+    )
+    tree.add_argument("--service", metavar="NAME", help="with --jaeger: the latest traces of this service, newest first")
+    tree.add_argument(
+        "--limit", type=_positive_int, metavar="N", help=f"with --service: at most N traces (default {DEFAULT_LIMIT})"
+    )
+    tree.add_argument(
+        "--since",
+        type=_age,
+        metavar="AGE",
+        help=f"with --service: traces started in the last AGE, e.g. 30s, 15m, 2h, 7d (default {DEFAULT_SINCE})",
+    )
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of traces; pass e.g. --limit 10")
+    return value
+
+
+def _age(text: str) -> timedelta:
+    found = _AGE.fullmatch(text.strip().lower())
+    if found is None or int(found.group(1)) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age; pass a number and a unit: 30s, 15m, 2h or 7d")
+    return timedelta(seconds=int(found.group(1)) * _AGE_UNITS[found.group(2)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,7 +211,14 @@ def _run(argv: list[str]) -> Exit:
     out = _stdout_console()
     if args.command == "demo":
         return _demo(out, args.output)
-    return _tree(out, file=args.file, trace=args.trace, jaeger=args.jaeger)
+    if args.jaeger is not None:
+        if args.file is not None:
+            raise UsageError("give either FILE or --jaeger URL, not both; e.g. `callscope tree callscope-traces.jsonl`")
+        return _tree_from_jaeger(out, args.jaeger, trace=args.trace, service=args.service, limit=args.limit, since=args.since)
+    for flag, value in (("--service", args.service), ("--limit", args.limit), ("--since", args.since)):
+        if value is not None:
+            raise UsageError(f"{flag} goes with --jaeger URL; for a file, use --trace ID or show all its traces")
+    return _tree(out, file=args.file, trace=args.trace)
 
 
 def _stdout_console() -> Console:
@@ -204,7 +255,7 @@ class _LogLineFormatter(logging.Formatter):
 
 
 def _demo(out: Console, output: Path | None) -> Exit:
-    from callscope._demo import DEFAULT_OUTPUT, DemoResult, run_demo
+    from callscope._demo import DEFAULT_OUTPUT, DEFAULT_SERVICE_NAME, DemoResult, run_demo
 
     views: list[TraceView] = []
 
@@ -219,6 +270,9 @@ def _demo(out: Console, output: Path | None) -> Exit:
         out.print()
         _render(out, views)
         out.print(Text(f"see it again: callscope tree {result.output}", style="dim"))
+        if result.models:
+            out.print()
+            _render_models(out, result.models)
         if result.otlp_endpoint is not None:
             out.print(Text(f"sending the spans over OTLP ({result.otlp_protocol}) to {result.otlp_endpoint} ..."))
 
@@ -228,8 +282,36 @@ def _demo(out: Console, output: Path | None) -> Exit:
         # The SDK logs export failures above; it offers no way to ask whether this one worked.
         out.print(Text(f"done (service {service!r}; export errors, if any, are logged above)"))
         if _is_local(result.otlp_endpoint):
-            out.print(Text(f"with the docker-compose Jaeger: http://localhost:16686/search?service={service}"))
+            out.print(
+                Text(
+                    f"with docker-compose's Jaeger or deploy/jaeger.sh: callscope tree --jaeger http://localhost:16686 "
+                    f"--service {shlex.quote(service or DEFAULT_SERVICE_NAME)}"
+                )
+            )
     return Exit.OK
+
+
+def _render_models(out: Console, models: list[ModelSummary]) -> None:
+    table = Table(box=None, pad_edge=False, title_justify="left", title_style="bold")
+    table.title = "GenAI client metrics per model (gen_ai.client.*)"
+    for header in ("model", "runs", "errors", "p50 duration", "p95 duration", "input tokens", "output tokens"):
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for m in models:
+        table.add_row(
+            Text(m.model),
+            str(m.runs),
+            str(m.errors),
+            _seconds(m.p50_s),
+            _seconds(m.p95_s),
+            "-" if m.input_tokens is None else str(m.input_tokens),
+            "-" if m.output_tokens is None else str(m.output_tokens),
+        )
+    out.print(table)
+    out.print(Text("p50/p95 are estimated from the histogram buckets; '-': the model reported no usage", style="dim"))
+
+
+def _seconds(value: float) -> str:
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
 
 
 def _is_local(endpoint: str) -> bool:
@@ -245,24 +327,12 @@ def _is_local(endpoint: str) -> bool:
 # --- tree -------------------------------------------------------------------------------------
 
 
-def _tree(out: Console, *, file: Path | None, trace: str | None, jaeger: str | None) -> Exit:
-    if (file is None) == (jaeger is None):
+def _tree(out: Console, *, file: Path | None, trace: str | None) -> Exit:
+    if file is None:
         raise UsageError("give either FILE or --jaeger URL; e.g. `callscope tree callscope-traces.jsonl`")
-    if trace is not None:
-        trace = trace.strip().lower()
-        if not trace or not re.fullmatch(r"[0-9a-f]+", trace):
-            raise UsageError(f"--trace {trace!r} is not a hex trace id; copy the id from a tree title or Jaeger")
-    if jaeger is not None:
-        if trace is None:
-            raise UsageError("--jaeger needs --trace ID; copy the 32-digit trace id from Jaeger's UI")
-        if not _TRACE_ID.fullmatch(trace):
-            raise UsageError(f"--trace {trace!r} is not a 32-digit hex trace id; Jaeger needs the full id")
-        read = _fetch_jaeger(jaeger, trace)
-        source = f"Jaeger at {jaeger}"
-    else:
-        assert file is not None
-        read = read_spans_file(file)
-        source = str(file)
+    trace = _trace_option(trace)
+    read = read_spans_file(file)
+    source = str(file)
     views = build_traces(read.spans)
     if trace is not None:
         views = _pick(views, trace, source)
@@ -271,6 +341,72 @@ def _tree(out: Console, *, file: Path | None, trace: str | None, jaeger: str | N
     _render(out, views)
     if read.skipped_lines or read.skipped_spans:
         _report_skipped(read, source)
+    return Exit.OK
+
+
+def _trace_option(trace: str | None) -> str | None:
+    if trace is None:
+        return None
+    trace = trace.strip().lower()
+    if not trace or not re.fullmatch(r"[0-9a-f]+", trace):
+        raise UsageError(f"--trace {trace!r} is not a hex trace id; copy the id from a tree title or Jaeger")
+    return trace
+
+
+def _tree_from_jaeger(
+    out: Console,
+    url: str,
+    *,
+    trace: str | None,
+    service: str | None,
+    limit: int | None,
+    since: timedelta | None,
+) -> Exit:
+    try:
+        jaeger = Jaeger(url, timeout=JAEGER_TIMEOUT_SECONDS)
+    except ValueError:
+        raise UsageError(f"--jaeger {url!r} is not an http(s) URL; pass e.g. http://localhost:16686") from None
+    trace = _trace_option(trace)
+    source = f"Jaeger at {jaeger.base_url}"
+    if trace is not None and service is not None:
+        raise UsageError("give --trace ID or --service NAME, not both; --trace already names one trace")
+    if service is None and (limit is not None or since is not None):
+        raise UsageError("--limit and --since go with --service NAME; e.g. `--service callscope-demo --since 15m`")
+    if trace is not None:
+        if not _TRACE_ID.fullmatch(trace):
+            raise UsageError(f"--trace {trace!r} is not a 32-digit hex trace id; Jaeger needs the full id")
+        read = jaeger.trace(trace)
+        views = [view for view in build_traces(read.spans) if view.trace_id == trace]
+    elif service is not None:
+        if not service.strip():
+            raise UsageError("--service needs a name; run `callscope tree --jaeger URL` to list them")
+        since = since if since is not None else _age(DEFAULT_SINCE)
+        limit = limit if limit is not None else DEFAULT_LIMIT
+        read = jaeger.search(service, since=since, limit=limit)
+        views = build_traces(read.spans)
+        views.sort(key=lambda view: min((n.span.start_ns for n in view.roots), default=0), reverse=True)
+        views = views[:limit]
+    else:
+        return _list_services(out, jaeger)
+    if not views:
+        raise InputError(f"{source} returned no spans of the trace; retry in a few seconds (spans arrive in batches)")
+    _render(out, views)
+    if read.skipped_lines or read.skipped_spans:
+        _report_skipped(read, source)
+    return Exit.OK
+
+
+def _list_services(out: Console, jaeger: Jaeger) -> Exit:
+    services = jaeger.services()
+    if not services:
+        raise InputError(
+            f"Jaeger at {jaeger.base_url} holds no traces yet; send some, e.g. "
+            "`OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 callscope demo`"
+        )
+    out.print(Text(f"services in Jaeger at {jaeger.base_url}:"))
+    for name in services:
+        out.print(Text(f"  {name}"))
+    out.print(Text(f"show one: callscope tree --jaeger {jaeger.base_url} --service {services[0]}", style="dim"))
     return Exit.OK
 
 
@@ -307,55 +443,3 @@ def _report_skipped(read: SpansRead, source: str) -> None:
         Text(f"callscope: warning: skipped {' and '.join(parts)} of {source}{detail}; the rest is shown above"),
         markup=False,
     )
-
-
-def _fetch_jaeger(base_url: str, trace_id: str) -> SpansRead:
-    parts = urllib.parse.urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"--jaeger {base_url!r} is not an http(s) URL; pass e.g. http://localhost:16686")
-    url = f"{base_url.rstrip('/')}/api/v3/traces/{trace_id}"
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=JAEGER_TIMEOUT_SECONDS) as response:
-            body = response.read()
-    except urllib.error.HTTPError as error:
-        if error.code == 404:
-            raise InputError(
-                f"trace {trace_id} not found in Jaeger at {base_url}; check the id, "
-                "or wait a few seconds (spans are sent in batches) and retry"
-            ) from None
-        raise UnavailableError(
-            f"Jaeger at {base_url} answered HTTP {error.code} for {url}; check that URL is Jaeger v2's query port (16686)"
-        ) from None
-    except (TimeoutError, socket.timeout):
-        raise UnavailableError(
-            f"Jaeger at {base_url} did not answer within {JAEGER_TIMEOUT_SECONDS:g}s; check that it is up (`docker compose ps`)"
-        ) from None
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        if isinstance(reason, (TimeoutError, socket.timeout)):
-            raise UnavailableError(
-                f"Jaeger at {base_url} did not answer within {JAEGER_TIMEOUT_SECONDS:g}s; "
-                "check that it is up (`docker compose ps`)"
-            ) from None
-        raise UnavailableError(
-            f"cannot reach Jaeger at {base_url} ({getattr(reason, 'strerror', None) or reason}); "
-            "start it with `docker compose up -d` or pass the right --jaeger URL"
-        ) from None
-    try:
-        document = json.loads(body)
-    except ValueError:
-        raise UnavailableError(
-            f"{url} did not return JSON; pass Jaeger v2's query base URL, e.g. http://localhost:16686"
-        ) from None
-    if isinstance(document, dict) and isinstance(document.get("error"), dict):
-        message = document["error"].get("message", "unknown error")
-        if "not found" in str(message).lower():
-            raise InputError(f"trace {trace_id} not found in Jaeger at {base_url}; check the id") from None
-        raise UnavailableError(f"Jaeger at {base_url} answered: {message}; check its logs") from None
-    try:
-        return parse_document(document)
-    except TraceDataError:
-        raise UnavailableError(
-            f"{url} did not return OTLP/JSON; pass Jaeger v2's query base URL (Jaeger v1 has no /api/v3)"
-        ) from None

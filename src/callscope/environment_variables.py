@@ -31,6 +31,14 @@ because its end callback will evidently never come. ``0`` disables the age limit
 limit still applies). Default: ``3600``.
 """
 
+CALLSCOPE_METRICS = "CALLSCOPE_METRICS"
+"""
+.. envvar:: CALLSCOPE_METRICS
+
+``false`` turns callscope's GenAI client metrics off (spans are unaffected); ``true`` keeps them
+on. With no meter provider configured they cost nothing either way. Default: ``true``.
+"""
+
 CALLSCOPE_MAX_ATTRIBUTE_LENGTH = "CALLSCOPE_MAX_ATTRIBUTE_LENGTH"
 """
 .. envvar:: CALLSCOPE_MAX_ATTRIBUTE_LENGTH

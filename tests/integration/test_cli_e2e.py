@@ -102,10 +102,20 @@ def test_demo_exports_over_otlp_when_an_endpoint_is_set(rotel_receiver: Receiver
         for span in ss["spans"]
     }
     assert {row["span_id"] for row in rows} == from_file  # same spans, same hex ids
-    chat = [row for row in rows if row["name"] == "chat"]
-    # One answering model call per trace carries ModelLogger; the chains the demo runs in a worker
-    # thread have a model of their own.
-    assert len(chat) == 5 and sum("ModelLogger" in row["attributes"].get("callscope.handlers.local", []) for row in chat) == 3
+    chat = [row for row in rows if row["name"] == "chat fake-chat"]
+    assert chat and all("ModelLogger" in row["attributes"].get("callscope.handlers.local", []) for row in chat)
+    # The metrics go along, under the same service, and agree with the summary printed.
+    metrics = rotel_receiver.wait_for_metrics({"gen_ai.client.operation.duration", "gen_ai.client.token.usage"})
+    assert {row["service"] for row in metrics} == {"renamed-demo"}
+    # The answering model; the chain the demo runs in a worker thread has a model of its own.
+    duration = [
+        row
+        for row in metrics
+        if row["name"] == "gen_ai.client.operation.duration" and row["attributes"].get("gen_ai.request.model") == "fake-chat"
+    ][-1]
+    assert duration["count"] == len(chat) == 3
+    summary = next(line for line in done.stdout.splitlines() if line.startswith("chat fake-chat "))
+    assert summary.split()[2:4] == ["3", "0"]
 
 
 def test_demo_with_a_dead_collector_succeeds_without_waiting_for_the_export_timeout(tmp_path: Path) -> None:

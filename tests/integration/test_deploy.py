@@ -1,7 +1,9 @@
-"""docker-compose.yml and the collector config, validated offline (no Docker engine needed)."""
+"""docker-compose.yml and the collector config: checked against the compose spec offline (no
+Docker engine here), and the collector config loaded and run by a real collector build."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -9,6 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from callscope._otlp_json import read_spans_file
+from tests.integration.conftest import JaegerServer, clean_environment, free_port, stop, wait_for_port
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +62,18 @@ def test_jaeger_is_v2_pinned_and_published_on_loopback_only() -> None:
             assert port.startswith("127.0.0.1:"), port
 
 
+def _script_setting(name: str) -> str:
+    [value] = re.findall(rf"^{name}=(\S+)$", (ROOT / "deploy" / "jaeger.sh").read_text(), flags=re.MULTILINE)
+    return value
+
+
+def test_images_are_pinned_to_the_versions_the_tests_build() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    assert services["jaeger"]["image"] == f"jaegertracing/jaeger:{_script_setting('JAEGER_RELEASE')}"
+    collector = _script_setting("COLLECTOR_VERSION").removeprefix("v")
+    assert services["otel-collector"]["image"] == f"otel/opentelemetry-collector:{collector}"
+
+
 def test_collector_is_optional_and_forwards_otlp_to_jaeger() -> None:
     compose = yaml.safe_load(COMPOSE.read_text())
     collector = compose["services"]["otel-collector"]
@@ -71,6 +88,102 @@ def test_collector_is_optional_and_forwards_otlp_to_jaeger() -> None:
     [to_jaeger] = [name for name in pipeline["exporters"] if name.split("/")[0] in ("otlp_grpc", "otlp")]
     assert config["exporters"][to_jaeger]["endpoint"] == "jaeger:4317"
     assert config["exporters"][to_jaeger]["tls"]["insecure"] is True
+    for kind in ("receivers", "processors", "exporters"):
+        for name in pipeline.get(kind, []):
+            assert name in config[kind], f"pipeline uses undefined {kind[:-1]} {name}"
+
+
+# --- the collector config, loaded by a real collector ------------------------------------------
+
+
+def test_a_real_collector_accepts_the_collector_config(collector_binary: Path) -> None:
+    done = subprocess.run(
+        [str(collector_binary), "validate", "--config", str(COLLECTOR)],
+        env=clean_environment(), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_real_collector_rejects_an_unknown_exporter(collector_binary: Path, tmp_path: Path) -> None:
+    # The check above must be able to fail: a misspelt component type is refused by name.
+    broken = tmp_path / "otel-collector.yaml"
+    config = yaml.safe_load(COLLECTOR.read_text())
+    [to_jaeger] = [name for name in config["exporters"] if name != "debug"]
+    misspelt = "otlpp/" + to_jaeger.partition("/")[2]
+    config["exporters"][misspelt] = config["exporters"].pop(to_jaeger)
+    config["service"]["pipelines"]["traces"]["exporters"] = [misspelt, "debug"]
+    broken.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [str(collector_binary), "validate", "--config", str(broken)],
+        env=clean_environment(), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode != 0
+    assert "otlpp" in done.stderr
+
+
+def test_the_demo_goes_through_the_collector_into_jaeger(
+    collector_binary: Path, jaeger: JaegerServer, tmp_path: Path
+) -> None:
+    """demo → collector (deploy/otel-collector.yaml: OTLP in, batch, OTLP out) → Jaeger → tree."""
+    config = yaml.safe_load(COLLECTOR.read_text())
+    [to_jaeger] = [name for name in config["service"]["pipelines"]["traces"]["exporters"] if name != "debug"]
+    grpc_port, http_port = free_port(), free_port()
+    # Only the addresses change: compose's container names and ports become free loopback ones.
+    overlay = tmp_path / "loopback.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "receivers": {"otlp": {"protocols": {
+                    "grpc": {"endpoint": f"127.0.0.1:{grpc_port}"},
+                    "http": {"endpoint": f"127.0.0.1:{http_port}"},
+                }}},
+                "exporters": {to_jaeger: {"endpoint": jaeger.otlp_grpc.removeprefix("http://")}},
+                # The collector's own metrics would take the fixed port 8888.
+                "service": {"telemetry": {"metrics": {"level": "none"}}},
+            }
+        )
+    )
+    log = tmp_path / "collector.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(collector_binary), "--config", str(COLLECTOR), "--config", str(overlay)],
+            env=clean_environment(), stdout=sink, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_port(grpc_port, process, timeout=30, what="the collector")
+        service = "callscope-via-collector"
+        done = subprocess.run(
+            [sys.executable, "-m", "callscope", "demo", "--output", "out.jsonl"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+            env=clean_environment(
+                OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{grpc_port}", OTEL_SERVICE_NAME=service
+            ),
+        )
+        assert done.returncode == 0 and "Failed to export" not in done.stderr, done.stderr
+        written = read_spans_file(tmp_path / "out.jsonl").spans
+        for trace_id in dict.fromkeys(span.trace_id for span in written):
+            count = sum(span.trace_id == trace_id for span in written)
+            jaeger.wait_for_trace(trace_id, count)
+            tree = [sys.executable, "-m", "callscope", "tree"]
+            from_jaeger = subprocess.run(
+                [*tree, "--jaeger", jaeger.query_url, "--trace", trace_id],
+                cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False, env=clean_environment(),
+            )
+            from_file = subprocess.run(
+                [*tree, "out.jsonl", "--trace", trace_id],
+                cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False, env=clean_environment(),
+            )
+            assert from_jaeger.returncode == 0, from_jaeger.stderr
+            assert from_jaeger.stdout == from_file.stdout
+            assert f"{service} · {count} spans" in from_jaeger.stdout
+        # The debug exporter on the same pipeline saw them too.
+        assert "Traces" in log.read_text()
+    finally:
+        stop(process)
+def test_the_collector_accepts_the_metrics_jaeger_cannot_store() -> None:
+    config = yaml.safe_load(COLLECTOR.read_text())
+    pipeline = config["service"]["pipelines"]["metrics"]
+    assert pipeline["receivers"] == ["otlp"]
     for kind in ("receivers", "processors", "exporters"):
         for name in pipeline.get(kind, []):
             assert name in config[kind], f"pipeline uses undefined {kind[:-1]} {name}"

@@ -176,13 +176,21 @@ def test_a_hanging_collector_blocks_nothing(
 def test_configure_then_instrument_exports_through_the_global_provider(
     rotel_receiver: Receiver, otlp_env: pytest.MonkeyPatch
 ) -> None:
-    from opentelemetry import trace
+    from opentelemetry import metrics, trace
+    from opentelemetry.metrics import _internal as metrics_api
+    from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.util._once import Once
 
     def reset_global() -> None:
-        # The API sets the global provider once per process; the test must leave none behind.
+        # The API sets the global providers once per process; the test must leave none behind
+        # (configure() also sets a meter provider, since an endpoint is set).
         trace._TRACER_PROVIDER_SET_ONCE = Once()
         trace._TRACER_PROVIDER = None
+        meter_provider = metrics.get_meter_provider()
+        if isinstance(meter_provider, MeterProvider):
+            meter_provider.shutdown()
+        metrics_api._METER_PROVIDER_SET_ONCE = Once()
+        metrics_api._METER_PROVIDER = None
 
     otlp_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rotel_receiver.http_base)
     otlp_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
