@@ -19,7 +19,7 @@ DATA = Path(__file__).with_name("data")
 #: `curl -s localhost:16686/api/v3/traces/<the demo's first trace id>`.
 #: tests/integration/test_jaeger.py checks that a live server still answers in this shape.
 JAEGER_RESPONSE = DATA / "jaeger_v3_trace.json"
-JAEGER_TRACE_ID = "7b39238b9a92496e98a483e678c771be"
+JAEGER_TRACE_ID = "64acdd44fd838c66faf553f621e6b09b"
 #: What Jaeger v2.13.0 answers for an unknown trace id (HTTP 404, text/plain like every answer).
 JAEGER_NOT_FOUND = b'{"error":{"httpCode":404,"message":"No traces found"}}\n'
 #: Its GET /api/v3/services after that demo.
@@ -286,7 +286,7 @@ def test_tree_from_a_jaeger_v3_response(jaeger_stub: JaegerStub, capsys: pytest.
     url = jaeger_stub.url
     assert main(["tree", "--jaeger", url + "/", "--trace", JAEGER_TRACE_ID]) == Exit.OK
     out, err = capsys.readouterr()
-    assert f"trace {JAEGER_TRACE_ID}  callscope-demo · 9 spans" in out
+    assert f"trace {JAEGER_TRACE_ID}  callscope-demo · 15 spans" in out
     assert any(line.startswith("answer ") for line in out.splitlines())
     assert err == ""
 
@@ -313,7 +313,7 @@ def test_service_search_asks_for_a_window_and_more_traces_than_shown(
 
     url = jaeger_stub.url
     assert main(["tree", "--jaeger", url, "--service", "callscope-demo", "--since", "15m", "--limit", "2"]) == Exit.OK
-    assert f"trace {JAEGER_TRACE_ID}  callscope-demo · 9 spans" in capsys.readouterr().out
+    assert f"trace {JAEGER_TRACE_ID}  callscope-demo · 15 spans" in capsys.readouterr().out
     [search] = [path for path in jaeger_stub.requests if path.startswith("/api/v3/traces?")]
     query = {key: value for key, [value] in parse_qs(urlsplit(search).query).items()}
     assert query["query.service_name"] == "callscope-demo"
