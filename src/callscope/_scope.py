@@ -336,10 +336,11 @@ class _Run:
     operation: str
     handlers: RunHandlers
     dropped: tuple[str, ...]
-    #: The run's id and span: a handler failure reported after the run's span ended is
-    #: attributed to the run by these (a scan, on failures only).
+    #: The run's id and span context (not the span: a long root must not keep its ended
+    #: spans alive): a handler failure reported after the run's span ended is attributed to
+    #: the run by these (a scan, on failures only).
     run_id: Any = None
-    span: Any = None
+    span_context: Any = None
 
 
 @dataclass(slots=True, eq=False)
@@ -409,7 +410,13 @@ class TraceScope:
         return tuple(dict.fromkeys(lost))
 
     def record_run(
-        self, name: str, operation: str, handlers: RunHandlers, dropped: tuple[str, ...] = (), run_id: Any = None, span: Any = None
+        self,
+        name: str,
+        operation: str,
+        handlers: RunHandlers,
+        dropped: tuple[str, ...] = (),
+        run_id: Any = None,
+        span_context: Any = None,
     ) -> None:
         if handlers is not EMPTY:
             for label in handlers.local + handlers.inherited + handlers.filtered:
@@ -418,15 +425,16 @@ class TraceScope:
         if len(self._runs) < _MAX_TRACKED_RUNS:
             # The RunHandlers themselves, not a set built from them: membership is asked only
             # once, when the root ends, and most runs are never asked about at all.
-            self._runs.append(_Run(name, operation, handlers, dropped, run_id, span))
+            self._runs.append(_Run(name, operation, handlers, dropped, run_id, span_context))
         else:
             self._untracked_runs += 1
 
     def run_named(self, run_id: Any) -> tuple[str, Any] | None:
-        """``(name, span)`` of a run under this root, most recent first; None if not tracked."""
+        """``(name, span context)`` of a run under this root, most recent first; None if not
+        tracked."""
         for run in reversed(self._runs):
             if run.run_id == run_id:
-                return run.name, run.span
+                return run.name, run.span_context
         return None
 
     def record_dropped(self, step: str, labels: tuple[str, ...]) -> None:
