@@ -19,6 +19,7 @@ from callscope._tree import (
     HANDLERS_INHERITED,
     HANDLERS_LOCAL,
     build_traces,
+    failure_lines,
     format_duration,
     handler_cell,
     render_legend,
@@ -233,3 +234,14 @@ def test_legend_gives_every_cell_its_mark_and_meaning():
     text = out.getvalue()
     for cell, mark in [("local", "L"), ("inherited", "I"), ("failed", "X"), ("filtered", "F"), ("dropped", "D"), ("subtree", "T"), ("scope", "S")]:
         assert f"{cell} ({mark}): " in text
+
+
+def test_a_failure_whose_run_name_is_ambiguous_stays_on_the_parent_and_names_the_run(span_exporter, instrumented):
+    from langchain_core.runnables import RunnableParallel
+
+    model = FakeListChatModel(responses=["a"], callbacks=[FailsOnLLMEnd()])
+    RunnableParallel(first=model, second=model).invoke("q")
+    (view,) = build_traces(_records(span_exporter))
+    (parallel,) = [node for node, _ in view.walk() if node.span.name.startswith("RunnableParallel")]
+    assert [where for where, _ in failure_lines(view, parallel.span)] == ["FailsOnLLMEnd.on_llm_end of chat"] * 2
+    assert all(not failure_lines(view, child.span) for child in parallel.children)

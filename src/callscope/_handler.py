@@ -202,7 +202,7 @@ class SpanHandler(BaseCallbackHandler):
                 self.registry.adopt(parent, run_id)
             claim_run_body(operation, context)
             return record
-        scope.record_run(name, operation, handlers, dropped, run_id, span.get_span_context())
+        scope.record_run(name, operation, handlers, dropped, run_id)
         if _scope.DROPPED_IN in attributes:
             scope.record_dropped(step.name, dropped)  # type: ignore[union-attr]
         if enclosing is None:
@@ -310,10 +310,9 @@ class SpanHandler(BaseCallbackHandler):
         label = record.scope.label(failure.handler)
         span = record.span
         outcome = failure.error_type + (", aborted the run" if failure.aborts else "")
-        run_name, child_context = record.name, None
+        run_name = record.name
         if of_child is not None:
-            child = record.scope.run_named(of_child)
-            run_name, child_context = child if child is not None else (f"a child run of {record.name}", None)
+            run_name = record.scope.run_named(of_child) or f"a child run of {record.name}"
         record.scope.record_failure(label, failure.callback, run_name, outcome)
         if not span.is_recording() or record.failure_events >= _MAX_FAILURE_EVENTS:
             return
@@ -328,8 +327,6 @@ class SpanHandler(BaseCallbackHandler):
             attributes["callscope.handler.raise_error"] = True
         if of_child is not None:
             attributes[_scope.FAILURE_OF_RUN] = run_name
-            if child_context is not None:
-                attributes[_scope.FAILURE_OF_SPAN] = format(child_context.span_id, "016x")
         span.add_event(_scope.FAILURE_EVENT, attributes)
         if of_child is None and label not in record.failed and len(record.failed) < _scope._MAX_LABELS_PER_TRACE:
             record.failed += (label,)

@@ -71,9 +71,9 @@ FAILURE_HANDLER = "callscope.handler"
 FAILURE_CALLBACK = "callscope.callback"
 #: On a failure event recorded on a parent's span because the failing run's own span had ended
 #: (LangChain dispatched the callback to callscope before the failing handler): that run's
-#: name and span id, so a reader puts the failure where it happened.
+#: name, so a reader puts the failure under the child of that name. (Not its span id: keeping
+#: that for every run would cost every run, and nothing at all is spent until a handler fails.)
 FAILURE_OF_RUN = "callscope.callback.run"
-FAILURE_OF_SPAN = "callscope.callback.span_id"
 
 #: Why a handler missed a run, and the fix, in one phrase each.
 SCOPE, SUBTREE, FILTERED_REASON, DROPPED_REASON, FAILED_REASON = "scope", "subtree", "filtered", "dropped", "failed"
@@ -336,11 +336,9 @@ class _Run:
     operation: str
     handlers: RunHandlers
     dropped: tuple[str, ...]
-    #: The run's id and span context (not the span: a long root must not keep its ended
-    #: spans alive): a handler failure reported after the run's span ended is attributed to
-    #: the run by these (a scan, on failures only).
+    #: A handler failure reported after the run's span ended is attributed to the run by its
+    #: id (a scan, on failures only).
     run_id: Any = None
-    span_context: Any = None
 
 
 @dataclass(slots=True, eq=False)
@@ -416,7 +414,6 @@ class TraceScope:
         handlers: RunHandlers,
         dropped: tuple[str, ...] = (),
         run_id: Any = None,
-        span_context: Any = None,
     ) -> None:
         if handlers is not EMPTY:
             for label in handlers.local + handlers.inherited + handlers.filtered:
@@ -425,16 +422,15 @@ class TraceScope:
         if len(self._runs) < _MAX_TRACKED_RUNS:
             # The RunHandlers themselves, not a set built from them: membership is asked only
             # once, when the root ends, and most runs are never asked about at all.
-            self._runs.append(_Run(name, operation, handlers, dropped, run_id, span_context))
+            self._runs.append(_Run(name, operation, handlers, dropped, run_id))
         else:
             self._untracked_runs += 1
 
-    def run_named(self, run_id: Any) -> tuple[str, Any] | None:
-        """``(name, span context)`` of a run under this root, most recent first; None if not
-        tracked."""
+    def run_named(self, run_id: Any) -> str | None:
+        """The name of a run under this root, most recent first; None if not tracked."""
         for run in reversed(self._runs):
             if run.run_id == run_id:
-                return run.name, run.span_context
+                return run.name
         return None
 
     def record_dropped(self, step: str, labels: tuple[str, ...]) -> None:
@@ -474,7 +470,7 @@ class TraceScope:
             missed: list[str] = []
             for run in self._runs:
                 handlers = run.handlers
-                if handlers.received(label):
+                if label in handlers.local or label in handlers.inherited:
                     continue
                 if label in handlers.filtered:
                     reason = FILTERED_REASON

@@ -80,7 +80,7 @@ NO_DATA = "·"
 
 _FAILURE_HANDLER = "callscope.handler"
 _FAILURE_CALLBACK = "callscope.callback"
-_FAILURE_SPAN = "callscope.callback.span_id"
+_FAILURE_RUN = "callscope.callback.run"
 
 _CELL_STYLES = {
     LOCAL: "bold green",
@@ -209,10 +209,20 @@ def _build_trace(trace_id: str, members: dict[str, SpanRecord]) -> TraceView:
     view.inherited_labels = frozenset(label for node in nodes.values() for label in _labels(node.span, HANDLERS_INHERITED))
     for node in nodes.values():
         for failure in node.span.failures:
-            moved_to = failure.get(_FAILURE_SPAN)
-            where = moved_to if isinstance(moved_to, str) and moved_to in nodes else node.span.span_id
-            view.failures.setdefault(where, []).append(failure)
+            view.failures.setdefault(_failed_span(node, failure), []).append(failure)
     return view
+
+
+def _failed_span(node: SpanNode, failure: Mapping[str, Any]) -> str:
+    """The span a failure event belongs under: its own, or, for a failure callscope recorded on
+    the parent because the run's span had ended, the one child of that name (if the name is
+    ambiguous the failure stays on the parent, where its line names the run)."""
+    run = failure.get(_FAILURE_RUN)
+    if isinstance(run, str):
+        named = [child for child in node.children if child.span.name == run]
+        if len(named) == 1:
+            return named[0].span.span_id
+    return node.span.span_id
 
 
 def _reachable(roots: Sequence[SpanNode]) -> set[int]:
@@ -286,6 +296,9 @@ def failure_lines(view: TraceView, span: SpanRecord) -> list[tuple[str, str]]:
             what = what[: _MAX_STATUS_MESSAGE - 1] + "…"
         if failure.get("callscope.handler.raise_error"):
             what += " (raise_error: aborted the run)"
+        run = failure.get(_FAILURE_RUN)
+        if isinstance(run, str) and run != span.name:
+            where += f" of {run}"
         lines.append((where, what))
     return lines
 
