@@ -416,9 +416,11 @@ class TraceScope:
         run_id: Any = None,
     ) -> None:
         if handlers is not EMPTY:
-            for label in handlers.local + handlers.inherited + handlers.filtered:
-                if label not in self._seen and len(self._seen) < _MAX_LABELS_PER_TRACE:
-                    self._seen[label] = None
+            seen = self._seen
+            for labels in (handlers.local, handlers.inherited, handlers.filtered):
+                for label in labels:
+                    if label not in seen and len(seen) < _MAX_LABELS_PER_TRACE:
+                        seen[label] = None
         if len(self._runs) < _MAX_TRACKED_RUNS:
             # The RunHandlers themselves, not a set built from them: membership is asked only
             # once, when the root ends, and most runs are never asked about at all.
@@ -450,21 +452,24 @@ class TraceScope:
         """Root-span attributes: for every handler on a manager under this root, the runs under
         this root it missed, grouped by reason with the fix, and the callbacks it failed in."""
         total = len(self._runs)
-        # The runs where each label was given to a constructor, and the first run that inherited
-        # it (its subtree's top: runs start after their parents).
-        local_in: dict[str, dict[str, None]] = {}
-        inherited_from: dict[str, str] = {}
-        for run in self._runs:
-            for label in run.handlers.local:
-                local_in.setdefault(label, {})[run.name] = None
-            for label in run.handlers.inherited:
-                inherited_from.setdefault(label, run.name)
         failures: dict[str, list[tuple[str, str, str]]] = {}
         for label, callback, run_name, error_type in self._failures:
             failures.setdefault(label, []).append((callback, run_name, error_type))
+        # The runs where each label was given to a constructor, and the first run that inherited
+        # it (its subtree's top: runs start after their parents); built only once a miss needs it.
+        local_in: dict[str, dict[str, None]] = {}
+        inherited_from: dict[str, str] = {}
         summary: list[str] = []
         attributes: dict[str, Any] = {}
         for label in self._seen:
+            if label not in failures and all(label in run.handlers.local or label in run.handlers.inherited for run in self._runs):
+                continue  # the common case: it received every run, and never failed
+            if not local_in and not inherited_from:
+                for run in self._runs:
+                    for received in run.handlers.local:
+                        local_in.setdefault(received, {})[run.name] = None
+                    for received in run.handlers.inherited:
+                        inherited_from.setdefault(received, run.name)
             by_reason: dict[str, list[str]] = {}
             flags: dict[str, None] = {}
             missed: list[str] = []
