@@ -172,14 +172,14 @@ class SpanHandler(BaseCallbackHandler):
         # Classified before the span starts so the labels go in with the other start attributes
         # (one attribute-cleaning pass in the SDK instead of a set_attribute call per list).
         handlers = scope.handlers_of(manager, operation)
-        if handlers is not _scope.EMPTY:
-            if handlers.local:
-                attributes[_scope.LOCAL] = handlers.local
-            if handlers.inherited:
-                attributes[_scope.INHERITED] = handlers.inherited
-            if handlers.filtered:
-                attributes[_scope.FILTERED] = handlers.filtered
+        if handlers.local:
+            attributes[_scope.LOCAL] = handlers.local
+        if handlers.inherited:
+            attributes[_scope.INHERITED] = handlers.inherited
+        if handlers.filtered:
+            attributes[_scope.FILTERED] = handlers.filtered
         dropped: tuple[str, ...] = ()
+        dropped_in = None
         if parent is not None:
             if parent.dropped:
                 dropped = tuple(label for label in parent.dropped if not handlers.received(label) and label not in handlers.filtered)
@@ -188,7 +188,7 @@ class SpanHandler(BaseCallbackHandler):
             # lacks never reach it or anything under it.
             dropped = scope.lost_on_the_way(step.passes_down, manager, handlers, step.dropped)
             if dropped and set(dropped) - set(step.dropped):
-                attributes[_scope.DROPPED_IN] = step.name
+                dropped_in = attributes[_scope.DROPPED_IN] = step.name
         if dropped:
             attributes[_scope.DROPPED] = dropped
         span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
@@ -203,8 +203,8 @@ class SpanHandler(BaseCallbackHandler):
             claim_run_body(operation, context)
             return record
         scope.record_run(name, operation, handlers, dropped, run_id)
-        if _scope.DROPPED_IN in attributes:
-            scope.record_dropped(step.name, dropped)  # type: ignore[union-attr]
+        if dropped_in is not None:
+            scope.record_dropped(dropped_in, dropped)
         if enclosing is None:
             self._labels_by_trace.remember(span.get_span_context().trace_id, scope.labels)
         record = RunRecord(
@@ -217,7 +217,7 @@ class SpanHandler(BaseCallbackHandler):
             handlers=handlers,
             parent_run_id=parent_run_id,
             loses_children=operation == sc.CHAIN and name in _LOSES_CHILDREN,
-            passes_down=getattr(manager, "inheritable_handlers", None) or (),
+            passes_down=getattr(manager, "inheritable_handlers", None),
             dropped=dropped,
         )
         self.registry.add(run_id, record)
@@ -314,9 +314,9 @@ class SpanHandler(BaseCallbackHandler):
         if of_child is not None:
             run_name = record.scope.run_named(of_child) or f"a child run of {record.name}"
         record.scope.record_failure(label, failure.callback, run_name, outcome)
-        if not span.is_recording() or record.failure_events >= _MAX_FAILURE_EVENTS:
+        labels, events = record.failed or ((), 0)
+        if not span.is_recording() or events >= _MAX_FAILURE_EVENTS:
             return
-        record.failure_events += 1
         attributes: dict[str, Any] = {
             _scope.FAILURE_HANDLER: label,
             _scope.FAILURE_CALLBACK: failure.callback,
@@ -328,9 +328,10 @@ class SpanHandler(BaseCallbackHandler):
         if of_child is not None:
             attributes[_scope.FAILURE_OF_RUN] = run_name
         span.add_event(_scope.FAILURE_EVENT, attributes)
-        if of_child is None and label not in record.failed and len(record.failed) < _scope._MAX_LABELS_PER_TRACE:
-            record.failed += (label,)
-            span.set_attribute(_scope.FAILED, record.failed)
+        if of_child is None and label not in labels and len(labels) < _scope._MAX_LABELS_PER_TRACE:
+            labels += (label,)
+            span.set_attribute(_scope.FAILED, labels)
+        record.failed = (labels, events + 1)
 
     @_absorb
     def on_chain_start(

@@ -59,13 +59,14 @@ class RunRecord:
     loses_children: bool = False
     #: The starting manager's inheritable handlers (LangChain's own list, not copied): what
     #: this run's steps pass down, so a LangChain root started inside one can say what it lost.
-    passes_down: Any = ()
+    passes_down: Any = None
     #: Labels of the handlers this run lacks because its LangChain root started inside a step
     #: without the step's config (``_scope`` "dropped").
     dropped: tuple[str, ...] = ()
-    #: Labels of the handlers that raised from one of this run's callbacks.
-    failed: tuple[str, ...] = ()
-    failure_events: int = 0
+    #: Once another handler raised from one of this run's callbacks: the labels of those
+    #: handlers, and the number of failure events on the span (one field: every run pays for
+    #: each field's assignment).
+    failed: tuple[tuple[str, ...], int] | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
     first_chunk_monotonic: float | None = None
     chunks: int = 0

@@ -328,17 +328,10 @@ class LabelsByTrace:
             del self._by_trace[next(iter(self._by_trace))]
 
 
-@dataclass(slots=True, eq=False)
-class _Run:
-    """What the root's summary needs of one run under it."""
-
-    name: str
-    operation: str
-    handlers: RunHandlers
-    dropped: tuple[str, ...]
-    #: A handler failure reported after the run's span ended is attributed to the run by its
-    #: id (a scan, on failures only).
-    run_id: Any = None
+#: What the root's summary needs of one run under it: a plain tuple, built on every run.
+#: (name, operation, handlers, dropped labels, run id: a handler failure reported after the
+#: run's span ended is attributed to the run by its id, a scan on failures only.)
+_Run = tuple[str, str, RunHandlers, tuple[str, ...], Any]
 
 
 @dataclass(slots=True, eq=False)
@@ -417,22 +410,21 @@ class TraceScope:
     ) -> None:
         if handlers is not EMPTY:
             seen = self._seen
-            for labels in (handlers.local, handlers.inherited, handlers.filtered):
-                for label in labels:
-                    if label not in seen and len(seen) < _MAX_LABELS_PER_TRACE:
-                        seen[label] = None
+            for label in handlers.local + handlers.inherited + handlers.filtered:
+                if label not in seen and len(seen) < _MAX_LABELS_PER_TRACE:
+                    seen[label] = None
         if len(self._runs) < _MAX_TRACKED_RUNS:
             # The RunHandlers themselves, not a set built from them: membership is asked only
             # once, when the root ends, and most runs are never asked about at all.
-            self._runs.append(_Run(name, operation, handlers, dropped, run_id))
+            self._runs.append((name, operation, handlers, dropped, run_id))
         else:
             self._untracked_runs += 1
 
     def run_named(self, run_id: Any) -> str | None:
         """The name of a run under this root, most recent first; None if not tracked."""
-        for run in reversed(self._runs):
-            if run.run_id == run_id:
-                return run.name
+        for name, _, _, _, recorded_id in reversed(self._runs):
+            if recorded_id == run_id:
+                return name
         return None
 
     def record_dropped(self, step: str, labels: tuple[str, ...]) -> None:
@@ -462,32 +454,36 @@ class TraceScope:
         summary: list[str] = []
         attributes: dict[str, Any] = {}
         for label in self._seen:
-            if label not in failures and all(label in run.handlers.local or label in run.handlers.inherited for run in self._runs):
-                continue  # the common case: it received every run, and never failed
-            if not local_in and not inherited_from:
+            if label not in failures:
                 for run in self._runs:
-                    for received in run.handlers.local:
-                        local_in.setdefault(received, {})[run.name] = None
-                    for received in run.handlers.inherited:
-                        inherited_from.setdefault(received, run.name)
+                    handlers = run[2]
+                    if label not in handlers.local and label not in handlers.inherited:
+                        break
+                else:
+                    continue  # the common case: it received every run, and never failed
+            if not local_in and not inherited_from:
+                for name, _, handlers, _, _ in self._runs:
+                    for received in handlers.local:
+                        local_in.setdefault(received, {})[name] = None
+                    for received in handlers.inherited:
+                        inherited_from.setdefault(received, name)
             by_reason: dict[str, list[str]] = {}
             flags: dict[str, None] = {}
             missed: list[str] = []
-            for run in self._runs:
-                handlers = run.handlers
+            for name, operation, handlers, dropped, _ in self._runs:
                 if label in handlers.local or label in handlers.inherited:
                     continue
                 if label in handlers.filtered:
                     reason = FILTERED_REASON
-                    flags[IGNORE_CONDITION.get(run.operation, "ignore_*")] = None
-                elif label in run.dropped:
+                    flags[IGNORE_CONDITION.get(operation, "ignore_*")] = None
+                elif label in dropped:
                     reason = DROPPED_REASON
                 elif label in inherited_from:
                     reason = SUBTREE
                 else:
                     reason = SCOPE
-                by_reason.setdefault(reason, []).append(run.name)
-                missed.append(run.name)
+                by_reason.setdefault(reason, []).append(name)
+                missed.append(name)
             failed = failures.get(label, [])
             if not missed and not failed:
                 continue
