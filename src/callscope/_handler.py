@@ -223,7 +223,7 @@ class SpanHandler(BaseCallbackHandler):
         self.registry.add(run_id, record)
         if self._pending_failures:
             for failure in self._pending_failures.pop(run_id, ()):
-                self._apply_failure(record, failure)
+                self._apply_failure(record, run_id, failure)
         if parent is not None:
             self.registry.adopt(parent, run_id)
         claim_run_body(operation, context)
@@ -281,7 +281,7 @@ class SpanHandler(BaseCallbackHandler):
             run_id = kwargs.get("run_id")
             record = self.registry.get(run_id) if isinstance(run_id, UUID) else None
             if record is not None:
-                self._apply_failure(record, failure)
+                self._apply_failure(record, run_id, failure)
                 if failure.aborts and callback in _ENDS:
                     # LangChain re-raises now, so callscope's handler, later in this dispatch,
                     # never gets the end: give it the end it would have got, or the span stays
@@ -296,15 +296,16 @@ class SpanHandler(BaseCallbackHandler):
                 return
             # The run's span has ended (callscope's handler came first in this dispatch), or the
             # run never starts (a raise_error handler aborted its start): its parent's span says.
-            parent = self.registry.get(kwargs.get("parent_run_id"))
+            parent_run_id = kwargs.get("parent_run_id")
+            parent = self.registry.get(parent_run_id)
             if parent is not None:
-                self._apply_failure(parent, failure, of_child=run_id)
+                self._apply_failure(parent, parent_run_id, failure, of_child=run_id)
         except Exception:
             self._note_failure("recording another handler's failure", "LangChain's handling of it is unaffected")
 
-    def _apply_failure(self, record: RunRecord, failure: _Failure, *, of_child: Any = None) -> None:
-        """Record ``failure`` on ``record``'s span, or, ``of_child`` being a run id, on the span
-        of the parent ``record`` of that run, whose own span had already ended."""
+    def _apply_failure(self, record: RunRecord, run_id: Any, failure: _Failure, *, of_child: Any = None) -> None:
+        """Record ``failure`` on the span of ``record`` (run ``run_id``), or, ``of_child`` being a
+        run id, on the span of the parent ``record`` of that run, whose own span had ended."""
         if not record.sampled:
             return
         label = record.scope.label(failure.handler)
@@ -314,7 +315,7 @@ class SpanHandler(BaseCallbackHandler):
         if of_child is not None:
             run_name = record.scope.run_named(of_child) or f"a child run of {record.name}"
         record.scope.record_failure(label, failure.callback, run_name, outcome)
-        labels, events = record.failed or ((), 0)
+        labels, events = record.scope.failed_on(run_id)
         if not span.is_recording() or events >= _MAX_FAILURE_EVENTS:
             return
         attributes: dict[str, Any] = {
@@ -331,7 +332,7 @@ class SpanHandler(BaseCallbackHandler):
         if of_child is None and label not in labels and len(labels) < _scope._MAX_LABELS_PER_TRACE:
             labels += (label,)
             span.set_attribute(_scope.FAILED, labels)
-        record.failed = (labels, events + 1)
+        record.scope.set_failed_on(run_id, labels, events + 1)
 
     @_absorb
     def on_chain_start(

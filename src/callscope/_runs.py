@@ -63,10 +63,6 @@ class RunRecord:
     #: Labels of the handlers this run lacks because its LangChain root started inside a step
     #: without the step's config (``_scope`` "dropped").
     dropped: tuple[str, ...] = ()
-    #: Once another handler raised from one of this run's callbacks: the labels of those
-    #: handlers, and the number of failure events on the span (one field: every run pays for
-    #: each field's assignment).
-    failed: tuple[tuple[str, ...], int] | None = None
     started_monotonic: float = field(default_factory=time.monotonic)
     first_chunk_monotonic: float | None = None
     chunks: int = 0

@@ -350,6 +350,9 @@ class TraceScope:
     #: (label, callback, run name, error type), bounded; then a count of the rest.
     _failures: list[tuple[str, str, str, str]] = field(default_factory=list)
     _untracked_failures: int = 0
+    #: run id -> (labels of the handlers that failed in its callbacks, failure events on its
+    #: span): kept here, not on the run's record, so that runs nothing fails in pay nothing.
+    _failed_runs: dict[Any, tuple[tuple[str, ...], int]] = field(default_factory=dict)
 
     def label(self, handler: Any) -> str:
         return self.labels.label(handler)
@@ -431,6 +434,14 @@ class TraceScope:
         for label in labels:
             if len(self._dropped_in) < _MAX_LABELS_PER_TRACE:
                 self._dropped_in.setdefault(label, step)
+
+    def failed_on(self, run_id: Any) -> tuple[tuple[str, ...], int]:
+        """(labels, events) of the failures recorded on a run's span so far."""
+        return self._failed_runs.get(run_id, ((), 0))
+
+    def set_failed_on(self, run_id: Any, labels: tuple[str, ...], events: int) -> None:
+        if run_id in self._failed_runs or len(self._failed_runs) < _MAX_FAILURES_PER_TRACE:
+            self._failed_runs[run_id] = (labels, events)
 
     def record_failure(self, label: str, callback: str, run: str, error_type: str) -> None:
         if label not in self._seen and len(self._seen) < _MAX_LABELS_PER_TRACE:
