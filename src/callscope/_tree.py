@@ -13,6 +13,16 @@ not this one). callscope leaves out an empty list, so a callscope span with neit
 missed every handler. A span from another instrumentation (say, an HTTP client inside a tool)
 shows ``·``: handlers do not apply to it.
 
+Under each trace comes LangChain's root run's ``callscope.handlers.missed`` summary, the one-look
+answer to "which handler missed what".
+
+**Narrow terminals.** The tree fits the console's width by giving things up in this order:
+model and token details; then the handler words (``local``/``inherited``/``missed`` become
+``L``/``I``/``M`` under numbered columns, keyed above the tree) and the status column (a failing
+span gets ``✗`` before its name); then the duration column; last, long names continue on the
+next line. Every span keeps its name, its failure and each handler's scope; a failing span's
+message always has its own indented line(s).
+
 >>> from rich.console import Console
 >>> from callscope._otlp_json import read_spans_file
 >>> for view in build_traces(read_spans_file("callscope-traces.jsonl").spans):  # doctest: +SKIP
@@ -23,10 +33,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
-from rich import box
+from rich.cells import cell_len, chop_cells
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from callscope._otlp_json import SpanRecord
@@ -34,6 +44,10 @@ from callscope._otlp_json import SpanRecord
 __all__ = [
     "HANDLERS_INHERITED",
     "HANDLERS_LOCAL",
+    "HANDLERS_MISSED",
+    "TREE_ATTRIBUTES",
+    "Layout",
+    "Row",
     "SpanNode",
     "TraceView",
     "build_traces",
@@ -41,10 +55,31 @@ __all__ = [
     "handler_cell",
     "render_legend",
     "render_trace",
+    "select_rows",
 ]
 
 HANDLERS_LOCAL = "callscope.handlers.local"
 HANDLERS_INHERITED = "callscope.handlers.inherited"
+#: On LangChain's root run's span: one line per handler, "X saw 1 of 3 runs; missed ...".
+HANDLERS_MISSED = "callscope.handlers.missed"
+_REQUEST_MODEL = "gen_ai.request.model"
+_RESPONSE_MODEL = "gen_ai.response.model"
+_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+_ERROR_TYPE = "error.type"
+#: The span attributes the tree shows; a reader can drop the rest.
+TREE_ATTRIBUTES = frozenset(
+    {
+        HANDLERS_LOCAL,
+        HANDLERS_INHERITED,
+        HANDLERS_MISSED,
+        _REQUEST_MODEL,
+        _RESPONSE_MODEL,
+        _INPUT_TOKENS,
+        _OUTPUT_TOKENS,
+        _ERROR_TYPE,
+    }
+)
 #: The instrumentation scope name of callscope's spans (its tracer's name).
 CALLSCOPE_SCOPE = "callscope"
 
@@ -54,10 +89,13 @@ MISSED = "missed"
 NO_DATA = "·"
 
 _CELL_STYLES = {LOCAL: "bold green", INHERITED: "cyan", MISSED: "red", NO_DATA: "dim"}
+#: The compact layout's one-letter cells.
+_MARKS = {LOCAL: "L", INHERITED: "I", MISSED: "M", NO_DATA: "·"}
 _STATUS_STYLES = {"OK": "green", "UNSET": "dim", "ERROR": "bold red"}
-_MAX_STATUS_MESSAGE = 60
-# One ASCII character each, so that styled spans keep their offsets.
-_ASCII_MARKS = str.maketrans({"·": "-", "…": "~"})
+#: A failing span's message takes at most this many lines under it.
+_MAX_ERROR_LINES = 3
+# One ASCII character each, so that a line keeps its width.
+_ASCII_MARKS = str.maketrans({"·": ".", "…": "~", "✗": "X", "→": ">", "─": "-"})
 
 
 @dataclass(slots=True)
@@ -89,6 +127,18 @@ class TraceView:
         if not self.roots:
             return 0
         return max(n.span.end_ns for n in self.roots) - min(n.span.start_ns for n in self.roots)
+
+    @property
+    def failed(self) -> bool:
+        return any(node.span.status_code == "ERROR" for node, _ in self.walk())
+
+    def missed_summaries(self) -> list[tuple[str, list[str]]]:
+        """``(run name, summary lines)`` of each LangChain root run in the trace."""
+        return [
+            (node.span.name, _labels(node.span, HANDLERS_MISSED))
+            for node, _ in self.walk()
+            if HANDLERS_MISSED in node.span.attributes
+        ]
 
     def walk(self) -> Iterable[tuple[SpanNode, tuple[bool, ...]]]:
         """Depth-first, yielding each node with the "is last child" flags of its ancestry."""
@@ -171,7 +221,7 @@ def _labels(span: SpanRecord, key: str) -> list[str]:
     value = span.attributes.get(key)
     if isinstance(value, str):
         return [value]
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [str(item) for item in value if item is not None]
     return []
 
@@ -198,67 +248,261 @@ def format_duration(duration_ns: int) -> str:
     return f"{ms / 1000:.2f} s"
 
 
-def render_trace(view: TraceView, console: Console) -> None:
-    """Print one trace as a table. Styles are dropped by ``console`` itself when it writes to a
-    pipe or ``NO_COLOR`` is set, leaving the same words in plain text."""
-    unicode = _can_draw(console)
-    table = Table(
-        box=box.SIMPLE_HEAD if unicode else box.ASCII2,
-        show_edge=False,
-        pad_edge=False,
-    )
-    table.add_column("span", no_wrap=True, overflow="ellipsis")
-    table.add_column("duration", justify="right", no_wrap=True)
-    table.add_column("status", overflow="fold")
-    for label in view.handlers:
-        table.add_column(label, justify="center", no_wrap=True)
-    for node, lasts in view.walk():
-        span = node.span
-        name = Text(_branch(lasts, unicode), style="dim")
-        name.append(span.name or "(unnamed)", style="bold red" if span.status_code == "ERROR" else "")
-        if node.orphan:
-            name.append(f"  (parent {span.parent_id} not in data)", style="dim italic")
-        cells = [
-            Text(_ascii(cell, unicode), style=_CELL_STYLES[cell])
-            for cell in (handler_cell(span, label) for label in view.handlers)
+class Layout(Enum):
+    """How much a trace's table shows; the widest that fits the console is used."""
+
+    #: ``local``/``inherited``/``missed`` under handler names, status and duration columns.
+    FULL = "full"
+    #: One-letter marks under numbered handler columns, ``✗`` before a failing span's name.
+    COMPACT = "compact"
+    #: COMPACT without the duration column.
+    NARROW = "narrow"
+
+
+@dataclass(slots=True)
+class Row:
+    """One span line: the node, its ancestry's "is last child" flags, and how many of its
+    descendants ``--depth`` left out."""
+
+    node: SpanNode
+    lasts: tuple[bool, ...]
+    hidden: int = 0
+
+
+def select_rows(view: TraceView, *, max_depth: int | None = None, errors_only: bool = False) -> list[Row]:
+    """The rows to draw, depth first: every span, or only the failing ones and their ancestors,
+    down to ``max_depth`` levels (1 = the roots only)."""
+    keep = _failing_and_ancestors(view) if errors_only else None
+    sizes = _subtree_sizes(view) if max_depth is not None else {}
+
+    def shown(nodes: list[SpanNode]) -> list[SpanNode]:
+        return nodes if keep is None else [node for node in nodes if id(node) in keep]
+
+    rows: list[Row] = []
+    roots = shown(view.roots)
+    stack = [(node, (i == len(roots) - 1,)) for i, node in reversed(list(enumerate(roots)))]
+    while stack:
+        node, lasts = stack.pop()
+        if max_depth is not None and len(lasts) >= max_depth:
+            rows.append(Row(node, lasts, sizes[id(node)] - 1))
+            continue
+        rows.append(Row(node, lasts))
+        children = shown(node.children)
+        for i, child in reversed(list(enumerate(children))):
+            stack.append((child, (*lasts, i == len(children) - 1)))
+    return rows
+
+
+def _children_first(view: TraceView) -> list[SpanNode]:
+    return [node for node, _ in view.walk()][::-1]
+
+
+def _failing_and_ancestors(view: TraceView) -> set[int]:
+    keep: set[int] = set()
+    for node in _children_first(view):
+        if node.span.status_code == "ERROR" or any(id(child) in keep for child in node.children):
+            keep.add(id(node))
+    return keep
+
+
+def _subtree_sizes(view: TraceView) -> dict[int, int]:
+    sizes: dict[int, int] = {}
+    for node in _children_first(view):
+        sizes[id(node)] = 1 + sum(sizes[id(child)] for child in node.children)
+    return sizes
+
+
+Segment = tuple[str, str]  # text, rich style
+
+
+def render_trace(
+    view: TraceView, console: Console, *, max_depth: int | None = None, errors_only: bool = False
+) -> Layout | None:
+    """Print one trace, fitted to ``console.width``; return the layout used (None: no row to
+    show). Plain text, without any style codes, off a terminal or under ``NO_COLOR``."""
+    rows = select_rows(view, max_depth=max_depth, errors_only=errors_only)
+    if not rows:
+        return None
+    layout, lines = _draw(view, rows, console.width, _can_draw(console))
+    _write(console, lines)
+    return layout
+
+
+def render_legend(console: Console, layouts: Iterable[Layout] = (Layout.FULL,)) -> None:
+    """What the handler cells mean, for the layouts used; print it once, after the traces."""
+    layouts = set(layouts)
+    items = []
+    if Layout.FULL in layouts:
+        items += [
+            f"{LOCAL}: the component's constructor handler",
+            f"{INHERITED}: a runtime handler, passed down",
+            f"{MISSED}: never saw that run",
         ]
-        table.add_row(name, format_duration(span.duration_ns), _ascii(_status(span), unicode), *cells)
-    # The title is printed on its own line: as a table title it would wrap to the table's width.
-    console.print(_ascii(_title(view), unicode))
-    console.print(table)
+    compact = bool(layouts - {Layout.FULL})
+    if compact:
+        items += [
+            f"{_MARKS[LOCAL]} = {LOCAL} (constructor handler)",
+            f"{_MARKS[INHERITED]} = {INHERITED} (runtime handler, passed down)",
+            f"{_MARKS[MISSED]} = {MISSED} (never saw that run)",
+        ]
+    items.append(f"{NO_DATA}: not a LangChain run")
+    if compact:
+        items.append("✗: failed")
+    lines = [[(line, "dim")] for line in _wrap_items(items, " · ", console.width)]
+    if not _can_draw(console):
+        lines = [[(text.translate(_ASCII_MARKS), style) for text, style in line] for line in lines]
+    _write(console, lines)
 
 
-def render_legend(console: Console) -> None:
-    """One line explaining the handler cells; print it once, after the traces."""
-    legend = Text(
-        f"{LOCAL}: the component's constructor handler · {INHERITED}: a runtime handler, passed down"
-        f" · {MISSED}: never saw that run · {NO_DATA}: not a LangChain run",
-        style="dim",
-    )
-    console.print(_ascii(legend, _can_draw(console)))
+def _draw(view: TraceView, rows: list[Row], width: int, unicode: bool) -> tuple[Layout, list[list[Segment]]]:
+    labels = view.handlers
+    failed_mark = "✗ "
+    # Per row: guides, the guides its continuation lines take, name text, details, cells.
+    prepared = []
+    for i, row in enumerate(rows):
+        span = row.node.span
+        has_children_shown = i + 1 < len(rows) and len(rows[i + 1].lasts) > len(row.lasts)
+        name = (span.name or "(unnamed)") + (f" (+{row.hidden} below)" if row.hidden else "")
+        if row.node.orphan:
+            name += f"  (parent {span.parent_id} not in data)"
+        prepared.append(
+            (
+                _branch(row.lasts, unicode),
+                _continuation(row.lasts, has_children_shown, unicode),
+                name,
+                _details(span),
+                span,
+            )
+        )
+    dur_w = max(len("duration"), *(len(format_duration(p[4].duration_ns)) for p in prepared))
+    status_w = max(len("status"), *(len(_status_word(p[4])) for p in prepared))
+    word_ws = [max(_cells(label), len(INHERITED)) for label in labels]
+    mark_w = len(str(len(labels)))
+    marks_total = (1 + len(labels) * (1 + mark_w)) if labels else 0
+    bare = max(_cells(p[0]) + _cells(p[2]) for p in prepared)
+    detailed = max(_cells(p[0]) + _cells(p[2]) + (2 + _cells(p[3]) if p[3] else 0) for p in prepared)
+    marked = max(_cells(p[0]) + _cells(p[2]) + (2 if p[4].status_code == "ERROR" else 0) for p in prepared)
+    full_fixed = 2 + dur_w + 2 + status_w + sum(2 + w for w in word_ws)
+    choices = [
+        (Layout.FULL, True, max(detailed, 4), full_fixed),
+        (Layout.FULL, False, max(bare, 4), full_fixed),
+        (Layout.COMPACT, False, max(marked, 4), 2 + dur_w + marks_total),
+        (Layout.NARROW, False, max(marked, 4), marks_total),
+    ]
+    for layout, with_details, name_w, fixed in choices:
+        if name_w + fixed <= width:
+            break
+    else:
+        layout, with_details, name_w = Layout.NARROW, False, max(width - marks_total, 12)
+    compact = layout is not Layout.FULL
+
+    lines: list[list[Segment]] = []
+    lines += _title(view, width)
+    if compact and labels:
+        key = [f"{i} {label}" for i, label in enumerate(labels, start=1)]
+        lines += [[(text, "dim")] for text in _wrap_items(key, "  ", width, first="handlers: ", rest="  ")]
+    header: list[Segment] = [(_pad("span", name_w), "bold")]
+    if layout is not Layout.NARROW:
+        header.append(("  " + "duration".rjust(dur_w), "bold"))
+    if layout is Layout.FULL:
+        header.append(("  " + "status".ljust(status_w), "bold"))
+        header += [("  " + _center(label, w), "bold") for label, w in zip(labels, word_ws, strict=True)]
+    elif labels:
+        header.append((" " + "".join(" " + str(i).rjust(mark_w) for i in range(1, len(labels) + 1)), "bold"))
+    lines.append(header)
+    lines.append([("─" * min(width, sum(_cells(text) for text, _ in header)), "dim")])
+
+    for guides, continuation, name, details, span in prepared:
+        failed = span.status_code == "ERROR"
+        mark = failed_mark if compact and failed else ""
+        room = max(name_w - len(mark) - 8, 0)
+        guides, continuation = _squeeze(guides, room), _squeeze(continuation, room)
+        first_room = max(name_w - _cells(guides) - len(mark), 1)
+        chunks = _chop(name, first_room, max(name_w - _cells(continuation), 1))
+        line: list[Segment] = [(guides, "dim")]
+        if mark:
+            line.append((mark, "bold red"))
+        line.append((chunks[0], "bold red" if failed else ""))
+        used = _cells(guides) + len(mark) + _cells(chunks[0])
+        if with_details and details:
+            line.append(("  " + details, "dim"))
+            used += 2 + _cells(details)
+        line.append((" " * (name_w - used), ""))
+        if layout is not Layout.NARROW:
+            line.append(("  " + format_duration(span.duration_ns).rjust(dur_w), ""))
+        cells = [handler_cell(span, label) for label in labels]
+        if layout is Layout.FULL:
+            line.append(("  " + _status_word(span).ljust(status_w), _STATUS_STYLES.get(span.status_code, "")))
+            line += [("  " + _center(cell, w), _CELL_STYLES[cell]) for cell, w in zip(cells, word_ws, strict=True)]
+        elif labels:
+            line.append((" ", ""))
+            line += [(" " + _MARKS[cell].rjust(mark_w), _CELL_STYLES[cell]) for cell in cells]
+        lines.append(line)
+        lines += [[(continuation, "dim"), (chunk, "bold red" if failed else "")] for chunk in chunks[1:]]
+        if failed:
+            message = span.status_message or str(span.attributes.get(_ERROR_TYPE) or "")
+            if message:
+                lines += [[(continuation, "dim"), (text, "red")] for text in _error_lines(message, width - _cells(continuation))]
+
+    summaries = view.missed_summaries()
+    for run, summary in summaries:
+        label = "missed: " if len(summaries) == 1 else f"missed ({run}): "
+        for entry in summary:
+            wrapped = _wrap_words(entry, max(width - len(label), 20))
+            lines.append([(label, "bold"), (wrapped[0], "")])
+            lines += [[(" " * len(label), ""), (text, "")] for text in wrapped[1:]]
+            label = " " * len(label)
+    if not unicode:
+        lines = [[(text.translate(_ASCII_MARKS), style) for text, style in line] for line in lines]
+    return layout, lines
+
+
+def _write(console: Console, lines: list[list[Segment]]) -> None:
+    """Plain strings straight to the file when there is no colour to show (rich would keep bold
+    and dim under NO_COLOR, and costs more per line than a big tree can afford)."""
+    if console.no_color or console.color_system is None:
+        text = "\n".join("".join(text for text, _ in line).rstrip() for line in lines) + "\n"
+        encoding = console.encoding or "utf-8"
+        if not encoding.lower().replace("-", "").startswith("utf"):
+            text = text.encode(encoding, "replace").decode(encoding)
+        console.file.write(text)
+    else:
+        for start in range(0, len(lines), 2000):
+            texts = [Text.assemble(*line) for line in lines[start : start + 2000]]
+            for text in texts:
+                text.rstrip()
+            console.print(Text("\n").join(texts), soft_wrap=True)
+    console.file.flush()
 
 
 def _can_draw(console: Console) -> bool:
     return console.encoding.lower().replace("-", "").startswith("utf")
 
 
-def _ascii(text: Text | str, unicode: bool) -> Text | str:
-    """``text`` with its few non-ASCII marks replaced, for a console that cannot encode them."""
-    if unicode:
-        return text
-    if isinstance(text, str):
-        return text.translate(_ASCII_MARKS)
-    plain = text.copy()
-    plain.plain = text.plain.translate(_ASCII_MARKS)  # same length, so the styles still fit
-    return plain
+def _title(view: TraceView, width: int) -> list[list[Segment]]:
+    head = f"trace {view.trace_id}"
+    spans = f"{view.span_count} span{'s' if view.span_count != 1 else ''}"
+    details = " · ".join([view.service_name or "unknown service", spans, format_duration(view.duration_ns)])
+    if len(head) + 2 + _cells(details) <= width:
+        return [[(head, "bold"), ("  " + details, "dim")]]
+    return [[(head, "bold")], [("  " + details, "dim")]]
 
 
-def _title(view: TraceView) -> Text:
-    title = Text(f"trace {view.trace_id}", style="bold")
-    details = [view.service_name or "unknown service", f"{view.span_count} span{'s' if view.span_count != 1 else ''}"]
-    details.append(format_duration(view.duration_ns))
-    title.append("  " + " · ".join(details), style="dim")
-    return title
+def _details(span: SpanRecord) -> str:
+    """A model span's model (unless its name says it) and token counts."""
+    attributes = span.attributes
+    parts = []
+    model = attributes.get(_RESPONSE_MODEL) or attributes.get(_REQUEST_MODEL)
+    if isinstance(model, str) and model and model not in span.name:
+        parts.append(model)
+    tokens_in, tokens_out = attributes.get(_INPUT_TOKENS), attributes.get(_OUTPUT_TOKENS)
+    if isinstance(tokens_in, int) or isinstance(tokens_out, int):
+        parts.append(f"{tokens_in if isinstance(tokens_in, int) else '?'}→{tokens_out if isinstance(tokens_out, int) else '?'} tokens")
+    return " · ".join(parts)
+
+
+def _status_word(span: SpanRecord) -> str:
+    return span.status_code.lower()
 
 
 def _branch(lasts: tuple[bool, ...], unicode: bool) -> str:
@@ -270,10 +514,85 @@ def _branch(lasts: tuple[bool, ...], unicode: bool) -> str:
     return guides + (corner if lasts[-1] else tee)
 
 
-def _status(span: SpanRecord) -> Text:
-    if span.status_code == "ERROR":
-        message = span.status_message
-        if len(message) > _MAX_STATUS_MESSAGE:
-            message = message[: _MAX_STATUS_MESSAGE - 1] + "…"
-        return Text(f"error: {message}" if message else "error", style=_STATUS_STYLES["ERROR"])
-    return Text(span.status_code.lower(), style=_STATUS_STYLES.get(span.status_code, ""))
+def _continuation(lasts: tuple[bool, ...], has_children: bool, unicode: bool) -> str:
+    """The guides in front of a row's second and further lines: its ancestors' lines, and its
+    own line down to its children."""
+    pipe, blank = ("│  ", "   ") if unicode else ("|  ", "   ")
+    guides = "".join(blank if last else pipe for last in lasts[1:])
+    return guides + (pipe[:2] if has_children else "  ")
+
+
+def _squeeze(guides: str, room: int) -> str:
+    """Guides of a very deep span, cut from the left so the name keeps some room."""
+    if len(guides) <= room:
+        return guides
+    return "…" + guides[len(guides) - room + 1 :] if room > 1 else ""
+
+
+def _cells(text: str) -> int:
+    return len(text) if text.isascii() else cell_len(text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(width - _cells(text), 0)
+
+
+def _center(text: str, width: int) -> str:
+    gap = max(width - _cells(text), 0)
+    return " " * (gap // 2) + text + " " * (gap - gap // 2)
+
+
+def _chop(text: str, first: int, rest: int) -> list[str]:
+    """``text`` in pieces of at most ``first`` cells, then ``rest`` cells."""
+    if _cells(text) <= first:
+        return [text]
+    if text.isascii():
+        chunks = [text[:first]]
+        chunks += [text[i : i + rest] for i in range(first, len(text), rest)]
+        return chunks
+    head = chop_cells(text, first)[0]
+    return [head, *chop_cells(text[len(head) :], rest)]
+
+
+def _error_lines(message: str, width: int) -> list[str]:
+    lines = _wrap_words(" ".join(message.split()), max(width, 10))
+    if len(lines) > _MAX_ERROR_LINES:
+        lines = lines[:_MAX_ERROR_LINES]
+        lines[-1] = lines[-1][: max(width, 10) - 1] + "…"
+    return lines
+
+
+def _wrap_words(text: str, width: int) -> list[str]:
+    lines: list[str] = []
+    current = ""
+    for word in text.split(" "):
+        while _cells(word) > width:
+            if current:
+                lines.append(current)
+                current = ""
+            head = chop_cells(word, width)[0]
+            lines.append(head)
+            word = word[len(head) :]
+        candidate = f"{current} {word}" if current else word
+        if _cells(candidate) <= width:
+            current = candidate
+        else:
+            lines.append(current)
+            current = word
+    lines.append(current)
+    return lines
+
+
+def _wrap_items(items: list[str], separator: str, width: int, first: str = "", rest: str = "") -> list[str]:
+    lines: list[str] = []
+    current = first
+    for item in items:
+        start = current in (first, rest)
+        candidate = current + item if start else current + separator + item
+        if _cells(candidate) <= width or start:
+            current = candidate
+        else:
+            lines.append(current)
+            current = rest + item
+    lines.append(current)
+    return lines

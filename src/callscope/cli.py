@@ -3,7 +3,8 @@
 ::
 
     callscope demo [--output PATH]             run the built-in example, write and show its spans
-    callscope tree FILE [--trace ID]           show traces from an OTLP/JSON lines file
+    callscope tree FILE [--trace ID | --limit N] [--errors-only] [--depth N]
+                                               show traces from an OTLP/JSON lines file (- = stdin)
     callscope tree --jaeger URL --trace ID     show one trace from Jaeger v2's query API
 
 Every failure prints one line, ``callscope: error: <problem>; <fix>``, on stderr and exits
@@ -31,8 +32,8 @@ from rich.console import Console
 from rich.text import Text
 
 from callscope._exceptions import CallscopeError
-from callscope._otlp_json import SpansRead, TraceDataError, parse_document, read_spans_file
-from callscope._tree import TraceView, build_traces, render_legend, render_trace
+from callscope._otlp_json import SpansFile, SpansRead, TraceDataError, parse_document, read_spans_file
+from callscope._tree import TREE_ATTRIBUTES, Layout, TraceView, build_traces, render_legend, render_trace
 from callscope.version import __version__
 
 __all__ = ["Exit", "main"]
@@ -113,10 +114,28 @@ def _parser() -> argparse.ArgumentParser:
         help="show traces from an OTLP/JSON lines file or from Jaeger",
         description="Show traces as a tree with one column per callback handler.",
     )
-    tree.add_argument("file", nargs="?", type=Path, metavar="FILE", help="OTLP/JSON lines file, e.g. from `callscope demo`")
+    tree.add_argument(
+        "file", nargs="?", type=Path, metavar="FILE", help="OTLP/JSON lines file, e.g. from `callscope demo`; - reads standard input"
+    )
     tree.add_argument("--trace", metavar="ID", help="show only this trace (hex id; a unique prefix is enough for a file)")
     tree.add_argument("--jaeger", metavar="URL", help="Jaeger v2 query base URL, e.g. http://localhost:16686")
+    tree.add_argument("--limit", type=_positive_int, metavar="N", help="with FILE: only the N traces written last")
+    tree.add_argument("--errors-only", action="store_true", help="only failing spans, with their ancestors")
+    tree.add_argument("--depth", type=_positive_int, metavar="N", help="only N levels of each tree (1 = the root runs)")
+    for command in (demo, tree):
+        # Accepted after the command too; the top-level flag would otherwise be "unrecognized".
+        command.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0; pass e.g. 10")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,9 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print()
         return Exit.INTERRUPTED
     except Exception as error:
-        if show_traceback:
-            raise
         status, message = _describe(error)
+        # --traceback is for bug reports: a mistake in the input or the command line stays one line.
+        if show_traceback and status is Exit.ERROR:
+            raise
         err.print(Text(f"callscope: error: {message}"), markup=False)
         return status
 
@@ -167,7 +187,15 @@ def _run(argv: list[str]) -> Exit:
     out = _stdout_console()
     if args.command == "demo":
         return _demo(out, args.output)
-    return _tree(out, file=args.file, trace=args.trace, jaeger=args.jaeger)
+    return _tree(
+        out,
+        file=args.file,
+        trace=args.trace,
+        jaeger=args.jaeger,
+        limit=args.limit,
+        errors_only=args.errors_only,
+        depth=args.depth,
+    )
 
 
 def _stdout_console() -> Console:
@@ -243,54 +271,125 @@ def _is_local(endpoint: str) -> bool:
 # --- tree -------------------------------------------------------------------------------------
 
 
-def _tree(out: Console, *, file: Path | None, trace: str | None, jaeger: str | None) -> Exit:
+def _tree(
+    out: Console,
+    *,
+    file: Path | None,
+    trace: str | None,
+    jaeger: str | None,
+    limit: int | None = None,
+    errors_only: bool = False,
+    depth: int | None = None,
+) -> Exit:
     if (file is None) == (jaeger is None):
         raise UsageError("give either FILE or --jaeger URL; e.g. `callscope tree callscope-traces.jsonl`")
     if trace is not None:
         trace = trace.strip().lower()
         if not trace or not re.fullmatch(r"[0-9a-f]+", trace):
             raise UsageError(f"--trace {trace!r} is not a hex trace id; copy the id from a tree title or Jaeger")
+    if trace is not None and limit is not None:
+        raise UsageError("give --trace ID or --limit N, not both; --trace already picks one trace")
+    show = _Shown(out, max_depth=depth, errors_only=errors_only)
     if jaeger is not None:
+        if limit is not None:
+            raise UsageError("--limit picks traces of a FILE; with --jaeger, pass the trace's id with --trace")
         if trace is None:
             raise UsageError("--jaeger needs --trace ID; copy the 32-digit trace id from Jaeger's UI")
         if not _TRACE_ID.fullmatch(trace):
             raise UsageError(f"--trace {trace!r} is not a 32-digit hex trace id; Jaeger needs the full id")
         read = _fetch_jaeger(jaeger, trace)
         source = f"Jaeger at {jaeger}"
+        views = [view for view in build_traces(read.spans) if view.trace_id == trace]
+        if not views:
+            raise InputError(f"{source} returned no spans of trace {trace}; retry in a few seconds (spans arrive in batches)")
+        show.all(views)
     else:
         assert file is not None
-        read = read_spans_file(file)
-        source = str(file)
-    views = build_traces(read.spans)
-    if trace is not None:
-        views = _pick(views, trace, source)
-    if not views:
-        raise InputError(f"{source} holds no spans; export some first, e.g. with `callscope demo`")
-    _render(out, views)
+        with SpansFile.open(file) as spans_file:
+            source = spans_file.name
+            index = spans_file.index()
+            wanted = None
+            if trace is not None:
+                wanted = [_pick(index.trace_ids, trace, source)]
+            elif limit is not None:
+                wanted = index.newest(limit)
+            for spans in spans_file.traces(wanted, attribute_keys=TREE_ATTRIBUTES):
+                show.all(build_traces(spans))
+            read = spans_file.read
+        if not show.traces:
+            raise InputError(_nothing_in(source, read))
+    show.finish(source)
     if read.skipped_lines or read.skipped_spans:
         _report_skipped(read, source)
     return Exit.OK
 
 
-def _pick(views: list[TraceView], trace: str, source: str) -> list[TraceView]:
-    chosen = [view for view in views if view.trace_id.startswith(trace)]
-    if len(chosen) == 1 or (chosen and any(view.trace_id == trace for view in chosen)):
-        return [view for view in chosen if view.trace_id == trace] or chosen
+class _Shown:
+    """Draws traces as they come, and what follows them once: the legend, or why nothing showed."""
+
+    def __init__(self, out: Console, *, max_depth: int | None, errors_only: bool) -> None:
+        self.out = out
+        self.max_depth = max_depth
+        self.errors_only = errors_only
+        self.traces = 0
+        self.layouts: set[Layout] = set()
+        self.handlers = False
+
+    def all(self, views: list[TraceView]) -> None:
+        for view in views:
+            self.traces += 1
+            layout = render_trace(view, self.out, max_depth=self.max_depth, errors_only=self.errors_only)
+            if layout is not None:
+                self.layouts.add(layout)
+                self.handlers = self.handlers or bool(view.handlers)
+                self.out.file.write("\n")
+
+    def finish(self, source: str) -> None:
+        if self.errors_only and not self.layouts:
+            self.out.print(
+                Text(f"no failing spans in the {self.traces} trace{'s' if self.traces != 1 else ''} of {source}"),
+                markup=False,
+            )
+        if self.handlers:
+            render_legend(self.out, self.layouts)
+
+
+def _nothing_in(source: str, read: SpansRead) -> str:
+    if not (read.skipped_spans or read.skipped_lines):
+        return f"{source} holds no spans; export some first, e.g. with `callscope demo`"
+    skipped = []
+    if read.skipped_spans:
+        skipped.append(f"{read.skipped_spans} malformed span{'s' if read.skipped_spans != 1 else ''}")
+    if read.skipped_lines:
+        skipped.append(f"{read.skipped_lines} of {read.lines} lines")
+    why = f" (first: {read.problems[0]})" if read.problems else ""
+    return (
+        f"{source} holds no usable spans: skipped {' and '.join(skipped)}{why}; "
+        "check what wrote it against the OTLP/JSON format, or try a file written by `callscope demo`"
+    )
+
+
+def _pick(trace_ids: list[str], trace: str, source: str) -> str:
+    if trace in trace_ids:
+        return trace
+    chosen = [trace_id for trace_id in trace_ids if trace_id.startswith(trace)]
+    if len(chosen) == 1:
+        return chosen[0]
+    if not trace_ids:
+        raise InputError(f"{source} holds no spans, so no trace {trace}; export some first, e.g. with `callscope demo`")
     if not chosen:
-        known = ", ".join(view.trace_id for view in views[:3]) + (", ..." if len(views) > 3 else "")
+        known = ", ".join(trace_ids[:3]) + (", ..." if len(trace_ids) > 3 else "")
         raise InputError(
-            f"trace {trace} is not in {source} (it has {len(views)} trace{'s' if len(views) != 1 else ''}: {known}); "
+            f"trace {trace} is not in {source} (it has {len(trace_ids)} trace{'s' if len(trace_ids) != 1 else ''}: {known}); "
             "pass one of those ids, or omit --trace to show them all"
         )
     raise UsageError(f"--trace {trace} matches {len(chosen)} traces in {source}; give more digits")
 
 
 def _render(out: Console, views: list[TraceView]) -> None:
-    for view in views:
-        render_trace(view, out)
-        out.print()
-    if any(view.handlers for view in views):
-        render_legend(out)
+    show = _Shown(out, max_depth=None, errors_only=False)
+    show.all(views)
+    show.finish("")
 
 
 def _report_skipped(read: SpansRead, source: str) -> None:
