@@ -50,8 +50,9 @@ def test_demo_writes_the_file_and_prints_the_tree(tmp_path: Path, capsys: pytest
     for root in ("answer", "answer-streamed", "answer-strict"):
         assert any(line.startswith(root + " ") for line in out.splitlines()), root
     assert "\x1b[" not in out  # captured output is not a terminal: plain text
-    strict = next(line for line in out.splitlines() if line.startswith("└─ strict_parse"))
-    assert "error: ValueError" in strict
+    lines = out.splitlines()
+    strict_at = next(i for i, line in enumerate(lines) if line.startswith("└─ strict_parse"))
+    assert "error" in lines[strict_at].split() and "ValueError: expected a JSON object" in lines[strict_at + 1]
     assert "callscope: error" not in err
 
 
@@ -135,16 +136,36 @@ def test_usage_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str], tm
         (["tree", "--jaeger", "http://127.0.0.1:9", "--trace", "abc"], "not a 32-digit hex trace id"),
         (["tree", "--jaeger", "localhost:16686", "--trace", "a" * 32], "is not an http(s) URL"),
         (["tree", "x.jsonl", "--trace", "xyz!"], "is not a hex trace id"),
+        (["tree", "x.jsonl", "--trace", "abc", "--limit", "2"], "give --trace ID or --limit N, not both"),
+        (["tree", "x.jsonl", "--limit", "0"], "'0' is not a whole number above 0"),
+        (["tree", "x.jsonl", "--depth", "two"], "'two' is not a whole number above 0"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--trace", "a" * 32, "--limit", "2"], "--limit picks traces of a FILE"),
     ]:
         assert main(argv) == Exit.USAGE, argv
         assert expected in _one_error_line(capsys.readouterr().err), argv
 
 
-def test_traceback_flag_reraises(tmp_path: Path) -> None:
-    from callscope._otlp_json import TraceDataError
+def test_traceback_flag_reraises_a_bug(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import callscope.cli as cli
 
-    with pytest.raises(TraceDataError):
-        main(["--traceback", "tree", str(tmp_path / "missing.jsonl")])
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(cli.SpansFile, "open", broken)
+    with pytest.raises(RuntimeError):
+        main(["--traceback", "tree", str(tmp_path / "x.jsonl")])
+    with pytest.raises(RuntimeError):
+        main(["tree", str(tmp_path / "x.jsonl"), "--traceback"])
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_traceback_flag_leaves_a_users_mistake_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    missing = str(tmp_path / "missing.jsonl")
+    argv = ["--traceback", "tree", missing] if where == "before" else ["tree", missing, "--traceback"]
+    assert main(argv) == Exit.BAD_INPUT
+    assert "no such file" in _one_error_line(capsys.readouterr().err)
 
 
 def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,7 +174,7 @@ def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "read_spans_file", interrupted)
+    monkeypatch.setattr(cli.SpansFile, "open", interrupted)
     assert main(["tree", "whatever.jsonl"]) == Exit.INTERRUPTED == 130
     assert "Traceback" not in capsys.readouterr().err
 
@@ -166,10 +187,119 @@ def test_an_unexpected_bug_is_one_line_with_the_way_to_report_it(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(cli, "read_spans_file", broken)
+    monkeypatch.setattr(cli.SpansFile, "open", broken)
     assert main(["tree", "whatever.jsonl"]) == Exit.ERROR
     line = _one_error_line(capsys.readouterr().err)
     assert "unexpected RuntimeError: kaboom; rerun with --traceback" in line
+
+
+def _titles(out: str) -> list[str]:
+    return [line.split()[1] for line in out.splitlines() if line.startswith("trace ")]
+
+
+def test_the_missed_summary_is_printed_under_each_trace(demo_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tree", str(demo_file)]) == Exit.OK
+    out = capsys.readouterr().out
+    blocks = [block for block in out.split("\n\n") if block.startswith("trace ")]
+    assert len(blocks) == 3
+    for block, root in zip(blocks, ["answer", "answer-streamed", "answer-strict"], strict=True):
+        summary = " ".join(block[block.index("\nmissed: ") :].split())
+        assert summary.startswith(f"missed: ModelLogger saw 1 of {5 if root == 'answer-strict' else 9} runs; missed {root},") or (
+            summary.startswith(f"missed: ToolLogger saw 1 of 9 runs; missed {root},")
+        )
+
+
+def test_limit_shows_the_traces_written_last(demo_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tree", str(demo_file)]) == Exit.OK
+    every = _titles(capsys.readouterr().out)
+    assert main(["tree", str(demo_file), "--limit", "2"]) == Exit.OK
+    assert _titles(capsys.readouterr().out) == every[-2:]
+    assert main(["tree", str(demo_file), "--limit", "50"]) == Exit.OK
+    assert _titles(capsys.readouterr().out) == every
+
+
+def test_errors_only_and_depth(demo_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tree", str(demo_file), "--errors-only"]) == Exit.OK
+    out = capsys.readouterr().out
+    assert len(_titles(out)) == 1
+    rows = [line for line in out.splitlines() if line.startswith(("answer", "└─", "├─"))]
+    assert [row.split()[0] if row.startswith("answer") else row.split()[1] for row in rows] == ["answer-strict", "strict_parse"]
+    assert main(["tree", str(demo_file), "--depth", "1"]) == Exit.OK
+    out = capsys.readouterr().out
+    assert "answer (+8 below)" in out and "─ chat" not in out
+
+
+def test_errors_only_on_a_healthy_file_says_so(demo_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tree", str(demo_file), "--limit", "2"]) == Exit.OK
+    healthy = _titles(capsys.readouterr().out)[0]  # the streamed answer; the strict one fails
+    assert main(["tree", str(demo_file), "--trace", healthy, "--errors-only"]) == Exit.OK
+    assert capsys.readouterr().out.strip() == f"no failing spans in the 1 trace of {demo_file}"
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 160])
+def test_the_demo_tree_fits_every_width(
+    demo_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    monkeypatch.setenv("COLUMNS", str(width))
+    assert main(["tree", str(demo_file)]) == Exit.OK
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert all(len(line) <= width for line in lines), [line for line in lines if len(line) > width]
+    for name in ["answer-streamed", "RunnableParallel<topic,facts>", "execute_tool lookup", "StrOutputParser", "strict_parse"]:
+        assert any(name in line for line in lines), name
+    strict_at = next(i for i, line in enumerate(lines) if line.startswith("└─") and "strict_parse" in line)
+    assert "ValueError: expected a JSON object" in lines[strict_at + 1]
+    tool = next(line for line in lines if "execute_tool lookup" in line)
+    # Each trace takes the widest layout it fits: words and a status column, or one-letter marks.
+    assert "error" in lines[strict_at].split() or "✗ strict_parse" in lines[strict_at]
+    if width >= 160:
+        assert "error" in lines[strict_at].split()
+        assert tool.split()[-3:] == ["inherited", "local", "missed"]
+    else:
+        assert tool.split()[-3:] == ["I", "L", "M"]
+        assert "1 RuntimeLogger" in out and "L = local" in out
+    if width <= 60:
+        assert "✗ strict_parse" in lines[strict_at]
+
+
+def test_a_file_without_spans_says_so_for_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"resourceSpans": []}\n')
+    assert main(["tree", str(empty), "--trace", "abc"]) == Exit.BAD_INPUT
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{empty} holds no spans, so no trace abc; export some first" in line and "0 traces" not in line
+
+
+def test_a_file_of_malformed_spans_says_how_many_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    spans = [{"traceId": "not-an-id", "spanId": "b7ad6b7169203331", "name": "x"}] * 3
+    bad.write_text(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}) + "\n")
+    assert main(["tree", str(bad)]) == Exit.BAD_INPUT
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{bad} holds no usable spans: skipped 3 malformed spans" in line
+    assert 'line 1: a span with traceId "not-an-id" (not a 16-byte hex or base64 id)' in line
+
+
+@pytest.mark.integration
+def test_standard_input_with_a_byte_order_mark(demo_file: Path) -> None:
+    """`-` reads standard input, and a UTF-8 BOM (PowerShell, Notepad) is accepted."""
+    import os
+    import subprocess
+    import sys
+
+    data = b"\xef\xbb\xbf" + demo_file.read_bytes().replace(b"\n", b"\r\n")
+    env = {**os.environ, "COLUMNS": "160"}
+    done = subprocess.run(
+        [sys.executable, "-m", "callscope", "tree", "-", "--limit", "1"], input=data, capture_output=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    assert len(_titles(out)) == 1 and "answer-strict" in out
+    assert done.stderr == b""
+    bom_file = demo_file.with_name("bom.jsonl")
+    bom_file.write_bytes(data)
+    done = subprocess.run([sys.executable, "-m", "callscope", "tree", str(bom_file)], capture_output=True, env=env, timeout=60)
+    assert done.returncode == 0 and len(_titles(done.stdout.decode())) == 3 and done.stderr == b""
 
 
 # --- Jaeger ------------------------------------------------------------------------------------

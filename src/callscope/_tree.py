@@ -342,7 +342,7 @@ def render_legend(console: Console, layouts: Iterable[Layout] = (Layout.FULL,)) 
     if compact:
         items += [
             f"{_MARKS[LOCAL]} = {LOCAL} (constructor handler)",
-            f"{_MARKS[INHERITED]} = {INHERITED} (runtime handler, passed down)",
+            f"{_MARKS[INHERITED]} = {INHERITED} (a runtime handler)",
             f"{_MARKS[MISSED]} = {MISSED} (never saw that run)",
         ]
     items.append(f"{NO_DATA}: not a LangChain run")

@@ -287,12 +287,12 @@ def _tree(
         trace = trace.strip().lower()
         if not trace or not re.fullmatch(r"[0-9a-f]+", trace):
             raise UsageError(f"--trace {trace!r} is not a hex trace id; copy the id from a tree title or Jaeger")
+    if jaeger is not None and limit is not None:
+        raise UsageError("--limit picks traces of a FILE; with --jaeger, pass the trace's id with --trace")
     if trace is not None and limit is not None:
         raise UsageError("give --trace ID or --limit N, not both; --trace already picks one trace")
     show = _Shown(out, max_depth=depth, errors_only=errors_only)
     if jaeger is not None:
-        if limit is not None:
-            raise UsageError("--limit picks traces of a FILE; with --jaeger, pass the trace's id with --trace")
         if trace is None:
             raise UsageError("--jaeger needs --trace ID; copy the 32-digit trace id from Jaeger's UI")
         if not _TRACE_ID.fullmatch(trace):
