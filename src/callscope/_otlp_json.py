@@ -258,6 +258,9 @@ def _parse(
     if not isinstance(document, dict) or not isinstance(document.get("resourceSpans"), list):
         raise TraceDataError("no resourceSpans list")
     read = SpansRead()
+    # Spans of one batch repeat their trace id and handler lists: one object each saves a big
+    # trace's memory and the id conversions.
+    shared: dict[Any, Any] = {}
     for resource_spans in document["resourceSpans"]:
         if not isinstance(resource_spans, dict):
             read._skip_span("a resourceSpans entry that is not an object")
@@ -274,7 +277,7 @@ def _parse(
             scope_name = scope.get("name") if isinstance(scope, dict) else None
             scope_name = scope_name if isinstance(scope_name, str) else None
             for span in _list(scope_spans.get("spans")):
-                record = _span_record(span, service, scope_name, wanted, attribute_keys)
+                record = _span_record(span, service, scope_name, wanted, attribute_keys, shared)
                 if isinstance(record, SpanRecord):
                     emit(record)
                 elif record is not None:
@@ -468,11 +471,17 @@ def _span_record(
     scope_name: str | None,
     wanted: Collection[str] | None = None,
     attribute_keys: Collection[str] | None = None,
+    shared: dict[Any, Any] | None = None,
 ) -> SpanRecord | str | None:
     """The span, or why it is malformed, or None for a span of a trace not ``wanted``."""
     if not isinstance(span, dict):
         return "a span that is not an object"
-    trace_id = _id(span.get("traceId"), 16)
+    raw_trace_id = span.get("traceId")
+    trace_id = shared.get(raw_trace_id) if shared is not None and isinstance(raw_trace_id, str) else None
+    if trace_id is None:
+        trace_id = _id(raw_trace_id, 16)
+        if shared is not None and trace_id is not None:
+            shared[raw_trace_id] = trace_id
     if trace_id is None:
         return f"a span with traceId {_shown(span.get('traceId'))} (not a 16-byte hex or base64 id)"
     if wanted is not None and trace_id not in wanted:
@@ -488,6 +497,10 @@ def _span_record(
     except (TypeError, ValueError):
         return f"a span with startTimeUnixNano {_shown(span.get('startTimeUnixNano'))} (not a whole number)"
     attributes = _attributes(span.get("attributes"), attribute_keys)
+    if shared is not None:
+        for key, value in attributes.items():
+            if isinstance(value, list) and all(isinstance(item, str) for item in value):
+                attributes[key] = shared.setdefault(("list", *value), value)
     return SpanRecord(
         trace_id=trace_id,
         span_id=span_id,

@@ -31,7 +31,7 @@ message always has its own indented line(s).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -92,6 +92,8 @@ _CELL_STYLES = {LOCAL: "bold green", INHERITED: "cyan", MISSED: "red", NO_DATA: 
 #: The compact layout's one-letter cells.
 _MARKS = {LOCAL: "L", INHERITED: "I", MISSED: "M", NO_DATA: "·"}
 _STATUS_STYLES = {"OK": "green", "UNSET": "dim", "ERROR": "bold red"}
+#: Root runs whose missed summary is printed under a trace (an app span can hold many).
+_MAX_SUMMARIES = 5
 #: A failing span's message takes at most this many lines under it.
 _MAX_ERROR_LINES = 3
 # One ASCII character each, so that a line keeps its width.
@@ -176,7 +178,8 @@ def _build_trace(trace_id: str, members: dict[str, SpanRecord]) -> TraceView:
     # Malformed data can link spans in a cycle, which no root reaches. Cut each cycle at its
     # earliest span and draw that span as a root, so every span is drawn, once.
     reached = _reachable(roots)
-    for node in sorted(nodes.values(), key=_start_key):
+    unreached = [node for node in nodes.values() if id(node) not in reached] if len(reached) < len(nodes) else []
+    for node in sorted(unreached, key=_start_key):
         if id(node) in reached:
             continue
         parent = nodes[node.span.parent_id]  # present: only linked spans can be unreached
@@ -323,8 +326,9 @@ def render_trace(
     rows = select_rows(view, max_depth=max_depth, errors_only=errors_only)
     if not rows:
         return None
-    layout, lines = _draw(view, rows, console.width, _can_draw(console))
-    _write(console, lines)
+    unicode = _can_draw(console)
+    layout, lines = _draw(view, rows, console.width, unicode)
+    _write(console, lines if unicode else ([(text.translate(_ASCII_MARKS), style) for text, style in line] for line in lines))
     return layout
 
 
@@ -348,131 +352,195 @@ def render_legend(console: Console, layouts: Iterable[Layout] = (Layout.FULL,)) 
     items.append(f"{NO_DATA}: not a LangChain run")
     if compact:
         items.append("✗: failed")
-    lines = [[(line, "dim")] for line in _wrap_items(items, " · ", console.width)]
-    if not _can_draw(console):
-        lines = [[(text.translate(_ASCII_MARKS), style) for text, style in line] for line in lines]
-    _write(console, lines)
+    unicode = _can_draw(console)
+    _write(console, [[(line if unicode else line.translate(_ASCII_MARKS), "dim")] for line in _wrap_items(items, " · ", console.width)])
 
 
-def _draw(view: TraceView, rows: list[Row], width: int, unicode: bool) -> tuple[Layout, list[list[Segment]]]:
+def _draw(view: TraceView, rows: list[Row], width: int, unicode: bool) -> tuple[Layout, Iterator[list[Segment]]]:
+    """Choose the layout (one pass over the rows, measuring) and the lines drawing it (made as
+    they are written, so a 200,000-span trace is never held as text)."""
     labels = view.handlers
-    failed_mark = "✗ "
-    # Per row: guides, the guides its continuation lines take, name text, details, cells.
-    prepared = []
-    for i, row in enumerate(rows):
+    guides_of: dict[tuple[bool, ...], str] = {}
+    measured = []  # per row: guides, name, details, cells of guides + name, cells of details
+    dur_w, status_w = len("duration"), len("status")
+    bare = detailed = marked = 4
+    for row in rows:
         span = row.node.span
-        has_children_shown = i + 1 < len(rows) and len(rows[i + 1].lasts) > len(row.lasts)
-        name = (span.name or "(unnamed)") + (f" (+{row.hidden} below)" if row.hidden else "")
-        if row.node.orphan:
-            name += f"  (parent {span.parent_id} not in data)"
-        prepared.append(
-            (
-                _branch(row.lasts, unicode),
-                _continuation(row.lasts, has_children_shown, unicode),
-                name,
-                _details(span),
-                span,
-            )
-        )
-    dur_w = max(len("duration"), *(len(format_duration(p[4].duration_ns)) for p in prepared))
-    status_w = max(len("status"), *(len(_status_word(p[4])) for p in prepared))
+        guides = guides_of.get(row.lasts)
+        if guides is None:
+            guides = guides_of[row.lasts] = _branch(row.lasts, unicode)
+        name = _row_name(row)
+        details = _details(span)
+        name_cells = _cells(guides) + _cells(name)
+        details_cells = _cells(details)
+        measured.append((guides, name, details, name_cells, details_cells))
+        dur_w = max(dur_w, len(format_duration(span.duration_ns)))
+        status_w = max(status_w, len(_status_word(span)))
+        bare = max(bare, name_cells)
+        detailed = max(detailed, name_cells + (2 + details_cells if details else 0))
+        marked = max(marked, name_cells + (2 if span.status_code == "ERROR" else 0))
     word_ws = [max(_cells(label), len(INHERITED)) for label in labels]
     mark_w = len(str(len(labels)))
     marks_total = (1 + len(labels) * (1 + mark_w)) if labels else 0
-    bare = max(_cells(p[0]) + _cells(p[2]) for p in prepared)
-    detailed = max(_cells(p[0]) + _cells(p[2]) + (2 + _cells(p[3]) if p[3] else 0) for p in prepared)
-    marked = max(_cells(p[0]) + _cells(p[2]) + (2 if p[4].status_code == "ERROR" else 0) for p in prepared)
     full_fixed = 2 + dur_w + 2 + status_w + sum(2 + w for w in word_ws)
     choices = [
-        (Layout.FULL, True, max(detailed, 4), full_fixed),
-        (Layout.FULL, False, max(bare, 4), full_fixed),
-        (Layout.COMPACT, False, max(marked, 4), 2 + dur_w + marks_total),
-        (Layout.NARROW, False, max(marked, 4), marks_total),
+        (Layout.FULL, True, detailed, full_fixed),
+        (Layout.FULL, False, bare, full_fixed),
+        (Layout.COMPACT, False, marked, 2 + dur_w + marks_total),
+        (Layout.NARROW, False, marked, marks_total),
     ]
     for layout, with_details, name_w, fixed in choices:
         if name_w + fixed <= width:
             break
     else:
         layout, with_details, name_w = Layout.NARROW, False, max(width - marks_total, 12)
-    compact = layout is not Layout.FULL
+    shape = _Shape(layout, with_details, name_w, dur_w, status_w, word_ws, mark_w, width)
+    return layout, _lines(view, rows, measured, shape, unicode)
 
-    lines: list[list[Segment]] = []
-    lines += _title(view, width)
+
+@dataclass(slots=True)
+class _Shape:
+    layout: Layout
+    with_details: bool
+    name_w: int
+    dur_w: int
+    status_w: int
+    word_ws: list[int]
+    mark_w: int
+    width: int
+
+
+def _row_name(row: Row) -> str:
+    span = row.node.span
+    name = span.name or "(unnamed)"
+    if row.hidden:
+        name += f" (+{row.hidden} below)"
+    if row.node.orphan:
+        name += f"  (parent {span.parent_id} not in data)"
+    return name
+
+
+def _lines(
+    view: TraceView,
+    rows: list[Row],
+    measured: list[tuple[str, str, str, int, int]],
+    shape: _Shape,
+    unicode: bool,
+) -> Iterator[list[Segment]]:
+    labels, layout, name_w, width = view.handlers, shape.layout, shape.name_w, shape.width
+    compact = layout is not Layout.FULL
+    centered = {(cell, w): "  " + _center(cell, w) for cell in _CELL_STYLES for w in shape.word_ws}
+    marks = {cell: " " + mark.rjust(shape.mark_w) for cell, mark in _MARKS.items()}
+    continuation_of: dict[tuple[tuple[bool, ...], bool], str] = {}
+
+    yield from _title(view, width)
     if compact and labels:
         key = [f"{i} {label}" for i, label in enumerate(labels, start=1)]
-        lines += [[(text, "dim")] for text in _wrap_items(key, "  ", width, first="handlers: ", rest="  ")]
+        yield from ([(text, "dim")] for text in _wrap_items(key, "  ", width, first="handlers: ", rest="  "))
     header: list[Segment] = [(_pad("span", name_w), "bold")]
     if layout is not Layout.NARROW:
-        header.append(("  " + "duration".rjust(dur_w), "bold"))
+        header.append(("  " + "duration".rjust(shape.dur_w), "bold"))
     if layout is Layout.FULL:
-        header.append(("  " + "status".ljust(status_w), "bold"))
-        header += [("  " + _center(label, w), "bold") for label, w in zip(labels, word_ws, strict=True)]
+        header.append(("  " + "status".ljust(shape.status_w), "bold"))
+        header += [("  " + _center(label, w), "bold") for label, w in zip(labels, shape.word_ws, strict=True)]
     elif labels:
-        header.append((" " + "".join(" " + str(i).rjust(mark_w) for i in range(1, len(labels) + 1)), "bold"))
-    lines.append(header)
-    lines.append([("─" * min(width, sum(_cells(text) for text, _ in header)), "dim")])
+        header.append((" " + "".join(" " + str(i).rjust(shape.mark_w) for i in range(1, len(labels) + 1)), "bold"))
+    yield header
+    yield [("─" * min(width, sum(_cells(text) for text, _ in header)), "dim")]
 
-    for guides, continuation, name, details, span in prepared:
+    for i, (row, (guides, name, details, name_cells, details_cells)) in enumerate(zip(rows, measured, strict=True)):
+        span = row.node.span
+        has_children_shown = i + 1 < len(rows) and len(rows[i + 1].lasts) > len(row.lasts)
+        key = (row.lasts, has_children_shown)
+        continuation = continuation_of.get(key)
+        if continuation is None:
+            continuation = continuation_of[key] = _continuation(row.lasts, has_children_shown, unicode)
         failed = span.status_code == "ERROR"
-        mark = failed_mark if compact and failed else ""
-        room = max(name_w - len(mark) - 8, 0)
-        guides, continuation = _squeeze(guides, room), _squeeze(continuation, room)
-        first_room = max(name_w - _cells(guides) - len(mark), 1)
-        chunks = _chop(name, first_room, max(name_w - _cells(continuation), 1))
+        mark = "✗ " if compact and failed else ""
+        if name_cells + len(mark) <= name_w:
+            chunks = [name]  # the common case, without measuring again
+            used = name_cells + len(mark)
+        else:
+            room = max(name_w - len(mark) - 8, 0)
+            guides, continuation = _squeeze(guides, room), _squeeze(continuation, room)
+            first_room = max(name_w - _cells(guides) - len(mark), 1)
+            chunks = _chop(name, first_room, max(name_w - _cells(continuation), 1))
+            used = _cells(guides) + len(mark) + _cells(chunks[0])
         line: list[Segment] = [(guides, "dim")]
         if mark:
             line.append((mark, "bold red"))
         line.append((chunks[0], "bold red" if failed else ""))
-        used = _cells(guides) + len(mark) + _cells(chunks[0])
-        if with_details and details:
+        if shape.with_details and details:
             line.append(("  " + details, "dim"))
-            used += 2 + _cells(details)
+            used += 2 + details_cells
         line.append((" " * (name_w - used), ""))
         if layout is not Layout.NARROW:
-            line.append(("  " + format_duration(span.duration_ns).rjust(dur_w), ""))
-        cells = [handler_cell(span, label) for label in labels]
+            line.append(("  " + format_duration(span.duration_ns).rjust(shape.dur_w), ""))
+        cells = _handler_cells(span, labels)
         if layout is Layout.FULL:
-            line.append(("  " + _status_word(span).ljust(status_w), _STATUS_STYLES.get(span.status_code, "")))
-            line += [("  " + _center(cell, w), _CELL_STYLES[cell]) for cell, w in zip(cells, word_ws, strict=True)]
+            line.append(("  " + _status_word(span).ljust(shape.status_w), _STATUS_STYLES.get(span.status_code, "")))
+            line += [(centered[cell, w], _CELL_STYLES[cell]) for cell, w in zip(cells, shape.word_ws, strict=True)]
         elif labels:
             line.append((" ", ""))
-            line += [(" " + _MARKS[cell].rjust(mark_w), _CELL_STYLES[cell]) for cell in cells]
-        lines.append(line)
-        lines += [[(continuation, "dim"), (chunk, "bold red" if failed else "")] for chunk in chunks[1:]]
+            line += [(marks[cell], _CELL_STYLES[cell]) for cell in cells]
+        yield line
+        for chunk in chunks[1:]:
+            yield [(continuation, "dim"), (chunk, "bold red" if failed else "")]
         if failed:
             message = span.status_message or str(span.attributes.get(_ERROR_TYPE) or "")
-            if message:
-                lines += [[(continuation, "dim"), (text, "red")] for text in _error_lines(message, width - _cells(continuation))]
+            for text in _error_lines(message, width - _cells(continuation)) if message else ():
+                yield [(continuation, "dim"), (text, "red")]
 
     summaries = view.missed_summaries()
-    for run, summary in summaries:
+    for run, summary in summaries[:_MAX_SUMMARIES]:
         label = "missed: " if len(summaries) == 1 else f"missed ({run}): "
         for entry in summary:
             wrapped = _wrap_words(entry, max(width - len(label), 20))
-            lines.append([(label, "bold"), (wrapped[0], "")])
-            lines += [[(" " * len(label), ""), (text, "")] for text in wrapped[1:]]
+            yield [(label, "bold"), (wrapped[0], "")]
+            yield from ([(" " * len(label), ""), (text, "")] for text in wrapped[1:])
             label = " " * len(label)
-    if not unicode:
-        lines = [[(text.translate(_ASCII_MARKS), style) for text, style in line] for line in lines]
-    return layout, lines
+    if len(summaries) > _MAX_SUMMARIES:
+        more = len(summaries) - _MAX_SUMMARIES
+        yield [(f"… and the missed summaries of {more} more root run{'s' if more != 1 else ''}", "dim")]
 
 
-def _write(console: Console, lines: list[list[Segment]]) -> None:
+def _handler_cells(span: SpanRecord, labels: list[str]) -> list[str]:
+    """``handler_cell`` for every label, reading the span's two lists once."""
+    has_data = HANDLERS_LOCAL in span.attributes or HANDLERS_INHERITED in span.attributes
+    if not has_data and span.scope_name not in (None, CALLSCOPE_SCOPE):
+        return [NO_DATA] * len(labels)
+    local, inherited = _labels(span, HANDLERS_LOCAL), _labels(span, HANDLERS_INHERITED)
+    return [LOCAL if label in local else INHERITED if label in inherited else MISSED for label in labels]
+
+
+def _write(console: Console, lines: Iterable[list[Segment]]) -> None:
     """Plain strings straight to the file when there is no colour to show (rich would keep bold
     and dim under NO_COLOR, and costs more per line than a big tree can afford)."""
-    if console.no_color or console.color_system is None:
-        text = "\n".join("".join(text for text, _ in line).rstrip() for line in lines) + "\n"
-        encoding = console.encoding or "utf-8"
-        if not encoding.lower().replace("-", "").startswith("utf"):
-            text = text.encode(encoding, "replace").decode(encoding)
-        console.file.write(text)
-    else:
-        for start in range(0, len(lines), 2000):
-            texts = [Text.assemble(*line) for line in lines[start : start + 2000]]
-            for text in texts:
-                text.rstrip()
-            console.print(Text("\n").join(texts), soft_wrap=True)
+    plain = console.no_color or console.color_system is None
+    encoding = console.encoding or "utf-8"
+    lossy = not encoding.lower().replace("-", "").startswith("utf")
+    chunk: list[list[Segment]] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == 2000:
+            _write_chunk(console, chunk, plain, encoding if lossy else None)
+            chunk = []
+    if chunk:
+        _write_chunk(console, chunk, plain, encoding if lossy else None)
     console.file.flush()
+
+
+def _write_chunk(console: Console, lines: list[list[Segment]], plain: bool, lossy_encoding: str | None) -> None:
+    if plain:
+        text = "\n".join("".join(text for text, _ in line).rstrip() for line in lines) + "\n"
+        if lossy_encoding:
+            text = text.encode(lossy_encoding, "replace").decode(lossy_encoding)
+        console.file.write(text)
+        return
+    texts = [Text.assemble(*line) for line in lines]
+    for text in texts:
+        text.rstrip()
+    console.print(Text("\n").join(texts), soft_wrap=True)
 
 
 def _can_draw(console: Console) -> bool:
