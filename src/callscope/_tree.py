@@ -31,6 +31,7 @@ message always has its own indented line(s).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -429,7 +430,7 @@ def _lines(
 ) -> Iterator[list[Segment]]:
     labels, layout, name_w, width = view.handlers, shape.layout, shape.name_w, shape.width
     compact = layout is not Layout.FULL
-    centered = {(cell, w): "  " + _center(cell, w) for cell in _CELL_STYLES for w in shape.word_ws}
+    centered = {(cell, w): "  " + _center(cell, w) for cell in (LOCAL, INHERITED, MISSED) for w in set(shape.word_ws)}
     marks = {cell: " " + mark.rjust(shape.mark_w) for cell, mark in _MARKS.items()}
     continuation_of: dict[tuple[tuple[bool, ...], bool], str] = {}
 
@@ -479,7 +480,10 @@ def _lines(
         cells = _handler_cells(span, labels)
         if layout is Layout.FULL:
             line.append(("  " + _status_word(span).ljust(shape.status_w), _STATUS_STYLES.get(span.status_code, "")))
-            line += [(centered[cell, w], _CELL_STYLES[cell]) for cell, w in zip(cells, shape.word_ws, strict=True)]
+            line += [
+                (centered.get((cell, w)) or "  " + _center(cell, w), _CELL_STYLES[cell])
+                for cell, w in zip(cells, shape.word_ws, strict=True)
+            ]
         elif labels:
             line.append((" ", ""))
             line += [(marks[cell], _CELL_STYLES[cell]) for cell in cells]
@@ -495,7 +499,7 @@ def _lines(
     for run, summary in summaries[:_MAX_SUMMARIES]:
         label = "missed: " if len(summaries) == 1 else f"missed ({run}): "
         for entry in summary:
-            wrapped = _wrap_words(entry, max(width - len(label), 20))
+            wrapped = _wrap_summary(entry, max(width - len(label), 20))
             yield [(label, "bold"), (wrapped[0], "")]
             yield from ([(" " * len(label), ""), (text, "")] for text in wrapped[1:])
             label = " " * len(label)
@@ -628,6 +632,12 @@ def _error_lines(message: str, width: int) -> list[str]:
         lines = lines[:_MAX_ERROR_LINES]
         lines[-1] = lines[-1][: max(width, 10) - 1] + "…"
     return lines
+
+
+@functools.lru_cache(maxsize=1024)
+def _wrap_summary(text: str, width: int) -> list[str]:
+    # Traces of one workload repeat their summaries: a file of 26,000 traces wraps a few.
+    return _wrap_words(text, width)
 
 
 def _wrap_words(text: str, width: int) -> list[str]:
