@@ -386,3 +386,64 @@ def test_jaeger_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch, ca
         port = server.getsockname()[1]
         assert main(["tree", "--jaeger", f"http://127.0.0.1:{port}", "--trace", "a" * 32]) == Exit.UNAVAILABLE
     assert "did not answer within 0.3s" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.fixture
+def plain_http_server() -> Iterator[str]:
+    """Any HTTP server that is not Jaeger (say, the wrong port): HTML 404 for every path."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotJaeger)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+class _NotJaeger(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self.send_error(404)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_404_from_something_that_is_not_jaeger_says_so(plain_http_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tree", "--jaeger", plain_http_server, "--trace", "a" * 32]) == Exit.UNAVAILABLE
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{plain_http_server} is not Jaeger v2's query API" in line and "not found" not in line
+
+
+def test_the_jaeger_time_limit_holds_for_the_whole_response(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+    import time
+
+    import callscope.cli as cli
+
+    monkeypatch.setattr(cli, "JAEGER_TIMEOUT_SECONDS", 0.5)
+    stop = threading.Event()
+
+    def trickle(server: socket.socket) -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.wait(0.05):  # a byte every 50 ms: every read succeeds well within 0.5 s
+                try:
+                    connection.sendall(b" ")
+                except OSError:
+                    return
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        thread = threading.Thread(target=trickle, args=(server,), daemon=True)
+        thread.start()
+        started = time.monotonic()
+        assert main(["tree", "--jaeger", f"http://127.0.0.1:{server.getsockname()[1]}", "--trace", "a" * 32]) == Exit.UNAVAILABLE
+        elapsed = time.monotonic() - started
+        stop.set()
+        thread.join(5)
+    assert "did not answer within 0.5s" in _one_error_line(capsys.readouterr().err)
+    assert elapsed < 5  # the trickle would take 50 s to finish

@@ -20,6 +20,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -406,6 +407,38 @@ def _report_skipped(read: SpansRead, source: str) -> None:
     )
 
 
+def _get_within(request: urllib.request.Request, seconds: float) -> bytes:
+    """The response body, or TimeoutError once ``seconds`` have passed in all. urlopen's timeout
+    bounds each socket read, so a server trickling a byte at a time would never trip it; the
+    request runs on a daemon thread that is left behind if it overruns."""
+    outcome: list[bytes | BaseException] = []
+
+    def fetch() -> None:
+        try:
+            with urllib.request.urlopen(request, timeout=seconds) as response:
+                outcome.append(response.read())
+        except BaseException as error:  # handed to the caller's thread
+            outcome.append(error)
+
+    worker = threading.Thread(target=fetch, name="callscope-jaeger", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not outcome:
+        raise TimeoutError
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _is_jaeger_error(error: urllib.error.HTTPError) -> bool:
+    """Whether an HTTP error carries Jaeger's ``{"error": {...}}`` body (any server says 404)."""
+    try:
+        document = json.loads(error.read(4096))
+    except (ValueError, OSError):
+        return False
+    return isinstance(document, dict) and isinstance(document.get("error"), dict)
+
+
 def _fetch_jaeger(base_url: str, trace_id: str) -> SpansRead:
     parts = urllib.parse.urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -413,13 +446,17 @@ def _fetch_jaeger(base_url: str, trace_id: str) -> SpansRead:
     url = f"{base_url.rstrip('/')}/api/v3/traces/{trace_id}"
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=JAEGER_TIMEOUT_SECONDS) as response:
-            body = response.read()
+        body = _get_within(request, JAEGER_TIMEOUT_SECONDS)
     except urllib.error.HTTPError as error:
-        if error.code == 404:
+        if error.code == 404 and _is_jaeger_error(error):
             raise InputError(
                 f"trace {trace_id} not found in Jaeger at {base_url}; check the id, "
                 "or wait a few seconds (spans are sent in batches) and retry"
+            ) from None
+        if error.code == 404:
+            raise UnavailableError(
+                f"{url} answered HTTP 404 without Jaeger's error body, so {base_url} is not Jaeger v2's query API; "
+                "pass its query port, e.g. http://localhost:16686"
             ) from None
         raise UnavailableError(
             f"Jaeger at {base_url} answered HTTP {error.code} for {url}; check that URL is Jaeger v2's query port (16686)"
