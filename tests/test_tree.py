@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+from pathlib import Path
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
@@ -292,3 +293,18 @@ def test_legend_explains_the_layouts_used() -> None:
     legend = out.getvalue()
     assert "L = local" in legend and "M = missed" in legend and "✗: failed" in legend
     assert "local: the component's" not in legend
+
+
+def _without_durations(text: str) -> list[str]:
+    return [re.sub(r"\s+[0-9.]+ m?s\s+", "  <duration>  ", line).rstrip() for line in text.strip().splitlines()]
+
+
+def test_the_readme_seed_example_is_what_the_tree_prints(span_exporter, instrumented) -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    shown = readme[readme.index("`callscope tree` shows which runs the handler saw") :]
+    expected = shown[shown.index("```\n") + 4 : shown.index("\n```", shown.index("```\n") + 4)]
+    model = FakeListChatModel(responses=["3"], callbacks=[LoggingHandler()])
+    (ChatPromptTemplate.from_template("What is 1 + {number}?") | model).invoke({"number": "2"})
+    [view] = build_traces(_records(span_exporter))
+    _, text = _draw(view, 160)
+    assert _without_durations(text)[1:] == _without_durations(expected)  # the title line is not in the README
