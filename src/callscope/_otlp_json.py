@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -191,10 +191,8 @@ def read_spans_file(path: str | os.PathLike[str]) -> SpansRead:
     file cannot be read or nothing in it is OTLP/JSON.
     """
     with SpansFile.open(path) as source:
-        read = SpansRead()
-        for spans in source.traces():
-            read.spans.extend(spans)
-        source.read.spans = read.spans
+        spans = [span for trace in source.traces() for span in trace]
+        source.read.spans = spans
         return source.read
 
 
@@ -210,7 +208,7 @@ def _parse_line(
     line: str | bytes,
     number: int,
     read: SpansRead,
-    emit: Any,
+    emit: Callable[[SpanRecord], None],
     wanted: Collection[str] | None = None,
     attribute_keys: Collection[str] | None = None,
 ) -> None:
@@ -249,7 +247,7 @@ def parse_document(document: Any) -> SpansRead:
 
 def _parse(
     document: Any,
-    emit: Any,
+    emit: Callable[[SpanRecord], None],
     wanted: Collection[str] | None = None,
     attribute_keys: Collection[str] | None = None,
 ) -> SpansRead:

@@ -131,10 +131,6 @@ class TraceView:
             return 0
         return max(n.span.end_ns for n in self.roots) - min(n.span.start_ns for n in self.roots)
 
-    @property
-    def failed(self) -> bool:
-        return any(node.span.status_code == "ERROR" for node, _ in self.walk())
-
     def missed_summaries(self) -> list[tuple[str, list[str]]]:
         """``(run name, summary lines)`` of each LangChain root run in the trace."""
         return [
@@ -232,14 +228,7 @@ def _labels(span: SpanRecord, key: str) -> list[str]:
 
 def handler_cell(span: SpanRecord, label: str) -> str:
     """``local``, ``inherited``, ``missed``, or ``·`` for a span that is not a LangChain run."""
-    has_data = HANDLERS_LOCAL in span.attributes or HANDLERS_INHERITED in span.attributes
-    if not has_data and span.scope_name not in (None, CALLSCOPE_SCOPE):
-        return NO_DATA
-    if label in _labels(span, HANDLERS_LOCAL):
-        return LOCAL
-    if label in _labels(span, HANDLERS_INHERITED):
-        return INHERITED
-    return MISSED
+    return _handler_cells(span, [label])[0]
 
 
 def format_duration(duration_ns: int) -> str:
