@@ -388,24 +388,56 @@ def test_jaeger_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch, ca
     assert "did not answer within 0.3s" in _one_error_line(capsys.readouterr().err)
 
 
-@pytest.fixture
-def plain_http_server() -> Iterator[str]:
-    """Any HTTP server that is not Jaeger (say, the wrong port): HTML 404 for every path."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotJaeger)
+def _serve(status: int, body: bytes) -> tuple[http.server.ThreadingHTTPServer, threading.Thread]:
+    """A server answering every GET with ``status`` and ``body`` (HTML for an error without a body)."""
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if not body:
+                self.send_error(status)
+                return
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    return server, thread
 
 
-class _NotJaeger(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self.send_error(404)
+@pytest.fixture
+def answering() -> Iterator[object]:
+    started = []
 
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    def start(status: int, body: bytes = b"") -> str:
+        server, thread = _serve(status, body)
+        started.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server, thread in started:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def plain_http_server(answering) -> str:
+    """Any HTTP server that is not Jaeger (say, the wrong port): HTML 404 for every path."""
+    return answering(404)
+
+
+def test_a_jaeger_answer_without_spans_says_so(answering, capsys: pytest.CaptureFixture[str]) -> None:
+    url = answering(200, b'{"result": {"resourceSpans": []}}')
+    assert main(["tree", "--jaeger", url, "--trace", "a" * 32]) == Exit.BAD_INPUT
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"Jaeger at {url} returned no spans of trace {'a' * 32}; retry in a few seconds" in line
+    assert "0 traces" not in line
 
 
 def test_a_404_from_something_that_is_not_jaeger_says_so(plain_http_server: str, capsys: pytest.CaptureFixture[str]) -> None:
