@@ -487,8 +487,14 @@ def _span_record(
     span_id = _id(span.get("spanId"), 8)
     if span_id is None:
         return f"a span with spanId {_shown(span.get('spanId'))} (not an 8-byte hex or base64 id)"
-    parent_id = _id(span.get("parentSpanId"), 8)
-    status = span.get("status") if isinstance(span.get("status"), dict) else {}
+    raw_parent = span.get("parentSpanId")
+    parent_id = _id(raw_parent, 8) if raw_parent else None
+    status = span.get("status")
+    if status:
+        status_code = _status(status.get("code")) if isinstance(status, dict) else "UNSET"
+        status_message = str(status.get("message", "")) if isinstance(status, dict) else ""
+    else:  # the common "status": {}
+        status_code, status_message = "UNSET", ""
     try:
         start_ns = int(span.get("startTimeUnixNano", 0))
         end_ns = int(span.get("endTimeUnixNano", start_ns))
@@ -497,17 +503,21 @@ def _span_record(
     attributes = _attributes(span.get("attributes"), attribute_keys)
     if shared is not None:
         for key, value in attributes.items():
-            if isinstance(value, list) and all(isinstance(item, str) for item in value):
-                attributes[key] = shared.setdefault(("list", *value), value)
+            if type(value) is list:
+                try:
+                    attributes[key] = shared.setdefault(("list", *value), value)
+                except TypeError:  # a kvlist inside: unhashable, not worth sharing
+                    pass
+    name = span.get("name", "")
     return SpanRecord(
         trace_id=trace_id,
         span_id=span_id,
         parent_id=parent_id,
-        name=str(span.get("name", "")),
+        name=name if type(name) is str else str(name),
         start_ns=start_ns,
         end_ns=end_ns,
-        status_code=_status(status.get("code")),
-        status_message=str(status.get("message", "")),
+        status_code=status_code,
+        status_message=status_message,
         attributes=attributes,
         service_name=service,
         scope_name=scope_name,
@@ -539,7 +549,9 @@ def _id(value: Any, size: int) -> str | None:
         if len(raw) != size:
             return None
     # An all-zero id means "none" (a root span's parentSpanId, in some encoders).
-    return raw.hex() if raw != _ZERO_IDS[size] else None
+    if raw == _ZERO_IDS[size]:
+        return None
+    return value if len(value) == 2 * size and (value.islower() or value.isdigit()) else raw.hex()
 
 
 _ZERO_IDS = {8: bytes(8), 16: bytes(16)}
@@ -587,7 +599,10 @@ def _any_value(value: Any) -> Any:
             return None
     if "arrayValue" in value:
         inner = value["arrayValue"]
-        return [_any_value(v) for v in _list(inner.get("values") if isinstance(inner, dict) else None)]
+        return [
+            v["stringValue"] if type(v) is dict and "stringValue" in v else _any_value(v)
+            for v in _list(inner.get("values") if isinstance(inner, dict) else None)
+        ]
     if "kvlistValue" in value:
         inner = value["kvlistValue"]
         return _attributes(inner.get("values") if isinstance(inner, dict) else None)

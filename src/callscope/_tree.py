@@ -135,7 +135,7 @@ class TraceView:
         """``(run name, summary lines)`` of each LangChain root run in the trace."""
         return [
             (node.span.name, _labels(node.span, HANDLERS_MISSED))
-            for node, _ in self.walk()
+            for node in _depth_first(self.roots)
             if HANDLERS_MISSED in node.span.attributes
         ]
 
@@ -188,8 +188,17 @@ def _build_trace(trace_id: str, members: dict[str, SpanRecord]) -> TraceView:
         node.children.sort(key=_start_key)
     roots.sort(key=_start_key)
     view = TraceView(trace_id=trace_id, roots=roots, handlers=[], span_count=len(nodes))
-    view.handlers = _handler_labels(node.span for node, _ in view.walk())
+    view.handlers = _handler_labels(node.span for node in _depth_first(roots))
     return view
+
+
+def _depth_first(roots: Sequence[SpanNode]) -> Iterator[SpanNode]:
+    """``TraceView.walk`` without the ancestry flags, for a look at every span."""
+    stack = list(reversed(roots))
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(node.children))
 
 
 def _reachable(roots: Sequence[SpanNode]) -> set[int]:
@@ -287,7 +296,7 @@ def select_rows(view: TraceView, *, max_depth: int | None = None, errors_only: b
 
 
 def _children_first(view: TraceView) -> list[SpanNode]:
-    return [node for node, _ in view.walk()][::-1]
+    return list(_depth_first(view.roots))[::-1]
 
 
 def _failing_and_ancestors(view: TraceView) -> set[int]:
@@ -351,7 +360,7 @@ def _draw(view: TraceView, rows: list[Row], width: int, unicode: bool) -> tuple[
     they are written, so a 200,000-span trace is never held as text)."""
     labels = view.handlers
     guides_of: dict[tuple[bool, ...], str] = {}
-    measured = []  # per row: guides, name, details, cells of guides + name, cells of details
+    measured = []  # per row: guides, name, details, cells of guides + name, cells of details, duration
     dur_w, status_w = len("duration"), len("status")
     bare = detailed = marked = 4
     for row in rows:
@@ -363,8 +372,9 @@ def _draw(view: TraceView, rows: list[Row], width: int, unicode: bool) -> tuple[
         details = _details(span)
         name_cells = _cells(guides) + _cells(name)
         details_cells = _cells(details)
-        measured.append((guides, name, details, name_cells, details_cells))
-        dur_w = max(dur_w, len(format_duration(span.duration_ns)))
+        duration = format_duration(span.duration_ns)
+        measured.append((guides, name, details, name_cells, details_cells, duration))
+        dur_w = max(dur_w, len(duration))
         status_w = max(status_w, len(_status_word(span)))
         bare = max(bare, name_cells)
         detailed = max(detailed, name_cells + (2 + details_cells if details else 0))
@@ -413,7 +423,7 @@ def _row_name(row: Row) -> str:
 def _lines(
     view: TraceView,
     rows: list[Row],
-    measured: list[tuple[str, str, str, int, int]],
+    measured: list[tuple[str, str, str, int, int, str]],
     shape: _Shape,
     unicode: bool,
 ) -> Iterator[list[Segment]]:
@@ -438,7 +448,9 @@ def _lines(
     yield header
     yield [("─" * min(width, sum(_cells(text) for text, _ in header)), "dim")]
 
-    for i, (row, (guides, name, details, name_cells, details_cells)) in enumerate(zip(rows, measured, strict=True)):
+    for i, (row, (guides, name, details, name_cells, details_cells, duration)) in enumerate(
+        zip(rows, measured, strict=True)
+    ):
         span = row.node.span
         has_children_shown = i + 1 < len(rows) and len(rows[i + 1].lasts) > len(row.lasts)
         key = (row.lasts, has_children_shown)
@@ -465,7 +477,7 @@ def _lines(
             used += 2 + details_cells
         line.append((" " * (name_w - used), ""))
         if layout is not Layout.NARROW:
-            line.append(("  " + format_duration(span.duration_ns).rjust(shape.dur_w), ""))
+            line.append(("  " + duration.rjust(shape.dur_w), ""))
         cells = _handler_cells(span, labels)
         if layout is Layout.FULL:
             line.append(("  " + _status_word(span).ljust(shape.status_w), _STATUS_STYLES.get(span.status_code, "")))
