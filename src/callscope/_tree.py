@@ -24,6 +24,7 @@ next line. Every span keeps its name, its failure and each handler's scope; a fa
 message always has its own indented line(s).
 
 >>> from rich.console import Console
+from rich.style import Style
 >>> from callscope._otlp_json import read_spans_file
 >>> for view in build_traces(read_spans_file("callscope-traces.jsonl").spans):  # doctest: +SKIP
 ...     render_trace(view, Console())
@@ -37,7 +38,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from rich.cells import cell_len, chop_cells
+from rich.color import ColorSystem
 from rich.console import Console
+from rich.style import Style
 from rich.text import Text
 
 from callscope._otlp_json import SpanRecord
@@ -519,33 +522,68 @@ def _handler_cells(span: SpanRecord, labels: list[str]) -> list[str]:
 
 
 def _write(console: Console, lines: Iterable[list[Segment]]) -> None:
-    """Plain strings straight to the file when there is no colour to show (rich would keep bold
-    and dim under NO_COLOR, and costs more per line than a big tree can afford)."""
-    plain = console.no_color or console.color_system is None
+    """Write ``lines`` to the console's file, in chunks. Plain strings when there is no colour to
+    show (rich would keep bold and dim under NO_COLOR); otherwise each style's escape codes, from
+    rich, around its text. Printing through rich costs more per line than a big tree can afford."""
+    styled: _Styler | None = None
+    if not (console.no_color or console.color_system is None):
+        color_system = _COLOR_SYSTEMS.get(console.color_system)
+        if color_system is None:  # the legacy Windows console takes no escape codes: let rich do it
+            for line in lines:
+                console.print(Text.assemble(*line), soft_wrap=True)
+            return
+        styled = _Styler(color_system)
     encoding = console.encoding or "utf-8"
-    lossy = not encoding.lower().replace("-", "").startswith("utf")
-    chunk: list[list[Segment]] = []
+    lossy = None if encoding.lower().replace("-", "").startswith("utf") else encoding
+    chunk: list[str] = []
     for line in lines:
-        chunk.append(line)
+        if styled is None:
+            chunk.append("".join(text for text, _ in line).rstrip())
+        else:
+            chunk.append(styled.line(line))
         if len(chunk) == 2000:
-            _write_chunk(console, chunk, plain, encoding if lossy else None)
+            _write_chunk(console, chunk, lossy)
             chunk = []
     if chunk:
-        _write_chunk(console, chunk, plain, encoding if lossy else None)
+        _write_chunk(console, chunk, lossy)
     console.file.flush()
 
 
-def _write_chunk(console: Console, lines: list[list[Segment]], plain: bool, lossy_encoding: str | None) -> None:
-    if plain:
-        text = "\n".join("".join(text for text, _ in line).rstrip() for line in lines) + "\n"
-        if lossy_encoding:
-            text = text.encode(lossy_encoding, "replace").decode(lossy_encoding)
-        console.file.write(text)
-        return
-    texts = [Text.assemble(*line) for line in lines]
-    for text in texts:
-        text.rstrip()
-    console.print(Text("\n").join(texts), soft_wrap=True)
+_COLOR_SYSTEMS = {
+    "standard": ColorSystem.STANDARD,
+    "256": ColorSystem.EIGHT_BIT,
+    "truecolor": ColorSystem.TRUECOLOR,
+}
+
+
+class _Styler:
+    def __init__(self, color_system: ColorSystem) -> None:
+        self.color_system = color_system
+        self.styles: dict[str, Style] = {}
+
+    def line(self, segments: list[Segment]) -> str:
+        # Trailing padding is dropped, as in plain text.
+        while segments and not segments[-1][0].strip():
+            segments = segments[:-1]
+        if segments:
+            segments = [*segments[:-1], (segments[-1][0].rstrip(), segments[-1][1])]
+        parts = []
+        for text, style_name in segments:
+            if not style_name or not text:
+                parts.append(text)
+                continue
+            style = self.styles.get(style_name)
+            if style is None:
+                style = self.styles[style_name] = Style.parse(style_name)
+            parts.append(style.render(text, color_system=self.color_system))
+        return "".join(parts)
+
+
+def _write_chunk(console: Console, lines: list[str], lossy_encoding: str | None) -> None:
+    text = "\n".join(lines) + "\n"
+    if lossy_encoding:
+        text = text.encode(lossy_encoding, "replace").decode(lossy_encoding)
+    console.file.write(text)
 
 
 def _can_draw(console: Console) -> bool:
