@@ -330,7 +330,7 @@ def render_trace(
         return None
     unicode = _can_draw(console)
     layout, lines = _draw(view, rows, console.width, unicode)
-    _write(console, lines if unicode else ([(text.translate(_ASCII_MARKS), style) for text, style in line] for line in lines))
+    _write(console, lines if unicode else (_ascii(line) for line in lines))
     return layout
 
 
@@ -354,8 +354,8 @@ def render_legend(console: Console, layouts: Iterable[Layout] = (Layout.FULL,)) 
     items.append(f"{NO_DATA}: not a LangChain run")
     if compact:
         items.append("✗: failed")
-    unicode = _can_draw(console)
-    _write(console, [[(line if unicode else line.translate(_ASCII_MARKS), "dim")] for line in _wrap_items(items, " · ", console.width)])
+    lines = [[(line, "dim")] for line in _wrap_items(items, " · ", console.width)]
+    _write(console, lines if _can_draw(console) else [_ascii(line) for line in lines])
 
 
 def _draw(view: TraceView, rows: list[Row], width: int, unicode: bool) -> tuple[Layout, Iterator[list[Segment]]]:
@@ -586,6 +586,11 @@ def _write_chunk(console: Console, lines: list[str], lossy_encoding: str | None)
     console.file.write(text)
 
 
+def _ascii(line: list[Segment]) -> list[Segment]:
+    """``line`` for a console that cannot encode the few non-ASCII marks (same widths)."""
+    return [(text.translate(_ASCII_MARKS), style) for text, style in line]
+
+
 def _can_draw(console: Console) -> bool:
     return console.encoding.lower().replace("-", "").startswith("utf")
 
@@ -608,7 +613,8 @@ def _details(span: SpanRecord) -> str:
         parts.append(model)
     tokens_in, tokens_out = attributes.get(_INPUT_TOKENS), attributes.get(_OUTPUT_TOKENS)
     if isinstance(tokens_in, int) or isinstance(tokens_out, int):
-        parts.append(f"{tokens_in if isinstance(tokens_in, int) else '?'}→{tokens_out if isinstance(tokens_out, int) else '?'} tokens")
+        counts = [str(n) if isinstance(n, int) else "?" for n in (tokens_in, tokens_out)]
+        parts.append(f"{counts[0]}→{counts[1]} tokens")
     return " · ".join(parts)
 
 
