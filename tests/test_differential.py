@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import callscope
 from tests.differential import HANDLER_KINDS, MODES, Handlers, Observation, observe
-from tests.models import StreamingEchoLLM, ToolCallingChatModel
+from tests.models import StreamingEchoLLM, LookupAgentModel
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:astream_events version='v1' is deprecated"),
@@ -164,7 +164,7 @@ def langgraph_agent(h: Handlers):
         """Weather for a city."""
         return f"sunny in {city}"
 
-    model = ToolCallingChatModel(callbacks=h.constructor)
+    model = LookupAgentModel(callbacks=h.constructor)
     llm = _llm(h)
 
     def summarize(state: MessagesState, config: RunnableConfig) -> dict[str, Any]:

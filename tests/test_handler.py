@@ -306,3 +306,258 @@ def test_a_hostile_payload_at_the_end_still_ends_the_span(tracer_provider, span_
     finally:
         callscope.uninstrument()
     assert [s.name for s in span_exporter.get_finished_spans()] == ["retrieval"]
+
+
+# --- LangGraph control flow is not failure (issue 11, point 2) --------------------------------
+
+GRAPH_MODES = ["invoke", "ainvoke", "stream", "astream", "astream_events"]
+
+
+def run_graph(graph, value, config, mode: str):
+    """Drive a LangGraph graph to its end in one execution mode; returns what invoke would."""
+    if mode == "invoke":
+        return graph.invoke(value, config)
+    if mode == "stream":
+        return list(graph.stream(value, config))
+
+    async def drive():
+        if mode == "ainvoke":
+            return await graph.ainvoke(value, config)
+        if mode == "astream":
+            return [chunk async for chunk in graph.astream(value, config)]
+        return [event async for event in graph.astream_events(value, config, version="v2")]
+
+    return asyncio.run(drive())
+
+
+def approval_graph():
+    from typing import TypedDict
+
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import interrupt
+
+    class State(TypedDict, total=False):
+        request: str
+        decision: str
+
+    def ask(state: State) -> State:
+        return {"decision": interrupt({"question": f"approve {state['request']}?"})}
+
+    builder = StateGraph(State)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    return builder.compile(checkpointer=InMemorySaver())
+
+
+@pytest.mark.parametrize("mode", GRAPH_MODES)
+def test_interrupt_is_not_an_error_and_the_resumed_run_continues_the_thread(mode, spans, instrumented):
+    from langgraph.types import Command
+
+    graph = approval_graph()
+    config = {"configurable": {"thread_id": f"thread-{mode}"}}
+    run_graph(graph, {"request": "refund"}, config, mode)
+    (pending,) = graph.get_state(config).interrupts
+    assert all(s.status.is_unset for s in spans.all), [(s.name, s.status) for s in spans.all]
+    node, graph_span = spans.one("ask"), spans.one("LangGraph")
+    assert node.attributes["callscope.langgraph.control_flow"] == "GraphInterrupt"
+    for span in (node, graph_span):
+        assert "error.type" not in span.attributes
+        assert span.attributes["callscope.langgraph.interrupted"] is True
+        assert span.attributes["callscope.langgraph.interrupt.ids"] == (pending.id,)
+        assert span.attributes[gen_ai.GEN_AI_CONVERSATION_ID] == f"thread-{mode}"
+    assert "callscope.langgraph.resumed" not in graph_span.attributes
+
+    spans.clear()
+    run_graph(graph, Command(resume="yes"), config, mode)
+    assert graph.get_state(config).values["decision"] == "yes"
+    resumed = spans.one("LangGraph")
+    assert resumed.attributes["callscope.langgraph.resumed"] is True
+    assert resumed.attributes[gen_ai.GEN_AI_CONVERSATION_ID] == f"thread-{mode}"
+    assert all(s.status.is_unset and "callscope.langgraph.interrupted" not in s.attributes for s in spans.all)
+    assert len(instrumented.handler.registry) == 0
+
+
+def test_interrupt_in_a_react_agent_tool_pauses_the_agent_without_errors(spans, instrumented):
+    from langchain_core.tools import tool as make_tool
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.prebuilt import create_react_agent
+    from langgraph.types import Command, interrupt
+
+    from tests.models import react_agent_model
+
+    @make_tool
+    def book_flight(city: str) -> str:
+        """Book a flight once a human approves."""
+        return f"booked {city}" if interrupt(f"book {city}?") == "ok" else "declined"
+
+    agent = create_react_agent(react_agent_model("book_flight", {"city": "Paris"}), [book_flight], checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "agent-1"}}
+    agent.invoke({"messages": [("user", "book me a flight")]}, config)
+    assert all(s.status.is_unset for s in spans.all), [(s.name, s.attributes.get("error.type")) for s in spans.all]
+    tool_span = spans.one("execute_tool book_flight")
+    assert tool_span.attributes["callscope.langgraph.control_flow"] == "GraphInterrupt"
+    for name in ("tools", "LangGraph"):
+        assert spans.one(name).attributes["callscope.langgraph.interrupted"] is True
+    assert "callscope.langgraph.interrupted" not in spans.one("agent").attributes  # finished before
+
+    spans.clear()
+    result = agent.invoke(Command(resume="ok"), config)
+    assert result["messages"][-2].content == "booked Paris"
+    assert all(s.status.is_unset for s in spans.all)
+    assert {s.attributes.get(gen_ai.GEN_AI_CONVERSATION_ID) for s in spans.all} == {"agent-1"}
+    assert len(instrumented.handler.registry) == 0
+
+
+@pytest.mark.parametrize("mode", GRAPH_MODES)
+def test_handoff_to_the_parent_graph_is_not_an_error(mode, spans):
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Command
+
+    class State(TypedDict, total=False):
+        note: str
+
+    def hand_off(state: State) -> Command:
+        return Command(graph=Command.PARENT, goto="billing", update={"note": "from triage"})
+
+    triage = StateGraph(State)
+    triage.add_node("hand_off", hand_off)
+    triage.add_edge(START, "hand_off")
+    parent = StateGraph(State)
+    parent.add_node("triage", triage.compile())
+    parent.add_node("billing", lambda state: {"note": state["note"] + ", billed"})
+    parent.add_edge(START, "triage")
+    parent.add_edge("billing", END)
+    run_graph(parent.compile(), {"note": ""}, None, mode)
+
+    assert all(s.status.is_unset for s in spans.all), [(s.name, s.attributes.get("error.type")) for s in spans.all]
+    for name in ("hand_off", "triage"):
+        span = spans.one(name)
+        assert span.attributes["callscope.langgraph.control_flow"] == "ParentCommand"
+        assert span.attributes["callscope.langgraph.goto"] == ("billing",)
+    assert "billing" in spans.names()
+
+
+def test_langgraph_failures_stay_failures(spans):
+    from typing import TypedDict
+
+    from langgraph.errors import GraphRecursionError
+    from langgraph.graph import START, StateGraph
+
+    class State(TypedDict):
+        n: int
+
+    builder = StateGraph(State)
+    builder.add_node("loop", lambda state: {"n": state["n"] + 1})
+    builder.add_edge(START, "loop")
+    builder.add_edge("loop", "loop")
+    with pytest.raises(GraphRecursionError):
+        builder.compile().invoke({"n": 0}, {"recursion_limit": 3})
+    graph = spans.one("LangGraph")
+    assert graph.status.status_code == StatusCode.ERROR
+    assert graph.attributes["error.type"] == "GraphRecursionError"
+    assert "callscope.langgraph.control_flow" not in graph.attributes
+
+
+# --- a stream the consumer stops ends at once, abandoned or cancelled, never failed (point 3) --
+
+
+def research_agent():
+    """A ReAct agent whose model streams a few tokens before it calls its tool."""
+    from langchain_core.messages import AIMessage
+    from langchain_core.tools import tool as make_tool
+    from langgraph.prebuilt import create_react_agent
+
+    from tests.models import ToolCallingChatModel
+
+    @make_tool
+    def search(query: str) -> str:
+        """Search the web."""
+        return "results"
+
+    call = AIMessage(content="let me look that up", tool_calls=[{"name": "search", "args": {"query": "q"}, "id": "c1", "type": "tool_call"}])
+    return create_react_agent(ToolCallingChatModel(messages=iter([call, AIMessage(content="done")])), [search])
+
+
+def prompt_and_model():
+    return ChatPromptTemplate.from_template("q {x}") | chat_model("one two three four")
+
+
+STOPPED_STREAMS = {
+    "agent astream_events": (research_agent, {"messages": [("user", "hi")]}, lambda r, v: r.astream_events(v, version="v2")),
+    "agent astream messages": (research_agent, {"messages": [("user", "hi")]}, lambda r, v: r.astream(v, stream_mode="messages")),
+    "chain astream_events": (prompt_and_model, {"x": "1"}, lambda r, v: r.astream_events(v, version="v2")),
+    "chain astream": (prompt_and_model, {"x": "1"}, lambda r, v: r.astream(v)),
+}
+
+
+def first_token(item) -> bool:
+    """True once the stream has delivered a model token (an event, a (chunk, metadata) pair, a chunk)."""
+    if isinstance(item, dict) and "event" in item:
+        return item["event"] == "on_chat_model_stream"
+    return True
+
+
+@pytest.mark.parametrize("how", ["break", "aclose"])
+@pytest.mark.parametrize("case", list(STOPPED_STREAMS))
+def test_stream_stopped_after_the_first_token_ends_every_run_without_error(case, how, spans, instrumented, user_tracer, caplog):
+    make, value, open_stream = STOPPED_STREAMS[case]
+    runnable = make()
+    open_after_close: list[int] = []
+
+    async def consume() -> None:
+        stream = open_stream(runnable, value)
+        async for item in stream:
+            if first_token(item):
+                break
+        if how == "aclose":
+            await stream.aclose()
+            # LangChain's inner async generators are closed by the event loop's finalizer on its
+            # next iterations, not inside aclose(): a few ticks, never a wait.
+            for _ in range(5):
+                await asyncio.sleep(0)
+            open_after_close.append(len(instrumented.handler.registry))
+
+    with user_tracer.start_as_current_span("caller"):
+        asyncio.run(consume())
+    if how == "aclose":
+        assert open_after_close == [0]  # ended by the time the stream is closed and collected
+    assert len(instrumented.handler.registry) == 0
+    stopped = [s for s in spans.all if s.attributes.get("callscope.stream.abandoned") or s.attributes.get("callscope.run.cancelled")]
+    assert stopped, spans.names()
+    assert any(s.name == "chat" or s.name.startswith("chat ") for s in stopped)
+    for span in spans.all:
+        assert span.status.status_code != StatusCode.ERROR, (span.name, span.status.description)
+        assert "error.type" not in span.attributes, (span.name, span.attributes["error.type"])
+    assert len(spans.trace_ids()) == 1
+    # Nothing callscope does around the streams makes asyncio or LangChain complain.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_sync_graph_stream_stopped_early_ends_every_run(spans, instrumented):
+    for _ in research_agent().stream({"messages": [("user", "hi")]}, stream_mode="messages"):
+        break
+    assert len(instrumented.handler.registry) == 0
+    assert spans.one("LangGraph").attributes["callscope.stream.abandoned"] is True
+    assert all(s.status.is_unset for s in spans.all)
+
+
+def test_a_run_cancelled_by_a_timeout_is_cancelled_not_failed(spans, instrumented):
+    async def slow(value: str) -> str:
+        await asyncio.sleep(10)
+        return value
+
+    chain = RunnableLambda(lambda v: v, name="fast") | RunnableLambda(slow, name="slow")
+
+    async def call() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(chain.ainvoke("x"), 0.05)
+
+    asyncio.run(call())
+    assert len(instrumented.handler.registry) == 0
+    for name in ("slow", "RunnableSequence"):
+        span = spans.one(name)
+        assert span.status.is_unset and span.attributes["callscope.run.cancelled"] is True

@@ -8,7 +8,7 @@ from importlib.metadata import entry_points
 
 import pytest
 from langchain_core.callbacks import CallbackManager
-from langchain_core.language_models import FakeListChatModel
+from langchain_core.language_models import BaseChatModel, FakeListChatModel
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -50,6 +50,7 @@ def test_uninstrument_leaves_langchain_exactly_as_before(tracer_provider, span_e
 
     hooks_before = list(lc_context._configure_hooks)
     opener_before = lc_config._set_config_context
+    model_methods_before = {name: BaseChatModel.__dict__[name] for name in ("stream", "astream", "_generate_with_cache")}
     assert not any(isinstance(h, SpanHandler) for h in handlers_of_a_fresh_manager())
 
     callscope.instrument(tracer_provider)
@@ -59,6 +60,7 @@ def test_uninstrument_leaves_langchain_exactly_as_before(tracer_provider, span_e
 
     assert lc_context._configure_hooks == hooks_before
     assert lc_config._set_config_context is opener_before
+    assert {name: BaseChatModel.__dict__[name] for name in model_methods_before} == model_methods_before
     assert not any(isinstance(h, SpanHandler) for h in handlers_of_a_fresh_manager())
     RunnableLambda(lambda v: v).invoke(1)
     assert span_exporter.get_finished_spans() == ()

@@ -82,3 +82,19 @@ def test_clear_ends_everything():
         registry.add(uuid.uuid4(), make_record(tracer, "open"))
     registry.clear()
     assert len(registry) == 0 and len(exporter.get_finished_spans()) == 3
+
+
+def test_pop_descendants_takes_every_open_run_below_a_stopped_run_and_nothing_else():
+    registry, tracer, _ = setup(max_runs=100, ttl_seconds=0)
+    stopped, child, grandchild, sibling, unrelated = (uuid.uuid4() for _ in range(5))
+    root = uuid.uuid4()
+    parents = {child: stopped, grandchild: child, sibling: root, unrelated: None}
+    for run_id, parent in parents.items():
+        record = make_record(tracer, str(run_id))
+        record.parent_run_id = parent
+        registry.add(run_id, record)
+    # The stopped run itself has already left the registry when its error arrived.
+    popped = registry.pop_descendants(stopped)
+    assert sorted(r.name for r in popped) == sorted([str(child), str(grandchild)])
+    assert registry.get(sibling) is not None and registry.get(unrelated) is not None
+    assert len(registry) == 2

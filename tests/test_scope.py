@@ -335,3 +335,192 @@ def test_an_attached_component_pickles_and_comes_back_without_the_attachment(spa
     restored.invoke("q")
     model.invoke("q")
     assert len(own.get_finished_spans()) == 2
+
+
+# --- LangChain's internal tracers are not "your" handlers (issue 11, point 4) -----------------
+
+
+def message_history_chain():
+    from langchain_core.chat_history import InMemoryChatMessageHistory
+    from langchain_core.prompts import MessagesPlaceholder
+    from langchain_core.runnables.history import RunnableWithMessageHistory
+
+    prompt = ChatPromptTemplate.from_messages([MessagesPlaceholder("history"), ("human", "{question}")])
+    histories: dict[str, InMemoryChatMessageHistory] = {}
+    return RunnableWithMessageHistory(
+        prompt | FakeListChatModel(responses=["hi"]),
+        lambda session_id: histories.setdefault(session_id, InMemoryChatMessageHistory()),
+        input_messages_key="question",
+        history_messages_key="history",
+    )
+
+
+INTERNAL_TRACER_CASES = {
+    "with_listeners": (lambda: seed_chain().with_listeners(on_end=lambda run: None), {"number": "2"}, {}),
+    "message history": (message_history_chain, {"question": "hello"}, {"configurable": {"session_id": "s1"}}),
+}
+
+
+def every_label(spans) -> set[str]:
+    labels: set[str] = set()
+    for span in spans.all:
+        labels.update(local(span) + inherited(span))
+        labels.update(key.removeprefix("callscope.handlers.missed.") for key in span.attributes if key.startswith("callscope.handlers.missed."))
+        labels.update(line.split(" saw ")[0] for line in span.attributes.get("callscope.handlers.missed", ()))
+    return labels
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke", "stream", "astream_events"])
+@pytest.mark.parametrize("case", list(INTERNAL_TRACER_CASES))
+def test_listener_tracers_are_hidden_and_the_users_handler_is_still_listed(case, mode, spans):
+    make, value, config = INTERNAL_TRACER_CASES[case]
+    config = {**config, "callbacks": [LoggingHandler()]}
+    runnable = make()
+    if mode == "invoke":
+        runnable.invoke(value, config)
+    elif mode == "stream":
+        list(runnable.stream(value, config))
+    else:
+
+        async def drive():
+            if mode == "ainvoke":
+                return await runnable.ainvoke(value, config)
+            return [e async for e in runnable.astream_events(value, config, version="v2")]
+
+        asyncio.run(drive())
+    assert every_label(spans) == {"LoggingHandler"}
+    assert all(inherited(span) == ("LoggingHandler",) for span in spans.all)
+
+
+def test_langgraph_message_streaming_and_log_streams_are_hidden(spans):
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        answer: str
+
+    model = FakeListChatModel(responses=["streamed answer"])
+    builder = StateGraph(State)
+    builder.add_node("answer", lambda state: {"answer": model.invoke("q").content})
+    builder.add_edge(START, "answer")
+    builder.add_edge("answer", END)
+    graph = builder.compile()
+    list(graph.stream({"answer": ""}, {"callbacks": [AuditHandler()]}, stream_mode="messages"))
+
+    async def log() -> None:
+        async for _ in seed_chain().astream_log({"number": "2"}, {"callbacks": [AuditHandler()]}):
+            pass
+
+    asyncio.run(log())
+    assert every_label(spans) == {"AuditHandler"}
+
+
+def test_internal_tracers_are_recognised_by_what_they_are():
+    from langchain_core.callbacks import StdOutCallbackHandler, UsageMetadataCallbackHandler
+    from langchain_core.tracers import ConsoleCallbackHandler, LangChainTracer
+    from langchain_core.tracers.log_stream import LogStreamCallbackHandler
+    from langchain_core.tracers.root_listeners import AsyncRootListenersTracer, RootListenersTracer
+    from langgraph.pregel._messages import StreamMessagesHandler
+
+    from callscope._scope import _is_plumbing_class
+
+    for internal in (RootListenersTracer, AsyncRootListenersTracer, LogStreamCallbackHandler, StreamMessagesHandler):
+        assert _is_plumbing_class(internal), internal
+    # LangChain's own observers a user turns on, and any class of the user's (even a tracer).
+    for observer in (StdOutCallbackHandler, UsageMetadataCallbackHandler, ConsoleCallbackHandler, LangChainTracer, LoggingHandler):
+        assert not _is_plumbing_class(observer), observer
+
+    class MyTracer(RootListenersTracer):
+        pass
+
+    assert not _is_plumbing_class(MyTracer)
+
+
+def test_listener_tracers_listed_when_asked(tracer_provider, span_exporter):
+    callscope.instrument(tracer_provider, include_internal_handlers=True)
+    try:
+        seed_chain().with_listeners(on_end=lambda run: None).invoke({"number": "2"})
+    finally:
+        callscope.uninstrument()
+    assert all("RootListenersTracer" in inherited(s) for s in span_exporter.get_finished_spans())
+
+
+# --- labels and "missed" summaries per OpenTelemetry trace (issue 11, point 5) -----------------
+
+
+class RequestLogger(BaseCallbackHandler):
+    pass
+
+
+def answer_chain(logger: BaseCallbackHandler):
+    return ChatPromptTemplate.from_template("q {x}") | FakeListChatModel(responses=["a"], callbacks=[logger])
+
+
+def test_two_chains_in_one_request_number_their_handlers_together(spans, user_tracer):
+    with user_tracer.start_as_current_span("POST /ask"):
+        answer_chain(RequestLogger()).invoke({"x": "1"})
+        answer_chain(RequestLogger()).invoke({"x": "2"})
+    first, second = sorted(spans.named("chat"), key=lambda s: s.start_time)
+    assert local(first) == ("RequestLogger",) and local(second) == ("RequestLogger#2",)
+    # One summary per LangChain root, about that root's own runs and the handlers they reached.
+    roots = sorted(spans.named("RunnableSequence"), key=lambda s: s.start_time)
+    assert roots[0].attributes["callscope.handlers.missed"] == ("RequestLogger saw 1 of 3 runs; missed RunnableSequence, ChatPromptTemplate",)
+    assert roots[1].attributes["callscope.handlers.missed"] == ("RequestLogger#2 saw 1 of 3 runs; missed RunnableSequence, ChatPromptTemplate",)
+    assert len(spans.trace_ids()) == 1
+
+
+def test_labels_restart_in_each_request(spans, user_tracer):
+    for path in ("POST /ask", "POST /again"):
+        with user_tracer.start_as_current_span(path):
+            answer_chain(RequestLogger()).invoke({"x": "1"})
+    assert [local(s) for s in spans.named("chat")] == [("RequestLogger",), ("RequestLogger",)]
+
+
+def test_trace_labels_stay_bounded_however_long_the_trace():
+    from callscope import _scope
+
+    labels = _scope.TraceLabels()
+    keep = [RequestLogger() for _ in range(_scope._MAX_LABELS_PER_TRACE + 5)]
+    assigned = [labels.label(handler) for handler in keep]
+    assert assigned[1] == "RequestLogger#2" and assigned[-1] == "RequestLogger#+"
+    assert len(labels._labels) == _scope._MAX_LABELS_PER_TRACE
+    # A collected handler's label is forgotten: a new object reusing its id gets a new label.
+    del keep, assigned
+    import gc
+
+    gc.collect()
+    assert labels._labels == {} and labels._keep == {}
+
+
+def test_only_recent_traces_keep_their_labels(tracer_provider):
+    from opentelemetry import trace
+
+    from callscope import _scope
+
+    book = _scope.LabelsByTrace(max_traces=2)
+    tracer = tracer_provider.get_tracer("t")
+    seen = []
+    for name in ("a", "b", "c"):
+        with tracer.start_as_current_span(name):
+            seen.append(book.for_new_root())
+            assert book.for_new_root() is seen[-1]
+    assert len(book._by_trace) == 2
+    assert trace.get_current_span().get_span_context().is_valid is False
+    assert book.for_new_root() is not book.for_new_root()  # no caller span: a trace of its own
+
+
+def test_a_chain_run_inside_a_models_provider_code_shares_the_models_labels(spans):
+    from langchain_core.language_models import FakeListChatModel as Base
+
+    class Delegating(Base):
+        """A provider integration that runs a chain of its own inside _generate, without config."""
+
+        def _call(self, messages, stop=None, run_manager=None, **kwargs):
+            RunnableLambda(lambda v: v, name="inner").invoke(1, config={"callbacks": [RequestLogger()]})
+            return super()._call(messages, stop, run_manager, **kwargs)
+
+    Delegating(responses=["a"], callbacks=[RequestLogger()]).invoke("q")
+    assert spans.parent_name(spans.one("inner")) == "chat"
+    assert local(spans.one("chat")) == ("RequestLogger",)
+    assert inherited(spans.one("inner")) == ("RequestLogger#2",)

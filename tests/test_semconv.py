@@ -13,6 +13,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 import callscope
+from callscope import _semconv as sc
 from tests.spans import SpanTree
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "semconv" / "v1.41.1" / "docs" / "gen-ai"
@@ -127,3 +128,31 @@ def test_genai_span_names_are_operation_then_identifier(spans):
     # execute_tool {gen_ai.tool.name}
     assert by_operation["execute_tool"].name == "execute_tool add"
     assert by_operation["execute_tool"].attributes[gen_ai.GEN_AI_TOOL_NAME] == "add"
+
+
+def test_langgraph_control_flow_is_recognised_by_its_class_hierarchy():
+    from langgraph.errors import GraphBubbleUp, GraphDrained, GraphInterrupt, GraphRecursionError, NodeTimeoutError, ParentCommand
+    from langgraph.types import Command, Interrupt, Send
+
+    assert sc.control_flow_attributes(GraphInterrupt([Interrupt(value="secret question", id="i-1")])) == {
+        "callscope.langgraph.control_flow": "GraphInterrupt",
+        "callscope.langgraph.interrupted": True,
+        "callscope.langgraph.interrupt.ids": ("i-1",),
+    }
+    handoff = ParentCommand(Command(graph=Command.PARENT, goto=[Send("billing", {"card": "4111"}), "audit"]))
+    assert sc.control_flow_attributes(handoff)["callscope.langgraph.goto"] == ("billing", "audit")
+    assert sc.control_flow_attributes(GraphDrained("sigterm"))["callscope.langgraph.drain_reason"] == "sigterm"
+
+    class FutureSteering(GraphBubbleUp):  # one LangGraph may add later
+        pass
+
+    assert sc.control_flow_attributes(FutureSteering()) == {"callscope.langgraph.control_flow": "FutureSteering"}
+    for failure in (GraphRecursionError("limit"), NodeTimeoutError("n", 1.0, kind="run", run_timeout=1.0), ValueError("x")):
+        assert sc.control_flow_attributes(failure) is None
+
+
+def test_thread_id_becomes_the_conversation_id():
+    _, attributes = sc.describe_chain(None, {"name": "LangGraph"}, [], {"thread_id": "t-42"})
+    assert attributes[gen_ai.GEN_AI_CONVERSATION_ID] == "t-42"
+    _, attributes = sc.describe_chain(None, {"name": "LangGraph"}, [], {"thread_id": {"not": "an id"}})
+    assert gen_ai.GEN_AI_CONVERSATION_ID not in attributes

@@ -12,6 +12,8 @@ with ``raise_error``, in the user's chain.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import functools
 import logging
 import time
@@ -29,6 +31,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, set_span_i
 
 from callscope import _semconv as sc
 from callscope import _scope
+from callscope._propagation import claim_run_body
 from callscope._runs import RunRecord, RunRegistry
 from callscope._serialize import bound_text, encodable, to_json
 from callscope._settings import Settings
@@ -84,6 +87,7 @@ class SpanHandler(BaseCallbackHandler):
         self.registry = registry
         self.internal_errors = 0
         self._sampling_follows_parent = _sampler_follows_parent(getattr(tracer, "sampler", None))
+        self._labels_by_trace = _scope.LabelsByTrace()
 
     # --- starts -------------------------------------------------------------------------------
 
@@ -107,9 +111,16 @@ class SpanHandler(BaseCallbackHandler):
             # The sampler would drop this run as it dropped its parent: skip the whole span, but
             # keep a record so that children and step bodies still find the (unsampled) trace.
             record = RunRecord(
-                span=parent.span, context=parent.context, operation=operation, name="", scope=parent.scope, sampled=False
+                span=parent.span,
+                context=parent.context,
+                operation=operation,
+                name="",
+                scope=parent.scope,
+                sampled=False,
+                parent_run_id=parent_run_id,
             )
             self.registry.add(run_id, record)
+            claim_run_body(operation, record.context)
             return record
         try:
             name, attributes = describe(serialized, kwargs, tags, metadata)
@@ -124,7 +135,7 @@ class SpanHandler(BaseCallbackHandler):
         # A run LangChain reports as a root but that starts inside a traced step belongs to that
         # step's trace, and so to its handler labels.
         enclosing = parent or step
-        scope = enclosing.scope if enclosing is not None else _scope.TraceScope(self._settings.include_internal_handlers)
+        scope = enclosing.scope if enclosing is not None else self._new_root_scope()
         # Classified before the span starts so the labels go in with the other start attributes
         # (one attribute-cleaning pass in the SDK instead of a set_attribute call per list).
         handlers = scope.handlers_of(_scope.starting_manager(), operation)
@@ -135,10 +146,15 @@ class SpanHandler(BaseCallbackHandler):
         span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
         context = set_span_in_context(span, parent_context)
         if not span.is_recording():
-            record = RunRecord(span=span, context=context, operation=operation, name=name, scope=scope, sampled=False)
+            record = RunRecord(
+                span=span, context=context, operation=operation, name=name, scope=scope, sampled=False, parent_run_id=parent_run_id
+            )
             self.registry.add(run_id, record)
+            claim_run_body(operation, context)
             return record
         scope.record_run(name, handlers)
+        if enclosing is None:
+            self._labels_by_trace.remember(span.get_span_context().trace_id, scope.labels)
         record = RunRecord(
             span=span,
             context=context,
@@ -151,12 +167,16 @@ class SpanHandler(BaseCallbackHandler):
             loses_children=operation == sc.CHAIN and name in _LOSES_CHILDREN,
         )
         self.registry.add(run_id, record)
+        claim_run_body(operation, context)
         for processor in handlers.processors:
             try:
                 processor.on_start(span, parent_context)
             except Exception:
                 _log.exception("callscope: span processor %r failed in on_start", processor)
         return record
+
+    def _new_root_scope(self) -> _scope.TraceScope:
+        return _scope.TraceScope(self._settings.include_internal_handlers, self._labels_by_trace.for_new_root())
 
     def _parent_record(self, parent_run_id: UUID | None, step: RunRecord | None) -> RunRecord | None:
         parent = self.registry.get(parent_run_id)
@@ -188,7 +208,11 @@ class SpanHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         record = self._start(run_id, parent_run_id, sc.CHAIN, SpanKind.INTERNAL, sc.describe_chain, serialized, kwargs, tags, metadata)
-        if record is not None and self._content and record.span.is_recording():
+        if record is None or not record.span.is_recording():
+            return
+        if sc.is_resume(inputs):
+            record.span.set_attribute(sc.LANGGRAPH_RESUMED, True)
+        if self._content:
             record.span.set_attribute(sc.INPUT, to_json(inputs, self._limit))
 
     @_absorb
@@ -295,7 +319,7 @@ class SpanHandler(BaseCallbackHandler):
         if manager is None or not hasattr(manager, "handlers"):
             return ()
         run = self.registry.get(getattr(manager, "parent_run_id", None))
-        scope = run.scope if run is not None else _scope.TraceScope(self._settings.include_internal_handlers)
+        scope = run.scope if run is not None else self._new_root_scope()
         received = scope.handlers_of(manager, "custom_event")
         return received.local + received.inherited
 
@@ -376,15 +400,40 @@ class SpanHandler(BaseCallbackHandler):
 
     def _fail(self, run_id: UUID, error: BaseException) -> None:
         self._end(run_id, self._annotate_failure, error)
+        stopped = _stopped_by_caller(error)
+        if stopped:
+            self._end_runs_stopped_with(run_id, stopped)
+
+    def _end_runs_stopped_with(self, run_id: UUID, outcome: str) -> None:
+        """A run stopped from outside takes its unfinished runs with it, and LangChain does not
+        always say so: a chat model cancelled while awaiting its provider inside ``agenerate``
+        never gets an end or error callback. Their spans end now, with the same outcome,
+        instead of staying open until the run TTL."""
+        for record in self.registry.pop_descendants(run_id):
+            try:
+                if record.span.is_recording():
+                    attributes: dict[str, Any] = {outcome: True}
+                    self._add_stream_timing(record, attributes)
+                    record.span.set_attributes(attributes)
+            finally:
+                record.finish()
 
     def _annotate_failure(self, record: RunRecord, error: BaseException) -> None:
         span = record.span
         attributes: dict[str, Any] = {}
         self._add_stream_timing(record, attributes)
-        if isinstance(error, GeneratorExit):
-            # The consumer stopped reading (break, close(), aclose(), garbage collection):
-            # the run ends early, but nothing failed.
-            attributes[sc.STREAM_ABANDONED] = True
+        stopped = _stopped_by_caller(error)
+        steering = None if stopped else sc.control_flow_attributes(error)
+        if stopped:
+            # The consumer stopped reading (break, close(), aclose(), garbage collection), or
+            # cancelled the task running the run (astream_events and LangGraph do that to their
+            # workers when their own consumer stops; a timeout does it too): the run ends early,
+            # but nothing failed.
+            attributes[stopped] = True
+        elif steering is not None:
+            attributes.update(steering)
+            if sc.LANGGRAPH_INTERRUPTED in steering:
+                self._mark_enclosing_runs_interrupted(record, steering)
         else:
             # Python checks only __name__ is UTF-8; __qualname__ and __module__ may hold anything.
             error_type = encodable(type(error).__qualname__)
@@ -401,6 +450,19 @@ class SpanHandler(BaseCallbackHandler):
             span.set_status(Status(StatusCode.ERROR, f"{error_type}: {message}"[:1024]))
         span.set_attributes(attributes)
 
+    def _mark_enclosing_runs_interrupted(self, record: RunRecord, steering: dict[str, Any]) -> None:
+        """The graph that holds an interrupted node returns normally (its output carries the
+        interrupt only in ``invoke``), so it is told here, while it is still open, and so is
+        every run around it: the whole call is paused, waiting for the human."""
+        interrupted = {key: value for key, value in steering.items() if key != sc.LANGGRAPH_CONTROL_FLOW}
+        parent = self.registry.get(record.parent_run_id)
+        depth = 0
+        while parent is not None and depth < 256:  # a bound, should a parent chain ever loop
+            if parent.span.is_recording():
+                parent.span.set_attributes(interrupted)
+            parent = self.registry.get(parent.parent_run_id)
+            depth += 1
+
     @staticmethod
     def _add_stream_timing(record: RunRecord, attributes: dict[str, Any]) -> None:
         if record.first_chunk_monotonic is None:
@@ -408,6 +470,18 @@ class SpanHandler(BaseCallbackHandler):
         attributes[gen_ai.GEN_AI_REQUEST_STREAM] = True
         attributes[gen_ai.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = record.first_chunk_monotonic - record.started_monotonic
         attributes[sc.STREAM_CHUNKS] = record.chunks
+
+
+_CANCELLATIONS = (asyncio.CancelledError, concurrent.futures.CancelledError)
+
+
+def _stopped_by_caller(error: BaseException) -> str | None:
+    """The attribute that says how the caller stopped a run, or ``None`` if it was not stopped."""
+    if isinstance(error, GeneratorExit):
+        return sc.STREAM_ABANDONED
+    if isinstance(error, _CANCELLATIONS):
+        return sc.RUN_CANCELLED
+    return None
 
 
 def _step_manager() -> Any:

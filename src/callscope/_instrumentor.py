@@ -5,8 +5,8 @@ Instrumenting does three things, and uninstrumenting undoes each:
 1. registers LangChain's own configure hook, so that every callback manager LangChain builds
    (chains, bare ``model.invoke``, tool calls, retrievers, LangGraph) carries callscope's
    ``SpanHandler`` — no monkeypatching of LangChain's callback system;
-2. wraps the functions that open a step's context (``_propagation``), so code inside a step
-   sees the step's span;
+2. wraps the functions that open a step's context, and the model, LLM and retriever methods
+   that run a provider call (``_propagation``), so code inside a step or a run sees its span;
 3. creates the run registry, which uninstrument empties, ending any still-open span.
 """
 
@@ -22,7 +22,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from callscope._handler import SpanHandler
-from callscope._propagation import StepContextPropagator
+from callscope._propagation import RunBodyPropagator, StepContextPropagator
 from callscope._runs import RunRegistry
 from callscope._scope import ManagerProbe
 from callscope._settings import Settings
@@ -55,12 +55,13 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
         max_in_flight_runs, run_ttl_seconds, max_attribute_length: see
             ``callscope.environment_variables``.
-        include_internal_handlers: also list LangChain's internal streaming handlers (the ones
-            ``stream``/``astream_events`` add) among the handlers a run reached.
+        include_internal_handlers: also list LangChain's and LangGraph's internal handlers
+            (streaming, event and log stream, listener tracers) among the handlers a run reached.
     """
 
     _handler: SpanHandler | None = None
     _propagator: StepContextPropagator | None = None
+    _run_bodies: RunBodyPropagator | None = None
     _probe: ManagerProbe | None = None
     _hook: tuple[Any, ...] | None = None
     #: The arguments the active instrumentation was made with (those not None).
@@ -105,10 +106,12 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         handler = SpanHandler(tracer, settings, registry)
         propagator = StepContextPropagator(registry)
         propagator.install()
+        run_bodies = RunBodyPropagator(registry)
+        run_bodies.install()
         probe = ManagerProbe()
         probe.install()
         self._hook = _register_handler(handler)
-        self._handler, self._propagator, self._probe = handler, propagator, probe
+        self._handler, self._propagator, self._run_bodies, self._probe = handler, propagator, run_bodies, probe
         # atexit runs last-registered first, so this runs before the provider's own shutdown
         # (registered when the provider was made) flushes: runs whose end LangChain never
         # delivered (an async stream dropped as its event loop closed) are exported, not lost.
@@ -120,11 +123,13 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             _unregister_handler(self._hook)
         if self._propagator is not None:
             self._propagator.uninstall()
+        if self._run_bodies is not None:
+            self._run_bodies.uninstall()
         if self._probe is not None:
             self._probe.uninstall()
         if self._handler is not None:
             self._handler.registry.clear()
-        self._hook = self._handler = self._propagator = self._probe = None
+        self._hook = self._handler = self._propagator = self._run_bodies = self._probe = None
         self._arguments = {}
 
     def _end_open_runs_at_exit(self) -> None:

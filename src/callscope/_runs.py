@@ -106,6 +106,31 @@ class RunRegistry:
     def pop(self, run_id: UUID) -> RunRecord | None:
         return self._runs.pop(run_id, None)
 
+    def pop_descendants(self, run_id: UUID) -> list[RunRecord]:
+        """Remove and return every open run below ``run_id`` (which has itself already ended).
+
+        A scan of the registry: it runs only when a run was stopped from outside, never on the
+        path of a normal end, so no run pays for child bookkeeping."""
+        below: dict[UUID, bool] = {run_id: True}
+        found: list[UUID] = []
+        for candidate_id, record in list(self._runs.items()):
+            chain: list[UUID] = []
+            parent_id: UUID | None = candidate_id
+            verdict = False
+            while parent_id is not None and len(chain) < 256:  # a bound, should parent links loop
+                known = below.get(parent_id)
+                if known is not None:
+                    verdict = known
+                    break
+                chain.append(parent_id)
+                parent = self._runs.get(parent_id) if parent_id != candidate_id else record
+                parent_id = parent.parent_run_id if parent is not None else None
+            for link in chain:
+                below[link] = verdict
+            if verdict:
+                found.append(candidate_id)
+        return [record for candidate_id in found if (record := self._runs.pop(candidate_id, None)) is not None]
+
     def clear(self, reason: str = "callscope: instrumentation was removed before this run ended") -> None:
         """End every open run's span as evicted and forget it (uninstrument, process exit)."""
         with self._lock:

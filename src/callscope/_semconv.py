@@ -13,10 +13,12 @@ and set them in one call.
 
 from __future__ import annotations
 
+import functools
 import math
 from itertools import islice
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes
@@ -46,6 +48,16 @@ LANGGRAPH_NODE = "callscope.langgraph.node"
 LANGGRAPH_STEP = "callscope.langgraph.step"
 STREAM_CHUNKS = "callscope.stream.chunks"
 STREAM_ABANDONED = "callscope.stream.abandoned"
+RUN_CANCELLED = "callscope.run.cancelled"
+#: Set instead of an error when LangGraph steered a run with an exception (see control_flow_attributes).
+LANGGRAPH_CONTROL_FLOW = "callscope.langgraph.control_flow"
+LANGGRAPH_INTERRUPTED = "callscope.langgraph.interrupted"
+LANGGRAPH_INTERRUPT_IDS = "callscope.langgraph.interrupt.ids"
+LANGGRAPH_GOTO = "callscope.langgraph.goto"
+LANGGRAPH_DRAIN_REASON = "callscope.langgraph.drain_reason"
+LANGGRAPH_RESUMED = "callscope.langgraph.resumed"
+
+_MAX_LISTED = 32
 
 # LangChain's provider ids (``ls_provider``) that differ from the semconv well-known values.
 _PROVIDERS = {
@@ -297,12 +309,74 @@ def _add_run_context(attributes: Attributes, tags: Iterable[str] | None, metadat
             if attempt.isdigit():
                 attributes[RETRY_ATTEMPT] = int(attempt)
     if isinstance(metadata, Mapping):
+        # LangGraph's thread: a resumed run (after an interrupt) continues the same conversation.
+        thread = metadata.get("thread_id")
+        if isinstance(thread, (str, int, UUID)) and not isinstance(thread, bool):
+            attributes[gen_ai.GEN_AI_CONVERSATION_ID] = _label(str(thread))
         node = metadata.get("langgraph_node")
         if isinstance(node, str):
             attributes[LANGGRAPH_NODE] = _label(node)
             step = metadata.get("langgraph_step")
             if isinstance(step, int) and not isinstance(step, bool):
                 attributes[LANGGRAPH_STEP] = step
+
+
+# --- LangGraph control flow --------------------------------------------------------------------
+
+
+def control_flow_attributes(error: BaseException) -> Attributes | None:
+    """What a run ended by LangGraph's control flow says instead of an error, or ``None`` for a
+    real failure.
+
+    LangGraph steers with exceptions derived from ``GraphBubbleUp``: ``interrupt()`` raises
+    ``GraphInterrupt`` (human in the loop; the graph returns normally and resumes later),
+    ``Command(graph=Command.PARENT)`` raises ``ParentCommand`` (a handoff to the parent graph),
+    a drain request raises ``GraphDrained`` (stopped at a checkpoint, resumable). They pass
+    through the node and subgraph runs as ``on_chain_error`` although nothing failed. Every
+    other LangGraph exception (recursion limit, node timeout, invalid update, a bad resume) is a
+    failure and stays one.
+    """
+    cls = type(error)
+    if not _steers_langgraph(cls):
+        return None
+    attributes: Attributes = {LANGGRAPH_CONTROL_FLOW: cls.__name__}
+    if _derives_from(cls, "GraphInterrupt"):
+        attributes[LANGGRAPH_INTERRUPTED] = True
+        ids = [i for interrupt in _first_arg_items(error) if isinstance(i := getattr(interrupt, "id", None), str)]
+        if ids:
+            attributes[LANGGRAPH_INTERRUPT_IDS] = tuple(_label(i) for i in ids[:_MAX_LISTED])
+    elif _derives_from(cls, "ParentCommand"):
+        goto = getattr(error.args[0], "goto", None) if error.args else None
+        targets = [goto] if isinstance(goto, str) or not isinstance(goto, Sequence) else list(goto)
+        # A target is a node name or a Send (node plus its input: content, never exported here).
+        names = [n for target in targets[:_MAX_LISTED] if isinstance(n := getattr(target, "node", target), str)]
+        if names:
+            attributes[LANGGRAPH_GOTO] = tuple(_label(n) for n in names)
+    elif isinstance(reason := getattr(error, "reason", None), str):
+        attributes[LANGGRAPH_DRAIN_REASON] = _label(reason)
+    return attributes
+
+
+def is_resume(inputs: Any) -> bool:
+    """True for a graph's input that resumes it after an interrupt, ``Command(resume=...)``."""
+    cls = type(inputs)
+    return cls.__name__ == "Command" and cls.__module__.startswith("langgraph") and getattr(inputs, "resume", None) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _steers_langgraph(cls: type) -> bool:
+    # By the class hierarchy, not a list of names: LangGraph adds control-flow exceptions under
+    # GraphBubbleUp (GraphDrained is recent) and callscope must not need langgraph installed.
+    return _derives_from(cls, "GraphBubbleUp")
+
+
+def _derives_from(cls: type, name: str) -> bool:
+    return any(base.__name__ == name and base.__module__.startswith("langgraph") for base in cls.__mro__)
+
+
+def _first_arg_items(error: BaseException) -> list[Any]:
+    first = error.args[0] if error.args else None
+    return list(first[:_MAX_LISTED]) if isinstance(first, Sequence) and not isinstance(first, str) else []
 
 
 # --- message content (opt-in), in the JSON shape of the GenAI message schemas ----------------
