@@ -208,6 +208,19 @@ def test_the_root_runs_missed_summary_is_printed_under_the_trace(span_exporter, 
     assert " ".join(summary.split()) == "missed: " + last.removeprefix("missed: ")
 
 
+def test_each_langchain_root_under_an_app_span_has_its_summary(span_exporter, instrumented, user_tracer) -> None:
+    model = FakeListChatModel(responses=["3", "4"], callbacks=[LoggingHandler()])
+    chain = ChatPromptTemplate.from_template("What is 1 + {number}?") | model
+    with user_tracer.start_as_current_span("request"):
+        chain.invoke({"number": "2"}, config={"run_name": "first"})
+        chain.invoke({"number": "3"}, config={"run_name": "second"})
+    [view] = build_traces(_records(span_exporter))
+    _, text = _draw(view, 160)
+    summaries = [line for line in text.splitlines() if line.startswith("missed (")]
+    assert [line.split(":")[0] for line in summaries] == ["missed (first)", "missed (second)"]
+    assert all("saw 1 of 3 runs" in line for line in summaries)
+
+
 def test_a_model_span_shows_its_model_and_token_counts(span_exporter, instrumented) -> None:
     reply = AIMessage(
         content="3",
