@@ -64,6 +64,7 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 #: The name ``-`` stands for standard input.
 STDIN = "-"
+_STDIN_NAME = "standard input"
 
 
 class TraceDataError(CallscopeError):
@@ -328,7 +329,7 @@ class SpansFile:
         """Open ``path``, or standard input for ``-``; raises :class:`TraceDataError` naming the
         problem and the fix."""
         if str(path) == STDIN:
-            return cls(_spool(sys.stdin.buffer), "standard input")
+            return cls(_spool(sys.stdin.buffer), _STDIN_NAME)
         path = Path(path)
         try:
             file = path.open("rb")
@@ -375,7 +376,12 @@ class SpansFile:
                     seen.append(number)
         if lines == 0:
             raise TraceDataError(
-                f"{self.name} is empty; point at a file written by `callscope demo` or a collector's file exporter"
+                f"{self.name} is empty; "
+                + (
+                    "pipe OTLP/JSON lines into it, e.g. `cat callscope-traces.jsonl | callscope tree -`"
+                    if self.name == _STDIN_NAME
+                    else "point at a file written by `callscope demo` or a collector's file exporter"
+                )
             )
         by_trace: dict[str, list[int]] = {}
         for raw, numbers in raw_lines.items():
