@@ -111,9 +111,11 @@ class Measured:
 def _measure(python: str, case: Case) -> Measured:
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR")}
     stdin = case.stdin.open("rb") if case.stdin else subprocess.DEVNULL
+    # A file, not a pipe: a chatty stderr must not block the child while stdout is read.
+    stderr = tempfile.TemporaryFile()
     start = time.perf_counter()
     process = subprocess.Popen(
-        [python, "-m", "callscope", *case.argv], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        [python, "-m", "callscope", *case.argv], stdin=stdin, stdout=subprocess.PIPE, stderr=stderr, env=env
     )
     first: float | None = None
     size = 0
@@ -127,7 +129,9 @@ def _measure(python: str, case: Case) -> Measured:
     process.returncode = os.waitstatus_to_exitcode(status)
     if case.stdin:
         stdin.close()
-    errors = process.stderr.read().decode() if process.stderr else ""
+    stderr.seek(0)
+    errors = stderr.read().decode(errors="replace")
+    stderr.close()
     if process.returncode != 0:
         print(f"  {case.name}: exit {process.returncode}: {errors.strip()[:300]}")
     # ru_maxrss is in KiB on Linux.
