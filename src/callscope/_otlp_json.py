@@ -578,11 +578,14 @@ def _list(value: Any) -> list[Any]:
 
 def _attributes(key_values: Any, keys: Collection[str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for item in _list(key_values):
-        if isinstance(item, dict):
-            key = item.get("key")
-            if isinstance(key, str) and (keys is None or key in keys):
-                out[key] = _any_value(item.get("value"))
+    if type(key_values) is not list:
+        return out
+    for item in key_values:
+        key = item.get("key") if type(item) is dict else None
+        if type(key) is str and (keys is None or key in keys):
+            value = item.get("value")
+            # Most values are strings: skip the general conversion for them.
+            out[key] = value["stringValue"] if type(value) is dict and "stringValue" in value else _any_value(value)
     return out
 
 
