@@ -321,15 +321,21 @@ Segment = tuple[str, str]  # text, rich style
 
 
 def render_trace(
-    view: TraceView, console: Console, *, max_depth: int | None = None, errors_only: bool = False
+    view: TraceView,
+    console: Console,
+    *,
+    max_depth: int | None = None,
+    errors_only: bool = False,
+    width: int | None = None,
 ) -> Layout | None:
-    """Print one trace, fitted to ``console.width``; return the layout used (None: no row to
-    show). Plain text, without any style codes, off a terminal or under ``NO_COLOR``."""
+    """Print one trace, fitted to ``width`` (default ``console.width``, which rich works out
+    anew on every call: pass it when printing many traces); return the layout used (None: no
+    row to show). Plain text, without any style codes, off a terminal or under ``NO_COLOR``."""
     rows = select_rows(view, max_depth=max_depth, errors_only=errors_only)
     if not rows:
         return None
     unicode = _can_draw(console)
-    layout, lines = _draw(view, rows, console.width, unicode)
+    layout, lines = _draw(view, rows, console.width if width is None else width, unicode)
     _write(console, lines if unicode else (_ascii(line) for line in lines))
     return layout
 
@@ -362,19 +368,21 @@ def _draw(view: TraceView, rows: list[Row], width: int, unicode: bool) -> tuple[
     """Choose the layout (one pass over the rows, measuring) and the lines drawing it (made as
     they are written, so a 200,000-span trace is never held as text)."""
     labels = view.handlers
-    guides_of: dict[tuple[bool, ...], str] = {}
+    guides_of: dict[tuple[bool, ...], tuple[str, int]] = {}
     measured = []  # per row: guides, name, details, cells of guides + name, cells of details, duration
     dur_w, status_w = len("duration"), len("status")
     bare = detailed = marked = 4
     for row in rows:
         span = row.node.span
-        guides = guides_of.get(row.lasts)
-        if guides is None:
-            guides = guides_of[row.lasts] = _branch(row.lasts, unicode)
+        known = guides_of.get(row.lasts)
+        if known is None:
+            guides = _branch(row.lasts, unicode)
+            known = guides_of[row.lasts] = (guides, _cells(guides))
+        guides, guides_cells = known
         name = _row_name(row)
         details = _details(span)
-        name_cells = _cells(guides) + _cells(name)
-        details_cells = _cells(details)
+        name_cells = guides_cells + (len(name) if name.isascii() else cell_len(name))
+        details_cells = _cells(details) if details else 0
         duration = format_duration(span.duration_ns)
         measured.append((guides, name, details, name_cells, details_cells, duration))
         dur_w = max(dur_w, len(duration))
@@ -432,9 +440,9 @@ def _lines(
 ) -> Iterator[list[Segment]]:
     labels, layout, name_w, width = view.handlers, shape.layout, shape.name_w, shape.width
     compact = layout is not Layout.FULL
-    centered = {(cell, w): "  " + _center(cell, w) for cell in (LOCAL, INHERITED, MISSED) for w in set(shape.word_ws)}
     marks = {cell: " " + mark.rjust(shape.mark_w) for cell, mark in _MARKS.items()}
     continuation_of: dict[tuple[tuple[bool, ...], bool], str] = {}
+    cells_of: dict[tuple[int, int, str | None], list[str]] = {}
 
     yield from _title(view, width)
     if compact and labels:
@@ -481,13 +489,15 @@ def _lines(
         line.append((" " * (name_w - used), ""))
         if layout is not Layout.NARROW:
             line.append(("  " + duration.rjust(shape.dur_w), ""))
-        cells = _handler_cells(span, labels)
+        # Spans of one batch share their handler lists (see the reader): work each pair out once.
+        attributes = span.attributes
+        key = (id(attributes.get(HANDLERS_LOCAL)), id(attributes.get(HANDLERS_INHERITED)), span.scope_name)
+        cells = cells_of.get(key)
+        if cells is None:
+            cells = cells_of[key] = _handler_cells(span, labels)
         if layout is Layout.FULL:
             line.append(("  " + _status_word(span).ljust(shape.status_w), _STATUS_STYLES.get(span.status_code, "")))
-            line += [
-                (centered.get((cell, w)) or "  " + _center(cell, w), _CELL_STYLES[cell])
-                for cell, w in zip(cells, shape.word_ws, strict=True)
-            ]
+            line += [(_centered(cell, w), _CELL_STYLES[cell]) for cell, w in zip(cells, shape.word_ws, strict=True)]
         elif labels:
             line.append((" ", ""))
             line += [(marks[cell], _CELL_STYLES[cell]) for cell in cells]
@@ -654,6 +664,11 @@ def _pad(text: str, width: int) -> str:
     return text + " " * max(width - _cells(text), 0)
 
 
+@functools.lru_cache(maxsize=256)
+def _centered(cell: str, width: int) -> str:
+    return "  " + _center(cell, width)
+
+
 def _center(text: str, width: int) -> str:
     gap = max(width - _cells(text), 0)
     return " " * (gap // 2) + text + " " * (gap - gap // 2)
@@ -671,7 +686,9 @@ def _chop(text: str, first: int, rest: int) -> list[str]:
     return [head, *chop_cells(text[len(head) :], rest)]
 
 
+@functools.lru_cache(maxsize=1024)
 def _error_lines(message: str, width: int) -> list[str]:
+    # Cached: a failing run fails its ancestors with the same message, trace after trace.
     lines = _wrap_words(" ".join(message.split()), max(width, 10))
     if len(lines) > _MAX_ERROR_LINES:
         lines = lines[:_MAX_ERROR_LINES]

@@ -335,11 +335,14 @@ class _Shown:
         self.traces = 0
         self.layouts: set[Layout] = set()
         self.handlers = False
+        self.width = out.width  # once: rich measures the terminal again on every read
 
     def all(self, views: list[TraceView]) -> None:
         for view in views:
             self.traces += 1
-            layout = render_trace(view, self.out, max_depth=self.max_depth, errors_only=self.errors_only)
+            layout = render_trace(
+                view, self.out, max_depth=self.max_depth, errors_only=self.errors_only, width=self.width
+            )
             if layout is not None:
                 self.layouts.add(layout)
                 self.handlers = self.handlers or bool(view.handlers)
