@@ -276,7 +276,7 @@ class Row:
 
 def select_rows(view: TraceView, *, max_depth: int | None = None, errors_only: bool = False) -> list[Row]:
     """The rows to draw, depth first: every span, or only the failing ones and their ancestors,
-    down to ``max_depth`` levels (1 = the roots only)."""
+    down to ``max_depth`` levels (1 = the root spans only)."""
     keep = _failing_and_ancestors(view) if errors_only else None
     sizes = _subtree_sizes(view) if max_depth is not None else {}
 

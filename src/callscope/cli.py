@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     tree.add_argument("--jaeger", metavar="URL", help="Jaeger v2 query base URL, e.g. http://localhost:16686")
     tree.add_argument("--limit", type=_positive_int, metavar="N", help="with FILE: only the N traces written last")
     tree.add_argument("--errors-only", action="store_true", help="only failing spans, with their ancestors")
-    tree.add_argument("--depth", type=_positive_int, metavar="N", help="only N levels of each tree (1 = the root runs)")
+    tree.add_argument("--depth", type=_positive_int, metavar="N", help="only N levels of each tree (1 = its root spans)")
     for command in (demo, tree):
         # Accepted after the command too; the top-level flag would otherwise be "unrecognized".
         command.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
