@@ -524,3 +524,16 @@ def test_a_chain_run_inside_a_models_provider_code_shares_the_models_labels(span
     assert spans.parent_name(spans.one("inner")) == "chat"
     assert local(spans.one("chat")) == ("RequestLogger",)
     assert inherited(spans.one("inner")) == ("RequestLogger#2",)
+
+
+def test_labels_of_a_trace_its_own_root_started_are_dropped_when_that_root_ends(spans, instrumented, user_tracer):
+    # Nothing can start in such a trace once its root has ended, so nothing is kept per trace
+    # (a service running a chain per request would otherwise fill the bounded map for nothing).
+    by_trace = instrumented.handler._labels_by_trace._by_trace
+    for _ in range(20):
+        seed_chain().invoke({"number": "2"}, config={"callbacks": [LoggingHandler()]})
+    assert by_trace == {}
+    # Under an application's span the application may still run another chain in that trace.
+    with user_tracer.start_as_current_span("POST /ask") as request:
+        seed_chain().invoke({"number": "2"}, config={"callbacks": [LoggingHandler()]})
+    assert list(by_trace) == [request.get_span_context().trace_id]
