@@ -179,8 +179,9 @@ def configure(config: str, exporter: SpanExporter) -> tuple[TracerProvider | Non
 
         # Metrics on: an SDK meter provider (every record aggregates, whatever the reader); the
         # other callscope configs have none, so they measure metrics off.
-        meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()]) if "-metrics" in config else None
-        callscope.instrument(provider, capture_content=config == "callscope-content", meter_provider=meter_provider)
+        # Passed only when set, so the same worker also measures releases without metrics.
+        metrics = {"meter_provider": MeterProvider(metric_readers=[InMemoryMetricReader()])} if "-metrics" in config else {}
+        callscope.instrument(provider, capture_content=config == "callscope-content", **metrics)
         return provider, callscope.CallscopeInstrumentor().handler
     if config == "openllmetry":
         from opentelemetry.instrumentation.langchain import LangchainInstrumentor

@@ -60,8 +60,9 @@ def test_demo_writes_the_file_and_prints_the_tree(tmp_path: Path, capsys: pytest
     for root in ("answer", "answer-streamed", "answer-strict"):
         assert any(line.startswith(root + " ") for line in out.splitlines()), root
     assert "\x1b[" not in out  # captured output is not a terminal: plain text
-    strict = next(line for line in out.splitlines() if line.startswith("└─ strict_parse"))
-    assert "error: ValueError" in strict
+    lines = out.splitlines()
+    strict_at = next(i for i, line in enumerate(lines) if line.startswith("└─ strict_parse"))
+    assert "error" in lines[strict_at].split() and "ValueError: expected a JSON object" in lines[strict_at + 1]
     assert "callscope: error" not in err
 
 
@@ -187,8 +188,8 @@ def test_usage_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str], tm
         (["tree", "x.jsonl", "--jaeger", "http://127.0.0.1:9"], "give either FILE or --jaeger URL"),
         (["tree", "--jaeger", "http://127.0.0.1:9", "--trace", "a" * 32, "--service", "s"], "not both"),
         (["tree", "--jaeger", "http://127.0.0.1:9", "--limit", "3"], "--limit and --since go with --service NAME"),
-        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--limit", "0"], "not a whole number of traces"),
-        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--limit", "x"], "not a whole number of traces"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--limit", "0"], "not a whole number above 0"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--limit", "x"], "not a whole number above 0"),
         (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--since", "15"], "not an age"),
         (["tree", "--jaeger", "http://127.0.0.1:9", "--service", "s", "--since", "0m"], "not an age"),
         (["tree", "--jaeger", "http://127.0.0.1:9", "--service", " "], "--service needs a name"),
@@ -197,16 +198,36 @@ def test_usage_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str], tm
         (["tree", "--jaeger", "http://127.0.0.1:9", "--trace", "abc"], "not a 32-digit hex trace id"),
         (["tree", "--jaeger", "localhost:16686", "--trace", "a" * 32], "is not an http(s) URL"),
         (["tree", "x.jsonl", "--trace", "xyz!"], "is not a hex trace id"),
+        (["tree", "x.jsonl", "--trace", "abc", "--limit", "2"], "give --trace ID or --limit N, not both"),
+        (["tree", "x.jsonl", "--limit", "0"], "'0' is not a whole number above 0"),
+        (["tree", "x.jsonl", "--depth", "two"], "'two' is not a whole number above 0"),
+        (["tree", "--jaeger", "http://127.0.0.1:9", "--trace", "a" * 32, "--limit", "2"], "--limit and --since go with --service NAME"),
     ]:
         assert main(argv) == Exit.USAGE, argv
         assert expected in _one_error_line(capsys.readouterr().err), argv
 
 
-def test_traceback_flag_reraises(tmp_path: Path) -> None:
-    from callscope._otlp_json import TraceDataError
+def test_traceback_flag_reraises_a_bug(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import callscope.cli as cli
 
-    with pytest.raises(TraceDataError):
-        main(["--traceback", "tree", str(tmp_path / "missing.jsonl")])
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(cli.SpansFile, "open", broken)
+    with pytest.raises(RuntimeError):
+        main(["--traceback", "tree", str(tmp_path / "x.jsonl")])
+    with pytest.raises(RuntimeError):
+        main(["tree", str(tmp_path / "x.jsonl"), "--traceback"])
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_traceback_flag_leaves_a_users_mistake_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    missing = str(tmp_path / "missing.jsonl")
+    argv = ["--traceback", "tree", missing] if where == "before" else ["tree", missing, "--traceback"]
+    assert main(argv) == Exit.BAD_INPUT
+    assert "no such file" in _one_error_line(capsys.readouterr().err)
 
 
 def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -215,7 +236,7 @@ def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "read_spans_file", interrupted)
+    monkeypatch.setattr(cli.SpansFile, "open", interrupted)
     assert main(["tree", "whatever.jsonl"]) == Exit.INTERRUPTED == 130
     assert "Traceback" not in capsys.readouterr().err
 
@@ -228,10 +249,125 @@ def test_an_unexpected_bug_is_one_line_with_the_way_to_report_it(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(cli, "read_spans_file", broken)
+    monkeypatch.setattr(cli.SpansFile, "open", broken)
     assert main(["tree", "whatever.jsonl"]) == Exit.ERROR
     line = _one_error_line(capsys.readouterr().err)
     assert "unexpected RuntimeError: kaboom; rerun with --traceback" in line
+
+
+def _titles(out: str) -> list[str]:
+    return [line.split()[1] for line in out.splitlines() if line.startswith("trace ")]
+
+
+def test_the_missed_summary_is_printed_under_each_trace(demo_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tree", str(demo_file)]) == Exit.OK
+    out = capsys.readouterr().out
+    blocks = [block for block in out.split("\n\n") if block.startswith("trace ")]
+    assert len(blocks) == 3
+    for block, root in zip(blocks, ["answer", "answer-streamed", "answer-strict"], strict=True):
+        summary = " ".join(block[block.index("\nmissed: ") :].split())
+        if root == "answer-strict":
+            assert "ModelLogger saw 1 of 5 runs; scope: missed answer-strict," in summary
+            assert summary.startswith("missed: FlakyLogger saw 5 of 5 runs; failed: raised in on_llm_end of chat fake-chat (RuntimeError)")
+        else:
+            assert summary.startswith(f"missed: RuntimeLogger saw 12 of 15 runs; dropped: missed rank_sources,")
+            for line in ("ToolLogger saw 1 of 15 runs; scope:", "ModelsOnlyLogger saw 2 of 15 runs; filtered:", "FormatAudit saw 1 of 15 runs; subtree:"):
+                assert line in summary, line
+
+
+def test_limit_shows_the_traces_written_last(demo_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tree", str(demo_file)]) == Exit.OK
+    every = _titles(capsys.readouterr().out)
+    assert main(["tree", str(demo_file), "--limit", "2"]) == Exit.OK
+    assert _titles(capsys.readouterr().out) == every[-2:]
+    assert main(["tree", str(demo_file), "--limit", "50"]) == Exit.OK
+    assert _titles(capsys.readouterr().out) == every
+
+
+def test_errors_only_and_depth(demo_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tree", str(demo_file), "--errors-only"]) == Exit.OK
+    out = capsys.readouterr().out
+    assert len(_titles(out)) == 1
+    rows = [line for line in out.splitlines() if line.startswith(("answer", "└─", "├─"))]
+    assert [row.split()[0] if row.startswith("answer") else row.split()[1] for row in rows] == ["answer-strict", "strict_parse"]
+    assert main(["tree", str(demo_file), "--depth", "1"]) == Exit.OK
+    out = capsys.readouterr().out
+    assert "answer (+14 below)" in out and "─ chat" not in out
+
+
+def test_errors_only_on_a_healthy_file_says_so(demo_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tree", str(demo_file), "--limit", "2"]) == Exit.OK
+    healthy = _titles(capsys.readouterr().out)[0]  # the streamed answer; the strict one fails
+    assert main(["tree", str(demo_file), "--trace", healthy, "--errors-only"]) == Exit.OK
+    assert capsys.readouterr().out.strip() == f"no failing spans in the 1 trace of {demo_file}"
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 160])
+def test_the_demo_tree_fits_every_width(
+    demo_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    monkeypatch.setenv("COLUMNS", str(width))
+    assert main(["tree", str(demo_file)]) == Exit.OK
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert all(len(line) <= width for line in lines), [line for line in lines if len(line) > width]
+    for name in ["answer-streamed", "RunnableParallel<topic,facts", "execute_tool lookup", "StrOutputParser", "strict_parse"]:
+        assert any(name in line for line in lines), name
+    strict_at = next(i for i, line in enumerate(lines) if line.startswith("└─") and "strict_parse" in line)
+    assert "ValueError: expected a JSON object" in lines[strict_at + 1]
+    tool = next(line for line in lines if "execute_tool lookup" in line)
+    # Each trace takes the widest layout it fits: words and a status column, or one-letter marks.
+    assert "error" in lines[strict_at].split() or "✗ strict_parse" in lines[strict_at]
+    # Columns: RuntimeLogger, ToolLogger, ModelsOnlyLogger (ignore_chain: tools still reach it),
+    # ModelLogger, FormatAudit.
+    if width >= 160:
+        assert "error" in lines[strict_at].split()
+        assert tool.split()[-5:] == ["inherited", "local", "inherited", "scope", "subtree"]
+    else:
+        assert tool.split()[-5:] == ["I", "L", "I", "S", "T"]
+        assert "1 RuntimeLogger" in out and "local (L)" in out
+    if width <= 60:
+        assert "✗ strict_parse" in lines[strict_at]
+
+
+def test_a_file_without_spans_says_so_for_trace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"resourceSpans": []}\n')
+    assert main(["tree", str(empty), "--trace", "abc"]) == Exit.BAD_INPUT
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{empty} holds no spans, so no trace abc; export some first" in line and "0 traces" not in line
+
+
+def test_a_file_of_malformed_spans_says_how_many_and_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    spans = [{"traceId": "not-an-id", "spanId": "b7ad6b7169203331", "name": "x"}] * 3
+    bad.write_text(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}) + "\n")
+    assert main(["tree", str(bad)]) == Exit.BAD_INPUT
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{bad} holds no usable spans: skipped 3 malformed spans" in line
+    assert 'line 1: a span with traceId "not-an-id" (not a 16-byte hex or base64 id)' in line
+
+
+@pytest.mark.integration
+def test_standard_input_with_a_byte_order_mark(demo_file: Path) -> None:
+    """`-` reads standard input, and a UTF-8 BOM (PowerShell, Notepad) is accepted."""
+    import os
+    import subprocess
+    import sys
+
+    data = b"\xef\xbb\xbf" + demo_file.read_bytes().replace(b"\n", b"\r\n")
+    env = {**os.environ, "COLUMNS": "160"}
+    done = subprocess.run(
+        [sys.executable, "-m", "callscope", "tree", "-", "--limit", "1"], input=data, capture_output=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    assert len(_titles(out)) == 1 and "answer-strict" in out
+    assert done.stderr == b""
+    bom_file = demo_file.with_name("bom.jsonl")
+    bom_file.write_bytes(data)
+    done = subprocess.run([sys.executable, "-m", "callscope", "tree", str(bom_file)], capture_output=True, env=env, timeout=60)
+    assert done.returncode == 0 and len(_titles(done.stdout.decode())) == 3 and done.stderr == b""
 
 
 # --- Jaeger ------------------------------------------------------------------------------------
@@ -386,3 +522,96 @@ def test_jaeger_that_never_answers_times_out(monkeypatch: pytest.MonkeyPatch, ca
         port = server.getsockname()[1]
         assert main(["tree", "--jaeger", f"http://127.0.0.1:{port}", "--trace", "a" * 32]) == Exit.UNAVAILABLE
     assert "did not answer within 0.3s" in _one_error_line(capsys.readouterr().err)
+
+
+def _serve(status: int, body: bytes) -> tuple[http.server.ThreadingHTTPServer, threading.Thread]:
+    """A server answering every GET with ``status`` and ``body`` (HTML for an error without a body)."""
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if not body:
+                self.send_error(status)
+                return
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.fixture
+def answering() -> Iterator[object]:
+    started = []
+
+    def start(status: int, body: bytes = b"") -> str:
+        server, thread = _serve(status, body)
+        started.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server, thread in started:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def plain_http_server(answering) -> str:
+    """Any HTTP server that is not Jaeger (say, the wrong port): HTML 404 for every path."""
+    return answering(404)
+
+
+def test_a_jaeger_answer_without_spans_says_so(answering, capsys: pytest.CaptureFixture[str]) -> None:
+    url = answering(200, b'{"result": {"resourceSpans": []}}')
+    assert main(["tree", "--jaeger", url, "--trace", "a" * 32]) == Exit.BAD_INPUT
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"Jaeger at {url} returned no spans of trace {'a' * 32}; retry in a few seconds" in line
+    assert "0 traces" not in line
+
+
+def test_a_404_from_something_that_is_not_jaeger_says_so(plain_http_server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tree", "--jaeger", plain_http_server, "--trace", "a" * 32]) == Exit.UNAVAILABLE
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{plain_http_server} is not Jaeger v2's query API" in line and "not found" not in line
+
+
+def test_the_jaeger_time_limit_holds_for_the_whole_response(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+    import time
+
+    import callscope.cli as cli
+
+    monkeypatch.setattr(cli, "JAEGER_TIMEOUT_SECONDS", 0.5)
+    stop = threading.Event()
+
+    def trickle(server: socket.socket) -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.wait(0.05):  # a byte every 50 ms: every read succeeds well within 0.5 s
+                try:
+                    connection.sendall(b" ")
+                except OSError:
+                    return
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        thread = threading.Thread(target=trickle, args=(server,), daemon=True)
+        thread.start()
+        started = time.monotonic()
+        assert main(["tree", "--jaeger", f"http://127.0.0.1:{server.getsockname()[1]}", "--trace", "a" * 32]) == Exit.UNAVAILABLE
+        elapsed = time.monotonic() - started
+        stop.set()
+        thread.join(5)
+    assert "did not answer within 0.5s" in _one_error_line(capsys.readouterr().err)
+    assert elapsed < 5  # the trickle would take 50 s to finish

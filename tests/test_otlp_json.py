@@ -15,6 +15,7 @@ from opentelemetry.trace import Link, Status, StatusCode
 
 from callscope._otlp_json import (
     OTLPJsonLinesExporter,
+    SpansFile,
     TraceDataError,
     parse_document,
     read_spans_file,
@@ -202,3 +203,57 @@ def test_export_failure_is_reported_not_raised(tmp_path: Path) -> None:
     exporter.shutdown()
     assert exporter.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
     provider.shutdown()
+
+
+def _line(*spans: tuple[str, str, str | None]) -> str:
+    """One export batch: spans as (trace id digit, span id digit, parent span id digit)."""
+    records = [
+        {"traceId": t * 32, "spanId": sid * 16, "name": f"{t}{sid}", **({"parentSpanId": parent * 16} if parent else {})}
+        for t, sid, parent in spans
+    ]
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"scope": {"name": "callscope"}, "spans": records}]}]}) + "\n"
+
+
+def test_a_trace_is_handed_over_once_the_last_line_naming_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "interleaved.jsonl"
+    lines = [_line(("a", "1", "2"), ("b", "1", "2")), _line(("a", "2", None)), _line(("b", "2", None))]
+    path.write_text("".join(lines))
+    with SpansFile.open(path) as source:
+        assert source.index().lines_by_trace == {"a" * 32: [1, 2], "b" * 32: [1, 3]}
+        handed = []
+        for spans in source.traces():
+            handed.append(([span.name for span in spans], source.file.tell()))
+    assert handed == [(["a1", "a2"], len(lines[0]) + len(lines[1])), (["b1", "b2"], path.stat().st_size)]
+
+
+def test_wanted_traces_parse_only_their_lines(tmp_path: Path) -> None:
+    path = tmp_path / "three.jsonl"
+    path.write_text(_line(("a", "1", None)) + "this line is never parsed\n" + _line(("b", "1", None)) + _line(("c", "1", None)))
+    with SpansFile.open(path) as source:
+        assert source.index().newest(2) == ["b" * 32, "c" * 32]
+        assert [[span.name for span in spans] for spans in source.traces(["c" * 32])] == [["c1"]]
+        assert source.read.skipped_lines == 0
+        assert len(list(source.traces())) == 3 and source.read.skipped_lines == 1
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "powershell.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (_line(("a", "1", None)) + _line(("a", "2", "1"))).replace("\n", "\r\n").encode())
+    read = read_spans_file(path)
+    assert sorted(span.name for span in read.spans) == ["a1", "a2"] and read.skipped_lines == 0
+
+
+def test_utf16_is_named_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "utf16.jsonl"
+    path.write_bytes(_line(("a", "1", None)).encode("utf-16"))
+    with pytest.raises(TraceDataError, match="is UTF-16 text; save it as UTF-8"):
+        read_spans_file(path)
+
+
+def test_malformed_spans_say_why() -> None:
+    span = {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "name": "ok"}
+    read = parse_document({"resourceSpans": [{"scopeSpans": [{"spans": [dict(span, spanId="xyz"), dict(span, startTimeUnixNano="soon")]}]}]})
+    assert read.problems == [
+        'a span with spanId "xyz" (not an 8-byte hex or base64 id)',
+        'a span with startTimeUnixNano "soon" (not a whole number)',
+    ]

@@ -826,3 +826,16 @@ def test_dropped_langchain_s_fallbacks_stream_loses_the_runtime_handlers_of_a_wi
     completion = spans.one("text_completion")
     assert completion.attributes[DROPPED_IN] == "RunnableWithFallbacks"
     assert tuple(completion.attributes[DROPPED]) == ("Seen",)
+
+
+def test_labels_of_a_trace_its_own_root_started_are_dropped_when_that_root_ends(spans, instrumented, user_tracer):
+    # Nothing can start in such a trace once its root has ended, so nothing is kept per trace
+    # (a service running a chain per request would otherwise fill the bounded map for nothing).
+    by_trace = instrumented.handler._labels_by_trace._by_trace
+    for _ in range(20):
+        seed_chain().invoke({"number": "2"}, config={"callbacks": [LoggingHandler()]})
+    assert by_trace == {}
+    # Under an application's span the application may still run another chain in that trace.
+    with user_tracer.start_as_current_span("POST /ask") as request:
+        seed_chain().invoke({"number": "2"}, config={"callbacks": [LoggingHandler()]})
+    assert list(by_trace) == [request.get_span_context().trace_id]

@@ -11,14 +11,37 @@ through its ``opentelemetry_instrumentor`` entry point.
 
 from __future__ import annotations
 
-from opentelemetry.metrics import MeterProvider
-from opentelemetry.trace import TracerProvider
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from callscope._exceptions import CallscopeError, ConfigError
-from callscope._export import configure
-from callscope._instrumentor import CallscopeInstrumentor
-from callscope._processors import attach, detach
 from callscope.version import __version__
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+    from callscope._export import configure
+    from callscope._instrumentor import CallscopeInstrumentor
+    from callscope._processors import attach, detach
+
+#: Loaded on first use: they import LangChain and the SDK, which `callscope tree` never needs
+#: (it starts printing a 150 MB file's first trace within a second only without them).
+_LAZY = {
+    "CallscopeInstrumentor": "callscope._instrumentor",
+    "attach": "callscope._processors",
+    "detach": "callscope._processors",
+    "configure": "callscope._export",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'callscope' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "__version__",
@@ -62,6 +85,8 @@ def instrument(
     >>> from opentelemetry.sdk.trace import TracerProvider
     >>> callscope.instrument(TracerProvider(), meter_provider=MeterProvider())  # doctest: +SKIP
     """
+    from callscope._instrumentor import CallscopeInstrumentor
+
     CallscopeInstrumentor().instrument(
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
@@ -79,6 +104,8 @@ def uninstrument() -> None:
 
     >>> callscope.uninstrument()  # doctest: +SKIP
     """
+    from callscope._instrumentor import CallscopeInstrumentor
+
     CallscopeInstrumentor().uninstrument()
 
 
@@ -92,5 +119,7 @@ def current_handlers() -> tuple[str, ...]:
     ...     print(callscope.current_handlers())  # e.g. ('LoggingHandler',)
     ...     return x
     """
+    from callscope._instrumentor import CallscopeInstrumentor
+
     handler = CallscopeInstrumentor().handler
     return handler.current_handlers() if handler is not None else ()

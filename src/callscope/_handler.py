@@ -515,6 +515,8 @@ class SpanHandler(BaseCallbackHandler):
             # Whatever the payload does to the annotation (a hostile __iter__, say), the span
             # has left the registry and must still end, or it is lost.
             record.finish()
+            if record.owns_scope and record.span.parent is None:
+                self._labels_by_trace.forget(record.span.get_span_context().trace_id, record.scope.labels)
 
     def _annotate_chain_end(self, record: RunRecord, outputs: Any) -> None:
         if self._content:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -129,11 +130,15 @@ class Jaeger:
         url = self.base_url + path
         request = urllib.request.Request(url, headers={"Accept": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                body = response.read()
+            body = _get_within(request, self.timeout)
         except urllib.error.HTTPError as error:
-            if error.code == 404:
+            if error.code == 404 and _error_message(error, default="?"):
                 raise _NotFound from None
+            if error.code == 404:
+                raise JaegerUnavailableError(
+                    f"{url} answered HTTP 404 without Jaeger's error body, so {self.base_url} is not Jaeger v2's "
+                    "query API; pass its query port, e.g. http://localhost:16686"
+                ) from None
             message = _error_message(error)
             raise JaegerUnavailableError(
                 f"Jaeger at {self.base_url} answered HTTP {error.code} for {url}"
@@ -185,15 +190,42 @@ def search_depth(limit: int) -> int:
     return min(max(SEARCH_DEPTH_FACTOR * limit, MIN_SEARCH_DEPTH), max(limit, MAX_EXTRA_DEPTH))
 
 
-def _error_message(error: urllib.error.HTTPError) -> str:
-    """Jaeger's own error message (``{"error": {"message": …}}``), if the body has one."""
+def _error_message(error: urllib.error.HTTPError, *, default: str = "") -> str:
+    """Jaeger's own error message (``{"error": {"message": …}}``); ``default`` for an error
+    body of Jaeger's shape without a message, "" when the body is not Jaeger's (any server
+    answers 404, only Jaeger with that body)."""
     try:
         document = json.loads(error.read(4096))
     except (ValueError, OSError):
         return ""
     details = document.get("error") if isinstance(document, Mapping) else None
-    message = details.get("message") if isinstance(details, Mapping) else None
-    return " ".join(str(message).split())[:200] if message else ""
+    if not isinstance(details, Mapping):
+        return ""
+    message = details.get("message")
+    return " ".join(str(message).split())[:200] if message else default
+
+
+def _get_within(request: urllib.request.Request, seconds: float) -> bytes:
+    """The response body, or TimeoutError once ``seconds`` have passed in all. urlopen's timeout
+    bounds each socket read, so a server trickling a byte at a time would never trip it; the
+    request runs on a daemon thread that is left behind if it overruns."""
+    outcome: list[bytes | BaseException] = []
+
+    def fetch() -> None:
+        try:
+            with urllib.request.urlopen(request, timeout=seconds) as response:
+                outcome.append(response.read())
+        except BaseException as error:  # handed to the caller's thread
+            outcome.append(error)
+
+    worker = threading.Thread(target=fetch, name="callscope-jaeger", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not outcome:
+        raise TimeoutError
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -323,6 +323,15 @@ class LabelsByTrace:
             if self._by_trace.setdefault(trace_id, labels) is labels:
                 self._forget_oldest()
 
+    def forget(self, trace_id: int, labels: TraceLabels) -> None:
+        """The root that started trace ``trace_id`` has ended: no run can start in that trace any
+        more, so its labels need not be kept (traces under an application's span stay, bounded,
+        since the application may run another chain in them)."""
+        if self._by_trace.get(trace_id) is labels:
+            with _LABEL_LOCK:
+                if self._by_trace.get(trace_id) is labels:
+                    del self._by_trace[trace_id]
+
     def _forget_oldest(self) -> None:
         while len(self._by_trace) > self._max_traces:
             del self._by_trace[next(iter(self._by_trace))]

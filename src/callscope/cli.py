@@ -3,7 +3,8 @@
 ::
 
     callscope demo [--output PATH]             run the built-in example, write and show its spans
-    callscope tree FILE [--trace ID]           show traces from an OTLP/JSON lines file
+    callscope tree FILE [--trace ID | --limit N] [--errors-only] [--depth N]
+                                               show traces from an OTLP/JSON lines file (- = stdin)
     callscope tree --jaeger URL --trace ID     show one trace from Jaeger v2's query API
     callscope tree --jaeger URL --service NAME [--limit N] [--since AGE]
                                                show a service's latest traces, newest first
@@ -34,8 +35,8 @@ from rich.text import Text
 
 from callscope._exceptions import CallscopeError
 from callscope._jaeger import Jaeger, JaegerNotFoundError, JaegerUnavailableError
-from callscope._otlp_json import SpansRead, TraceDataError, read_spans_file
-from callscope._tree import TraceView, build_traces, render_legend, render_trace
+from callscope._otlp_json import SpansFile, SpansRead, TraceDataError, read_spans_file
+from callscope._tree import TREE_ATTRIBUTES, Layout, TraceView, build_traces, render_legend, render_trace
 from callscope.version import __version__
 
 if TYPE_CHECKING:  # _demo imports LangChain, which `callscope tree` never needs
@@ -126,7 +127,9 @@ def _parser() -> argparse.ArgumentParser:
         help="show traces from an OTLP/JSON lines file or from Jaeger",
         description="Show traces as a tree with one column per callback handler.",
     )
-    tree.add_argument("file", nargs="?", type=Path, metavar="FILE", help="OTLP/JSON lines file, e.g. from `callscope demo`")
+    tree.add_argument(
+        "file", nargs="?", type=Path, metavar="FILE", help="OTLP/JSON lines file, e.g. from `callscope demo`; - reads standard input"
+    )
     tree.add_argument("--trace", metavar="ID", help="show only this trace (hex id; a unique prefix is enough for a file)")
     tree.add_argument(
         "--jaeger",
@@ -135,7 +138,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     tree.add_argument("--service", metavar="NAME", help="with --jaeger: the latest traces of this service, newest first")
     tree.add_argument(
-        "--limit", type=_positive_int, metavar="N", help=f"with --service: at most N traces (default {DEFAULT_LIMIT})"
+        "--limit",
+        type=_positive_int,
+        metavar="N",
+        help=f"with FILE: only the N traces written last; with --service: at most N traces (default {DEFAULT_LIMIT})",
     )
     tree.add_argument(
         "--since",
@@ -143,6 +149,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="AGE",
         help=f"with --service: traces started in the last AGE, e.g. 30s, 15m, 2h, 7d (default {DEFAULT_SINCE})",
     )
+    tree.add_argument("--errors-only", action="store_true", help="only failing spans, with their ancestors")
+    tree.add_argument("--depth", type=_positive_int, metavar="N", help="only N levels of each tree (1 = its root spans)")
+    for command in (demo, tree):
+        # Accepted after the command too; the top-level flag would otherwise be "unrecognized".
+        command.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -152,7 +163,7 @@ def _positive_int(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of traces; pass e.g. --limit 10")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0; pass e.g. 10")
     return value
 
 
@@ -181,9 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print()
         return Exit.INTERRUPTED
     except Exception as error:
-        if show_traceback:
-            raise
         status, message = _describe(error)
+        # --traceback is for bug reports: a mistake in the input or the command line stays one line.
+        if show_traceback and status is Exit.ERROR:
+            raise
         err.print(Text(f"callscope: error: {message}"), markup=False)
         return status
 
@@ -211,14 +223,15 @@ def _run(argv: list[str]) -> Exit:
     out = _stdout_console()
     if args.command == "demo":
         return _demo(out, args.output)
+    show = _Shown(out, max_depth=args.depth, errors_only=args.errors_only)
     if args.jaeger is not None:
         if args.file is not None:
             raise UsageError("give either FILE or --jaeger URL, not both; e.g. `callscope tree callscope-traces.jsonl`")
-        return _tree_from_jaeger(out, args.jaeger, trace=args.trace, service=args.service, limit=args.limit, since=args.since)
-    for flag, value in (("--service", args.service), ("--limit", args.limit), ("--since", args.since)):
+        return _tree_from_jaeger(show, args.jaeger, trace=args.trace, service=args.service, limit=args.limit, since=args.since)
+    for flag, value in (("--service", args.service), ("--since", args.since)):
         if value is not None:
-            raise UsageError(f"{flag} goes with --jaeger URL; for a file, use --trace ID or show all its traces")
-    return _tree(out, file=args.file, trace=args.trace)
+            raise UsageError(f"{flag} goes with --jaeger URL; for a file, use --trace ID or --limit N, or show all its traces")
+    return _tree(show, file=args.file, trace=args.trace, limit=args.limit)
 
 
 def _stdout_console() -> Console:
@@ -327,18 +340,26 @@ def _is_local(endpoint: str) -> bool:
 # --- tree -------------------------------------------------------------------------------------
 
 
-def _tree(out: Console, *, file: Path | None, trace: str | None) -> Exit:
+def _tree(show: _Shown, *, file: Path | None, trace: str | None, limit: int | None) -> Exit:
     if file is None:
         raise UsageError("give either FILE or --jaeger URL; e.g. `callscope tree callscope-traces.jsonl`")
     trace = _trace_option(trace)
-    read = read_spans_file(file)
-    source = str(file)
-    views = build_traces(read.spans)
-    if trace is not None:
-        views = _pick(views, trace, source)
-    if not views:
-        raise InputError(f"{source} holds no spans; export some first, e.g. with `callscope demo`")
-    _render(out, views)
+    if trace is not None and limit is not None:
+        raise UsageError("give --trace ID or --limit N, not both; --trace already picks one trace")
+    with SpansFile.open(file) as spans_file:
+        source = spans_file.name
+        index = spans_file.index()
+        wanted = None
+        if trace is not None:
+            wanted = [_pick(index.trace_ids, trace, source)]
+        elif limit is not None:
+            wanted = index.newest(limit)
+        for spans in spans_file.traces(wanted, attribute_keys=TREE_ATTRIBUTES):
+            show.all(build_traces(spans))
+        read = spans_file.read
+    if not show.traces:
+        raise InputError(_nothing_in(source, read))
+    show.finish(source)
     if read.skipped_lines or read.skipped_spans:
         _report_skipped(read, source)
     return Exit.OK
@@ -354,7 +375,7 @@ def _trace_option(trace: str | None) -> str | None:
 
 
 def _tree_from_jaeger(
-    out: Console,
+    show: _Shown,
     url: str,
     *,
     trace: str | None,
@@ -387,10 +408,12 @@ def _tree_from_jaeger(
         views.sort(key=lambda view: min((n.span.start_ns for n in view.roots), default=0), reverse=True)
         views = views[:limit]
     else:
-        return _list_services(out, jaeger)
+        return _list_services(show.out, jaeger)
     if not views:
-        raise InputError(f"{source} returned no spans of the trace; retry in a few seconds (spans arrive in batches)")
-    _render(out, views)
+        what = f"trace {trace}" if trace is not None else f"service {service}"
+        raise InputError(f"{source} returned no spans of {what}; retry in a few seconds (spans arrive in batches)")
+    show.all(views)
+    show.finish(source)
     if read.skipped_lines or read.skipped_spans:
         _report_skipped(read, source)
     return Exit.OK
@@ -410,25 +433,75 @@ def _list_services(out: Console, jaeger: Jaeger) -> Exit:
     return Exit.OK
 
 
-def _pick(views: list[TraceView], trace: str, source: str) -> list[TraceView]:
-    chosen = [view for view in views if view.trace_id.startswith(trace)]
-    if len(chosen) == 1 or (chosen and any(view.trace_id == trace for view in chosen)):
-        return [view for view in chosen if view.trace_id == trace] or chosen
+class _Shown:
+    """Draws traces as they come, and what follows them once: the legend, or why nothing showed."""
+
+    def __init__(self, out: Console, *, max_depth: int | None, errors_only: bool) -> None:
+        self.out = out
+        self.max_depth = max_depth
+        self.errors_only = errors_only
+        self.traces = 0
+        self.layouts: set[Layout] = set()
+        self.handlers = False
+        self.width = out.width  # once: rich measures the terminal again on every read
+
+    def all(self, views: list[TraceView]) -> None:
+        for view in views:
+            self.traces += 1
+            layout = render_trace(
+                view, self.out, max_depth=self.max_depth, errors_only=self.errors_only, width=self.width
+            )
+            if layout is not None:
+                self.layouts.add(layout)
+                self.handlers = self.handlers or bool(view.handlers)
+                self.out.file.write("\n")
+
+    def finish(self, source: str) -> None:
+        if self.errors_only and not self.layouts:
+            self.out.print(
+                Text(f"no failing spans in the {self.traces} trace{'s' if self.traces != 1 else ''} of {source}"),
+                markup=False,
+            )
+        if self.handlers:
+            render_legend(self.out, self.layouts)
+
+
+def _nothing_in(source: str, read: SpansRead) -> str:
+    if not (read.skipped_spans or read.skipped_lines):
+        return f"{source} holds no spans; export some first, e.g. with `callscope demo`"
+    skipped = []
+    if read.skipped_spans:
+        skipped.append(f"{read.skipped_spans} malformed span{'s' if read.skipped_spans != 1 else ''}")
+    if read.skipped_lines:
+        skipped.append(f"{read.skipped_lines} of {read.lines} lines")
+    why = f" (first: {read.problems[0]})" if read.problems else ""
+    return (
+        f"{source} holds no usable spans: skipped {' and '.join(skipped)}{why}; "
+        "check what wrote it against the OTLP/JSON format, or try a file written by `callscope demo`"
+    )
+
+
+def _pick(trace_ids: list[str], trace: str, source: str) -> str:
+    if trace in trace_ids:
+        return trace
+    chosen = [trace_id for trace_id in trace_ids if trace_id.startswith(trace)]
+    if len(chosen) == 1:
+        return chosen[0]
+    if not trace_ids:
+        raise InputError(f"{source} holds no spans, so no trace {trace}; export some first, e.g. with `callscope demo`")
     if not chosen:
-        known = ", ".join(view.trace_id for view in views[:3]) + (", ..." if len(views) > 3 else "")
+        known = ", ".join(trace_ids[:3]) + (", ..." if len(trace_ids) > 3 else "")
         raise InputError(
-            f"trace {trace} is not in {source} (it has {len(views)} trace{'s' if len(views) != 1 else ''}: {known}); "
+            f"trace {trace} is not in {source} (it has {len(trace_ids)} trace{'s' if len(trace_ids) != 1 else ''}: {known}); "
             "pass one of those ids, or omit --trace to show them all"
         )
     raise UsageError(f"--trace {trace} matches {len(chosen)} traces in {source}; give more digits")
 
 
 def _render(out: Console, views: list[TraceView]) -> None:
-    for view in views:
-        render_trace(view, out)
-        out.print()
-    if any(view.handlers for view in views):
-        render_legend(out)
+    show = _Shown(out, max_depth=None, errors_only=False)
+    show.all(views)
+    show.finish("")
 
 
 def _report_skipped(read: SpansRead, source: str) -> None:
