@@ -309,7 +309,7 @@ def test_legend_explains_the_layouts_used() -> None:
     out = io.StringIO()
     render_legend(Console(file=out, width=200), [Layout.COMPACT])
     legend = out.getvalue()
-    assert "local (L): " in legend and "scope (S): " in legend and "✗: failed" in legend
+    assert "local (L): " in legend and "scope (S): " in legend and "✗ before a name: the run failed" in legend
     assert "local: the component's" not in legend
 
 

@@ -448,7 +448,7 @@ def render_legend(console: Console, layouts: Iterable[Layout] = (Layout.FULL,)) 
         ]
     items.append(f"{NO_DATA}: not a LangChain run")
     if compact:
-        items.append("✗: failed")
+        items.append("✗ before a name: the run failed")
     lines = [[(line, "dim")] for line in _wrap_items(items, " · ", console.width)]
     _write(console, lines if _can_draw(console) else [_ascii(line) for line in lines])
 
