@@ -89,6 +89,27 @@ def global_meter_provider_is_set() -> bool:
     return not isinstance(provider, _ProxyMeterProvider)
 
 
+#: Each histogram: the attribute that holds it, name, unit, description, recommended buckets.
+_INSTRUMENTS = (
+    ("_duration", gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION, "s", "GenAI operation duration.", DURATION_BUCKETS),
+    ("_tokens", gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE, "{token}", "Number of input and output tokens used.", TOKEN_BUCKETS),
+    (
+        "_first_chunk",
+        gen_ai_metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
+        "s",
+        "Time to receive the first chunk of a streamed response.",
+        DURATION_BUCKETS,
+    ),
+    (
+        "_per_chunk",
+        gen_ai_metrics.GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK,
+        "s",
+        "Time per output chunk after the first one.",
+        DURATION_BUCKETS,
+    ),
+)
+
+
 class Metrics:
     """The four GenAI client histograms, and what the span handler calls to record them.
 
@@ -134,30 +155,9 @@ class Metrics:
         return True
 
     def _bind(self, meter: Meter) -> None:
-        self._duration = meter.create_histogram(
-            gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION,
-            unit="s",
-            description="GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self._tokens = meter.create_histogram(
-            gen_ai_metrics.GEN_AI_CLIENT_TOKEN_USAGE,
-            unit="{token}",
-            description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
-        )
-        self._first_chunk = meter.create_histogram(
-            gen_ai_metrics.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK,
-            unit="s",
-            description="Time to receive the first chunk of a streamed response.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self._per_chunk = meter.create_histogram(
-            gen_ai_metrics.GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK,
-            unit="s",
-            description="Time per output chunk after the first one.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
+        for attribute, name, unit, description, buckets in _INSTRUMENTS:
+            histogram = meter.create_histogram(name, unit=unit, description=description, explicit_bucket_boundaries_advisory=buckets)
+            setattr(self, attribute, histogram)
         self._bound = True
 
     # --- called by the span handler ------------------------------------------------------------
