@@ -261,9 +261,9 @@ class DeadlineBatchSpanProcessor(BatchSpanProcessor):
             super().shutdown()
         else:
             inner.shutdown(timeout_millis=timeout_ms)
-        self._report_losses(len(self._queue or ()) + self._losses.in_flight)
+        self._report_losses(len(self._queue or ()))
 
-    def _report_losses(self, unsent: int) -> None:
+    def _report_losses(self, queued: int) -> None:
         # The SDK logs each failed batch, each retry and the first full queue; the user is owed
         # one sentence with the total and its causes, whatever the number of batches or spans.
         if self._reported:
@@ -271,7 +271,10 @@ class DeadlineBatchSpanProcessor(BatchSpanProcessor):
         self._reported = True
         with self._lock:
             dropped = self.dropped_queue_full
-        failed = self._losses.failed
+        # One snapshot: a batch still being sent when shutdown gave up may fail a moment later,
+        # and must count once, as unsent, not also as failed.
+        failed, in_flight = self._losses.snapshot()
+        unsent = queued + in_flight
         lost = dropped + failed + unsent
         if not lost:
             return
@@ -304,21 +307,26 @@ class _LossCountingExporter(SpanExporter):
         self.in_flight = 0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.in_flight = len(spans)
+        with self._lock:
+            self.in_flight = len(spans)
         try:
             result = self._exporter.export(spans)
         except Exception:
-            self._count(len(spans))
+            self._settle(len(spans), failed=True)
             raise
-        finally:
-            self.in_flight = 0
-        if result is not SpanExportResult.SUCCESS:
-            self._count(len(spans))
+        self._settle(len(spans), failed=result is not SpanExportResult.SUCCESS)
         return result
 
-    def _count(self, n: int) -> None:
+    def _settle(self, n: int, *, failed: bool) -> None:
         with self._lock:
-            self.failed += n
+            self.in_flight = 0
+            if failed:
+                self.failed += n
+
+    def snapshot(self) -> tuple[int, int]:
+        """``(failed, in_flight)`` read together, so no batch is in both."""
+        with self._lock:
+            return self.failed, self.in_flight
 
     def shutdown(self, timeout_millis: float = 30_000) -> None:
         # The SDK passes its remaining deadline only to exporters whose shutdown names it.
