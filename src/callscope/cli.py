@@ -469,16 +469,21 @@ class _Shown:
 def _nothing_in(source: str, read: SpansRead) -> str:
     if not (read.skipped_spans or read.skipped_lines):
         return f"{source} holds no spans; export some first, e.g. with `callscope demo`"
-    skipped = []
-    if read.skipped_spans:
-        skipped.append(f"{read.skipped_spans} malformed span{'s' if read.skipped_spans != 1 else ''}")
-    if read.skipped_lines:
-        skipped.append(f"{read.skipped_lines} of {read.lines} lines")
     why = f" (first: {read.problems[0]})" if read.problems else ""
     return (
-        f"{source} holds no usable spans: skipped {' and '.join(skipped)}{why}; "
+        f"{source} holds no usable spans: skipped {_skipped(read)}{why}; "
         "check what wrote it against the OTLP/JSON format, or try a file written by `callscope demo`"
     )
+
+
+def _skipped(read: SpansRead) -> str:
+    """What a read skipped, e.g. "3 malformed spans and 2 of 40 lines"."""
+    parts = []
+    if read.skipped_spans:
+        parts.append(f"{read.skipped_spans} malformed span{'s' if read.skipped_spans != 1 else ''}")
+    if read.skipped_lines:
+        parts.append(f"{read.skipped_lines} of {read.lines} lines")
+    return " and ".join(parts)
 
 
 def _pick(trace_ids: list[str], trace: str, source: str) -> str:
@@ -506,13 +511,8 @@ def _render(out: Console, views: list[TraceView]) -> None:
 
 def _report_skipped(read: SpansRead, source: str) -> None:
     err = Console(stderr=True, no_color=None, highlight=False, soft_wrap=True)
-    parts = []
-    if read.skipped_lines:
-        parts.append(f"{read.skipped_lines} of {read.lines} lines")
-    if read.skipped_spans:
-        parts.append(f"{read.skipped_spans} malformed spans")
     detail = f" ({read.problems[0]})" if read.problems else ""
     err.print(
-        Text(f"callscope: warning: skipped {' and '.join(parts)} of {source}{detail}; the rest is shown above"),
+        Text(f"callscope: warning: skipped {_skipped(read)} of {source}{detail}; the rest is shown above"),
         markup=False,
     )
