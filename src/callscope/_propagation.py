@@ -204,24 +204,13 @@ def _stream_started_inside(original: Callable[..., Iterator[Any]]) -> Callable[.
         resume: Callable[..., Any] = inner.send
         value: Any = None
         while True:
-            if body.context is not None:
-                # Every chunk after the run has started: only the run's own span, around this
-                # resumption (the path each chunk takes, so no helper calls and no tuple).
-                token = otel_context.attach(body.context)
-                try:
-                    item = resume(value)
-                except StopIteration as stop:
-                    return stop.value
-                finally:
-                    otel_context.detach(token)
-            else:
-                tokens = _enter(body)
-                try:
-                    item = resume(value)
-                except StopIteration as stop:
-                    return stop.value
-                finally:
-                    _exit(tokens)
+            tokens = _enter(body)
+            try:
+                item = resume(value)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                _exit(tokens)
             try:
                 value = yield item
                 resume = inner.send
@@ -250,22 +239,13 @@ def _astream_started_inside(original: Callable[..., AsyncIterator[Any]]) -> Call
         resume: Callable[..., Any] = inner.asend
         value: Any = None
         while True:
-            if body.context is not None:
-                token = otel_context.attach(body.context)
-                try:
-                    item = await resume(value)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    otel_context.detach(token)
-            else:
-                tokens = _enter(body)
-                try:
-                    item = await resume(value)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    _exit(tokens)
+            tokens = _enter(body)
+            try:
+                item = await resume(value)
+            except StopAsyncIteration:
+                return
+            finally:
+                _exit(tokens)
             try:
                 value = yield item
                 resume = inner.asend
