@@ -554,14 +554,12 @@ class SpanHandler(BaseCallbackHandler):
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._fail(run_id, error)
 
+    @_absorb
     def end_cancelled_run(self, run_id: UUID) -> None:
         """A model run whose task was cancelled while it awaited its provider: LangChain's
         ``agenerate`` is cancelled inside its ``gather`` and never reports the run's end to any
         handler, so the run-body wrapper reports it here (a run already ended is left alone)."""
-        try:
-            self._fail(run_id, asyncio.CancelledError())
-        except Exception:
-            self._note_failure("ending a cancelled model run", "the chain is unaffected")
+        self._fail(run_id, asyncio.CancelledError())
 
     def _fail(self, run_id: UUID, error: BaseException) -> None:
         stopped = _stopped_by_caller(error)
