@@ -4,6 +4,7 @@
     python benchmarks/worker.py memory --config callscope --invokes 20000
     python benchmarks/worker.py concurrency --config callscope --runs 1000
     python benchmarks/worker.py profile --config callscope --iterations 3000
+    valgrind --tool=callgrind ... python benchmarks/worker.py instructions --config callscope  (see instructions.py)
 
 The result is one JSON object on the last line of stdout.
 """
@@ -221,18 +222,22 @@ def _median_ns(call: Callable[[], Any], iterations: int) -> float:
     return statistics.median(timings)
 
 
-def speed(config: str, iterations: int) -> dict[str, Any]:
-    exporter = CountingExporter()
-    configure(config, exporter)
+def build_workloads() -> dict[str, Callable[[], Any]]:
     chain, graph, llm_chain = build_chain(), build_graph(), build_llm_chain()
     loop = asyncio.new_event_loop()
     counter = StartCounter()
-    workloads: dict[str, Callable[[], Any]] = {
+    return {
         "invoke": lambda: chain.invoke({"topic": "tracing"}),
         "langgraph": lambda: graph.invoke({"topic": "tracing", "answer": ""}),
         "stream": lambda: list(chain.stream({"topic": "tracing"})),
         "ainvoke-llm": lambda: loop.run_until_complete(llm_chain.ainvoke({"topic": "tracing"}, {"callbacks": [counter]})),
     }
+
+
+def speed(config: str, iterations: int) -> dict[str, Any]:
+    exporter = CountingExporter()
+    configure(config, exporter)
+    workloads = build_workloads()
     result: dict[str, Any] = {"config": config, "median_us": {}, "spans_per_call": {}}
     for name, call in workloads.items():
         _median_ns(call, max(20, iterations // 10))  # warm-up: caches, lazy imports, JIT-free but cold paths
@@ -240,6 +245,30 @@ def speed(config: str, iterations: int) -> dict[str, Any]:
         result["median_us"][name] = _median_ns(call, iterations) / 1000
         result["spans_per_call"][name] = (exporter.count - before) / iterations
     return result
+
+
+def instructions(config: str, iterations: int) -> dict[str, Any]:
+    """Run each workload ``iterations`` times inside one ``operator.call``, the function
+    instructions.py tells callgrind to count in (and to dump a profile after): everything else,
+    start-up and warm-up included, is not counted."""
+    import operator
+
+    exporter = CountingExporter()
+    configure(config, exporter)
+    workloads = build_workloads()
+    for call in workloads.values():
+        for _ in range(30):
+            call()
+    gc.collect()
+    gc.disable()  # a collection landing in one window and not another is not the code's cost
+
+    def repeat(call: Callable[[], Any]) -> None:
+        for _ in range(iterations):
+            call()
+
+    for call in workloads.values():
+        operator.call(repeat, call)
+    return {"config": config, "iterations": iterations, "workloads": list(workloads)}
 
 
 def _rss_bytes() -> int | None:
@@ -389,7 +418,7 @@ def _package_of(filename: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("speed", "memory", "concurrency", "profile"))
+    parser.add_argument("mode", choices=("speed", "memory", "concurrency", "profile", "instructions"))
     parser.add_argument("--config", required=True, choices=CONFIGS)
     parser.add_argument("--iterations", type=int, default=400)
     parser.add_argument("--invokes", type=int, default=20_000)
@@ -400,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         result = speed(args.config, args.iterations)
     elif args.mode == "memory":
         result = memory(args.config, args.invokes)
+    elif args.mode == "instructions":
+        result = instructions(args.config, args.iterations)
     elif args.mode == "concurrency":
         result = concurrency(args.config, args.runs)
     else:
