@@ -29,6 +29,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 
 import callscope
 from tests.differential import HANDLER_KINDS, MODES, Handlers, Observation, observe
@@ -356,3 +357,50 @@ def test_every_handler_receives_what_it_receives_without_callscope(workload: str
         assert dropped, "the chain run in the worker thread lost the step's handlers, and no span says so"
     else:
         assert not dropped, f"spans said dropped where no config was dropped: {sorted(dropped)}"
+
+
+# --- dropped traces -----------------------------------------------------------------------------
+
+#: Samplers that drop every trace: callscope leaves such a trace at its root (``_unsampled``),
+#: by each of its two ways — a parent-based decision known before the root's span starts, a
+#: ratio decision learnt from the span — and with each marker (GenAI metrics live or not).
+DROPPING = {
+    "parent-based-off": (lambda: ParentBased(ALWAYS_OFF), False),
+    "ratio-0-measured": (lambda: TraceIdRatioBased(0.0), True),
+}
+#: Workloads whose root is a model or retriever run: their dropped trace is not left (the run's
+#: span is current in its provider code, and it is measured), only recorded without a span.
+BARE_ROOTS = {"chat_model", "attached_chat_model", "text_llm", "streaming_text_llm", "retriever"}
+
+DROPPED_CASES = [
+    pytest.param(*case.values, sampler, id=f"{case.id}-{sampler}")
+    for case, sampler in zip(CASES, cycle(DROPPING))
+]
+
+
+@pytest.mark.parametrize(("workload", "mode", "kind", "sampler"), DROPPED_CASES)
+def test_a_dropped_trace_changes_nothing_either(workload: str, mode: str, kind: str, sampler: str) -> None:
+    make_sampler, measured = DROPPING[sampler]
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=make_sampler())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()]) if measured else None
+    build = WORKLOADS[workload]
+    concurrent = workload in CONCURRENT
+    without = observe(build, mode, kind, concurrent=concurrent)
+    instrumentor = callscope.CallscopeInstrumentor()
+    instrumentor.instrument(tracer_provider=provider, meter_provider=meter_provider, metrics=measured)
+    handler = instrumentor.handler
+    left = []
+    leave = handler.unsampled.leave
+    handler.unsampled.leave = lambda run_id, marker: (left.append(marker), leave(run_id, marker))[-1]
+    try:
+        with_ = observe(build, mode, kind, concurrent=concurrent)
+        internal_errors = handler.internal_errors + (handler._metrics._failures if handler._metrics else 0)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+    assert exporter.get_finished_spans() == ()
+    assert left or workload in BARE_ROOTS, "callscope never left the dropped trace: the comparison would prove little"
+    assert internal_errors == 0
+    assert_same(without, with_)

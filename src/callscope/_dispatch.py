@@ -47,9 +47,10 @@ def takes_start_from_others(handlers: Sequence[Any]) -> bool:
     return callscope_inline and others_not_inline and not others_inline
 
 
-def fair_llm_start(original: Callable[..., Any], starting_manager: ContextVar[Any]) -> Callable[..., Any]:
-    """Wrap ``AsyncCallbackManager.on_llm_start``; also publishes the starting manager in
-    ``starting_manager`` for the duration of the call, as the other start probes do."""
+def fair_llm_start(original: Callable[..., Any], starting_manager: ContextVar[Any], unsampled: Any = None) -> Callable[..., Any]:
+    """Wrap ``AsyncCallbackManager.on_llm_start``; also does what the other start probes do
+    (``_scope.ManagerProbe``): publishes the starting manager in ``starting_manager`` for the
+    duration of the call, and hands the run managers to ``unsampled.step_off``."""
     manager_module = importlib.import_module(_MANAGER_MODULE)
 
     @functools.wraps(original)
@@ -58,10 +59,14 @@ def fair_llm_start(original: Callable[..., Any], starting_manager: ContextVar[An
         try:
             handlers = self.handlers
             if not takes_start_from_others(handlers):
-                return await original(self, serialized, prompts, run_id, **kwargs)
-            return await _start_for_both(manager_module, original, self, handlers, serialized, list(prompts), run_id, kwargs)
+                started = await original(self, serialized, prompts, run_id, **kwargs)
+            else:
+                started = await _start_for_both(manager_module, original, self, handlers, serialized, list(prompts), run_id, kwargs)
         finally:
             starting_manager.reset(token)
+        if unsampled is not None and unsampled.leaving:
+            unsampled.step_off(started)
+        return started
 
     return on_llm_start
 

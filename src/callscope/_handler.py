@@ -13,7 +13,7 @@ with ``raise_error``, in the user's chain.
 from __future__ import annotations
 
 import asyncio
-
+import contextvars
 import functools
 import logging
 import time
@@ -38,6 +38,7 @@ from callscope._propagation import claim_run_body
 from callscope._runs import RunRecord, RunRegistry
 from callscope._serialize import bound_text, encodable, to_json
 from callscope._settings import Settings
+from callscope._unsampled import MeasuredUnsampledTrace, UnsampledTrace, UnsampledTraces, dropped_without_asking, marker_on
 
 _log = logging.getLogger("callscope")
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -64,6 +65,9 @@ class _Failure:
 # Runnables that invoke their children with the config they were given instead of their child
 # config, so the children report the wrong parent (langchain-ai/langchain#36072).
 _LOSES_CHILDREN = frozenset({"RunnableWithFallbacks"})
+
+#: The scope of runs in a dropped trace: never written to, since nothing is recorded about them.
+_DROPPED_SCOPE = _scope.TraceScope()
 
 _Describe = Callable[[Any, Mapping[str, Any], Any, Any], tuple[str, dict[str, Any]]]
 
@@ -110,6 +114,13 @@ class SpanHandler(BaseCallbackHandler):
         self.registry = registry
         self.internal_errors = 0
         self._sampling_follows_parent = _sampler_follows_parent(getattr(tracer, "sampler", None))
+        self._dropped_without_asking = dropped_without_asking(getattr(tracer, "sampler", None))
+        #: callscope's LangChain configure hook: LangChain adds its value to every callback
+        #: manager it configures (this handler; inside a dropped trace, that trace's marker).
+        self.hook: contextvars.ContextVar[Any] = contextvars.ContextVar("callscope_span_handler", default=self)
+        #: Stepping off dropped traces is sound only when no run below a dropped root can be
+        #: sampled, i.e. when the sampler follows the parent.
+        self.unsampled = UnsampledTraces(self, self.hook) if self._sampling_follows_parent else None
         self._labels_by_trace = _scope.LabelsByTrace()
         #: Failures of other handlers in a run's start callback that LangChain dispatched
         #: before callscope's: applied when callscope's handler sees the start. Empty unless a
@@ -150,6 +161,18 @@ class SpanHandler(BaseCallbackHandler):
             self.registry.adopt(parent, run_id)
             claim_run_body(operation, record.context)
             return record
+        manager = _scope.starting_manager()
+        if parent is None and self.unsampled is not None:
+            marker = marker_on(manager)
+            if marker is not None:
+                return self._start_in_dropped_trace(run_id, operation, marker)
+            if operation == sc.CHAIN and self._dropped_without_asking(get_current_span().get_span_context()):
+                # The sampler's answer is known without the span's name and attributes: a
+                # dropped trace costs its root a non-recording span (the one the SDK would make,
+                # for what code inside the trace propagates), no more.
+                span = self._tracer.start_span(operation)
+                self.unsampled.leave(run_id, self.unsampled.new_marker(set_span_in_context(span), measured=self._measuring()))
+                return None
         try:
             name, attributes = describe(serialized, kwargs, tags, metadata)
         except Exception:
@@ -160,7 +183,6 @@ class SpanHandler(BaseCallbackHandler):
         # LangChain lost) the current context decides: the caller's span at the top level, or the
         # span of the step this run was started from, which _propagation made current there.
         parent_context = parent.context if parent is not None else None
-        manager = _scope.starting_manager()
         if parent is None and step is None:
             # A root in a worker thread the step's OTel context was carried into (OpenTelemetry's
             # threading instrumentation does that), where LangChain's config context is not.
@@ -194,6 +216,12 @@ class SpanHandler(BaseCallbackHandler):
         span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
         context = set_span_in_context(span, parent_context)
         if not span.is_recording():
+            if parent is None and operation == sc.CHAIN and self.unsampled is not None:
+                # A dropped trace: callscope leaves it here, at its root (see _unsampled). Model,
+                # tool and retrieval roots stay: their span is current in provider code, and
+                # their metrics are due whatever the sampler says.
+                self.unsampled.leave(run_id, self.unsampled.new_marker(context, measured=self._measuring()))
+                return None
             record = RunRecord(
                 span=span, context=context, operation=operation, name=name, scope=scope, sampled=False, parent_run_id=parent_run_id
             )
@@ -233,6 +261,33 @@ class SpanHandler(BaseCallbackHandler):
             except Exception:
                 _log.exception("callscope: span processor %r failed in on_start", processor)
         return record
+
+    def _start_in_dropped_trace(self, run_id: UUID, operation: str, marker: UnsampledTrace) -> RunRecord | None:
+        """A run whose manager carries a dropped trace's marker: callscope's handler is on it
+        only where LangChain configured a manager outside the trace's steps (a LangGraph task,
+        a worker thread), or the marker handed a measured run over. A chain is left again; a
+        model, tool or retrieval run gets a record without a span, so its body and metrics
+        still have the trace's context."""
+        unsampled = self.unsampled
+        measured = isinstance(marker, MeasuredUnsampledTrace)
+        if operation == sc.CHAIN:
+            unsampled.leave(run_id, marker)  # type: ignore[union-attr]
+            return None
+        if self.registry.get(run_id) is not None:
+            return None  # the same start, delivered by the marker after callscope's handler or before it
+        context = marker.context
+        record = RunRecord(
+            span=get_current_span(context), context=context, operation=operation, name="", scope=_DROPPED_SCOPE, sampled=False
+        )
+        self.registry.add(run_id, record)
+        if measured:
+            # Its later events reach the span handler through the marker: not twice.
+            unsampled.leave(run_id, marker)  # type: ignore[union-attr]
+        claim_run_body(operation, context)
+        return record
+
+    def _measuring(self) -> bool:
+        return self._metrics is not None and self._metrics.live()
 
     def _run_of_current_span(self) -> RunRecord | None:
         """The run whose span is the current span, if it is one of callscope's: asked only for a

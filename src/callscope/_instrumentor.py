@@ -18,7 +18,6 @@ uninstrumenting stops them with the handler.
 from __future__ import annotations
 
 import atexit
-import contextvars
 import logging
 from collections.abc import Collection
 from typing import Any
@@ -117,11 +116,11 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         registry = RunRegistry(max_runs=settings.max_in_flight_runs, ttl_seconds=settings.run_ttl_seconds)
         metrics = Metrics.create(kwargs.get("meter_provider"), schema_url=SCHEMA_URL) if settings.metrics else None
         handler = SpanHandler(tracer, settings, registry, metrics)
-        propagator = StepContextPropagator(registry)
+        propagator = StepContextPropagator(registry, handler.unsampled)
         propagator.install()
         run_bodies = RunBodyPropagator(registry, on_cancelled=handler.end_cancelled_run)
         run_bodies.install()
-        probe = ManagerProbe()
+        probe = ManagerProbe(handler.unsampled)
         probe.install()
         failures = FailureWatch(handler.record_failure)
         failures.install()
@@ -183,11 +182,11 @@ def _given(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def _register_handler(handler: SpanHandler) -> tuple[Any, ...]:
     # LangChain adds ``var.get()`` to every callback manager it configures while the value is not
-    # None. A ContextVar whose *default* is the handler makes that true in every thread and task.
+    # None. The handler's hook has the handler as its *default*, which makes that true in every
+    # thread and task (inside a dropped trace's steps it holds the trace's marker instead).
     from langchain_core.tracers import context as lc_context
 
-    var: contextvars.ContextVar[SpanHandler | None] = contextvars.ContextVar("callscope_span_handler", default=handler)
-    lc_context.register_configure_hook(var, True)
+    lc_context.register_configure_hook(handler.hook, True)
     return lc_context._configure_hooks[-1]
 
 

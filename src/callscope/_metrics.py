@@ -144,6 +144,10 @@ class Metrics:
         recorder._bind(meter)
         return recorder
 
+    def live(self) -> bool:
+        """True once there is a meter provider to record to (the global one may be set late)."""
+        return self._bound or self._bind_global()
+
     def _meter(self) -> Meter:
         return metrics.get_meter("callscope", __version__, self._given, schema_url=self._schema_url)
 

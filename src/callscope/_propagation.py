@@ -39,6 +39,7 @@ from opentelemetry import context as otel_context
 
 from callscope._runs import RunRegistry
 from callscope._semconv import CANCELLATIONS
+from callscope._unsampled import UnsampledTraces
 
 _log = logging.getLogger("callscope")
 
@@ -58,8 +59,9 @@ class StepContextPropagator:
     attribute, so a wrapper someone installed on top of it is never torn out.
     """
 
-    def __init__(self, registry: RunRegistry) -> None:
+    def __init__(self, registry: RunRegistry, unsampled: UnsampledTraces | None = None) -> None:
         self._registry = registry
+        self._unsampled = unsampled
         self._installed: list[tuple[Any, str, Callable[..., Any], Callable[..., Any]]] = []
 
     def install(self) -> None:
@@ -90,18 +92,24 @@ class StepContextPropagator:
                 _log.warning("callscope: %s.%s was wrapped again after callscope; leaving it in place", module.__name__, function)
 
     def _opener(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        runs = self._registry
+        runs, unsampled = self._registry, self._unsampled
 
         @functools.wraps(original)
         def open_step_context(config: Any, *args: Any, **kwargs: Any) -> Any:
             result = original(config, *args, **kwargs)
             try:
-                record = runs.get(getattr(config.get("callbacks"), "parent_run_id", None))
+                manager = config.get("callbacks")
+                record = runs.get(getattr(manager, "parent_run_id", None))
                 if record is not None:
                     # We are inside the Context LangChain copied for this step (it calls this
                     # function through ctx.run). The token is deliberately dropped: the copy is
                     # discarded with the step, so there is nothing to restore.
                     otel_context.attach(record.context)
+                    if not record.sampled and unsampled is not None:
+                        unsampled.enter_step(manager)
+                elif unsampled is not None:
+                    # A run callscope does not know: perhaps one of a dropped trace it left.
+                    unsampled.enter_step(manager)
             except Exception:
                 _log.debug("callscope: could not make the step's span current", exc_info=True)
             return result
@@ -211,6 +219,9 @@ def _stream_started_inside(original: Callable[..., Iterator[Any]]) -> Callable[.
                 return stop.value
             finally:
                 _exit(tokens)
+                # LangChain starts the run before the first chunk: unclaimed by then, it is a
+                # run callscope does not trace (a dropped trace), and later chunks pay nothing.
+                body.started = True
             try:
                 value = yield item
                 resume = inner.send
@@ -246,6 +257,7 @@ def _astream_started_inside(original: Callable[..., AsyncIterator[Any]]) -> Call
                 return
             finally:
                 _exit(tokens)
+                body.started = True
             try:
                 value = yield item
                 resume = inner.asend

@@ -46,11 +46,14 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import get_current_span
 
 from callscope._dispatch import fair_llm_start, is_callscope
+
+if TYPE_CHECKING:
+    from callscope._unsampled import UnsampledTraces
 
 LOCAL = "callscope.handlers.local"
 INHERITED = "callscope.handlers.inherited"
@@ -115,7 +118,8 @@ def starting_manager() -> Any:
 
 
 class ManagerProbe:
-    """Publishes the starting callback manager while its ``on_*_start`` runs.
+    """Publishes the starting callback manager while its ``on_*_start`` runs, and hands the run
+    managers it returns to ``UnsampledTraces.step_off`` while a dropped trace is being left.
 
     Plain method wrappers, not wrapt proxies: they run on every run start, where a wrapt bound
     wrapper costs an allocation and argument marshalling each time. Each keeps the original as
@@ -124,20 +128,22 @@ class ManagerProbe:
     callscope (``_dispatch``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, unsampled: UnsampledTraces | None = None) -> None:
         self._installed: list[tuple[type, str, Any, Any]] = []
+        self._unsampled = unsampled
 
     def install(self) -> None:
         module = importlib.import_module(_MANAGER_MODULE)
+        unsampled = self._unsampled
         for owner, make in ((module.CallbackManager, _probe_sync), (module.AsyncCallbackManager, _probe_async)):
             for method in _START_METHODS:
                 original = owner.__dict__.get(method)
                 if original is None:
                     continue  # inherited or gone in this LangChain version: nothing to publish
                 if owner is module.AsyncCallbackManager and method == "on_llm_start":
-                    probe = fair_llm_start(original, _starting_manager)
+                    probe = fair_llm_start(original, _starting_manager, unsampled)
                 else:
-                    probe = make(original)
+                    probe = make(original, unsampled)
                 setattr(owner, method, probe)
                 self._installed.append((owner, method, original, probe))
 
@@ -148,27 +154,33 @@ class ManagerProbe:
                 setattr(owner, method, original)
 
 
-def _probe_sync(original: Callable[..., Any]) -> Callable[..., Any]:
+def _probe_sync(original: Callable[..., Any], unsampled: UnsampledTraces | None) -> Callable[..., Any]:
     @functools.wraps(original)
     def probed(self: Any, *args: Any, **kwargs: Any) -> Any:
         token = _starting_manager.set(self)
         try:
-            return original(self, *args, **kwargs)
+            started = original(self, *args, **kwargs)
         finally:
             _starting_manager.reset(token)
+        if unsampled is not None and unsampled.leaving:
+            unsampled.step_off(started)
+        return started
 
     return probed
 
 
-def _probe_async(original: Callable[..., Any]) -> Callable[..., Any]:
+def _probe_async(original: Callable[..., Any], unsampled: UnsampledTraces | None) -> Callable[..., Any]:
     @functools.wraps(original)
     async def probed(self: Any, *args: Any, **kwargs: Any) -> Any:
         # Inside the coroutine, so set and reset happen in the awaiting task's own context.
         token = _starting_manager.set(self)
         try:
-            return await original(self, *args, **kwargs)
+            started = await original(self, *args, **kwargs)
         finally:
             _starting_manager.reset(token)
+        if unsampled is not None and unsampled.leaving:
+            unsampled.step_off(started)
+        return started
 
     return probed
 
