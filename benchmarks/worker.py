@@ -271,6 +271,23 @@ def instructions(config: str, iterations: int) -> dict[str, Any]:
     return {"config": config, "iterations": iterations, "workloads": list(workloads)}
 
 
+def spin(config: str, workload: str, iterations: int) -> dict[str, Any]:
+    """Run one workload in a loop for a sampling profiler (where_time_goes.py), timing it."""
+    configure(config, CountingExporter())
+    call = build_workloads()[workload]
+    for _ in range(200):
+        call()
+    started = time.perf_counter()
+    spin_loop(call, iterations)
+    return {"config": config, "workload": workload, "per_call_us": (time.perf_counter() - started) / iterations * 1e6}
+
+
+def spin_loop(call: Callable[[], Any], iterations: int) -> None:
+    """The profiled loop: where_time_goes.py keeps only the samples taken inside it."""
+    for _ in range(iterations):
+        call()
+
+
 def _rss_bytes() -> int | None:
     try:
         with open("/proc/self/statm") as statm:
@@ -418,7 +435,8 @@ def _package_of(filename: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("speed", "memory", "concurrency", "profile", "instructions"))
+    parser.add_argument("mode", choices=("speed", "memory", "concurrency", "profile", "instructions", "spin"))
+    parser.add_argument("--workload", default="invoke")
     parser.add_argument("--config", required=True, choices=CONFIGS)
     parser.add_argument("--iterations", type=int, default=400)
     parser.add_argument("--invokes", type=int, default=20_000)
@@ -429,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         result = speed(args.config, args.iterations)
     elif args.mode == "memory":
         result = memory(args.config, args.invokes)
+    elif args.mode == "spin":
+        result = spin(args.config, args.workload, args.iterations)
     elif args.mode == "instructions":
         result = instructions(args.config, args.iterations)
     elif args.mode == "concurrency":

@@ -143,8 +143,14 @@ class SpanHandler(BaseCallbackHandler):
     ) -> RunRecord | None:
         if not is_instrumentation_enabled():
             return None
-        step = self.registry.get(_step_run_id())
-        parent = self._parent_record(parent_run_id, step)
+        runs = self.registry
+        # The step this run is started from, as LangChain's config context says.
+        config = var_child_runnable_config.get()
+        step = runs.get(getattr(config.get("callbacks"), "parent_run_id", None)) if config else None
+        parent = runs.get(parent_run_id)
+        if parent is not None and step is not None and step is not parent and step.loses_children and step.parent_run_id == parent_run_id:
+            # LangChain reported the mislabelling run's own parent: the step's run is the parent.
+            parent = step
         if parent is not None and not parent.sampled and self._sampling_follows_parent:
             # The sampler would drop this run as it dropped its parent: skip the whole span, but
             # keep a record so that children and step bodies still find the (unsampled) trace.
@@ -299,17 +305,6 @@ class SpanHandler(BaseCallbackHandler):
 
     def _new_root_scope(self) -> _scope.TraceScope:
         return _scope.TraceScope(self._settings.include_internal_handlers, self._labels_by_trace.for_new_root())
-
-    def _parent_record(self, parent_run_id: UUID | None, step: RunRecord | None) -> RunRecord | None:
-        parent = self.registry.get(parent_run_id)
-        if parent is None:
-            return None
-        # The step this run is started from is LangChain's own record of where it runs. If that
-        # step belongs to a run known to mislabel its children, and LangChain reported that run's
-        # parent as ours, the step's run is the true parent.
-        if step is not None and step is not parent and step.loses_children and step.parent_run_id == parent_run_id:
-            return step
-        return parent
 
     def _note_failure(self, what: str, outcome: str, *, level: int = logging.WARNING) -> None:
         """Count an internal failure and log it with its traceback, the first few times only."""
@@ -704,11 +699,6 @@ def _step_manager() -> Any:
     """The callback manager LangChain's config context holds for the current step, if any."""
     config = var_child_runnable_config.get()
     return config.get("callbacks") if config else None
-
-
-def _step_run_id() -> UUID | None:
-    """The run whose step the current code executes in, as LangChain's config context says."""
-    return getattr(_step_manager(), "parent_run_id", None)
 
 
 def _documents(documents: Any) -> list[dict[str, Any]]:

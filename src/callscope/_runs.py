@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -55,7 +55,7 @@ class RunRecord:
     #: Ids of child runs started under this run (some may have ended): see RunRegistry.adopt.
     children: list[UUID] | None = None
     #: LangChain starts this run's children with this run's *own* parent as their parent
-    #: (RunnableWithFallbacks, langchain-ai/langchain#36072); see SpanHandler._parent_record.
+    #: (RunnableWithFallbacks, langchain-ai/langchain#36072); see SpanHandler._start.
     loses_children: bool = False
     #: The starting manager's inheritable handlers (LangChain's own list, not copied): what
     #: this run's steps pass down, so a LangChain root started inside one can say what it lost.
@@ -91,6 +91,9 @@ class RunRegistry:
         # A plain dict: its single operations are atomic under the GIL (OrderedDict's are not when
         # keys hash in Python), and it keeps insertion order, so the first key is the oldest run.
         self._runs: dict[UUID, RunRecord] = {}
+        #: ``get(run_id)``: the dict's own method, so the lookups every callback and step make
+        #: cost no Python frame (``None``, for a run without a parent, is never a key).
+        self.get: Callable[[UUID | None], RunRecord | None] = self._runs.get  # type: ignore[assignment]
         self._max_runs = max_runs
         self._ttl = ttl_seconds
         self._lock = threading.Lock()
@@ -100,11 +103,6 @@ class RunRegistry:
 
     def __len__(self) -> int:
         return len(self._runs)
-
-    def get(self, run_id: UUID | None) -> RunRecord | None:
-        if run_id is None:
-            return None
-        return self._runs.get(run_id)
 
     def add(self, run_id: UUID, record: RunRecord) -> None:
         previous = self._runs.pop(run_id, None)

@@ -107,6 +107,8 @@ _REQUEST_PARAMS: tuple[tuple[str, tuple[str, ...], type], ...] = (
     (gen_ai.GEN_AI_REQUEST_CHOICE_COUNT, ("n",), int),
 )
 
+_REQUEST_PARAM_NAMES = frozenset(name for _, names, _ in _REQUEST_PARAMS for name in names)
+
 
 def component_name(serialized: Mapping[str, Any] | None, name: Any, default: str) -> str:
     """The component's display name: run_name, else what ``serialized`` says, else ``default``."""
@@ -126,8 +128,15 @@ def _label(text: str) -> str:
     """Names and labels come from user config (run_name, metadata): short, never a secret, and
     encodable (a span name that is not fails the whole export batch)."""
     if len(text) > 12:
-        return bound_text(text, _MAX_LABEL)
+        # Component and node names repeat on every run and are longer than a credential
+        # pattern's shortest match, so each would pay a scrub per run: remembered instead.
+        return _scrubbed_label(text) if len(text) <= _MAX_LABEL else bound_text(text, _MAX_LABEL)
     return text if text.isascii() else encodable(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _scrubbed_label(text: str) -> str:
+    return bound_text(text, _MAX_LABEL)
 
 
 def describe_chain(
@@ -169,7 +178,8 @@ def model_attributes(
     if server is not None:
         attributes[SERVER_ADDRESS], attributes[SERVER_PORT] = server
     sources = ({"temperature": metadata.get("ls_temperature"), "max_tokens": metadata.get("ls_max_tokens")}, params)
-    for key, names, kind in _REQUEST_PARAMS:
+    requested = sources[0]["temperature"] is not None or sources[0]["max_tokens"] is not None or not _REQUEST_PARAM_NAMES.isdisjoint(params)
+    for key, names, kind in _REQUEST_PARAMS if requested else ():
         # Most parameters are absent: look names up first, convert only what is there.
         present = [found for source in sources for n in names if (found := source.get(n)) is not None]
         if present:
@@ -360,7 +370,7 @@ def _add_run_context(attributes: Attributes, tags: Iterable[str] | None, metadat
             attempt = tag.rpartition(":")[2]
             if attempt.isdigit():
                 attributes[RETRY_ATTEMPT] = int(attempt)
-    if isinstance(metadata, Mapping):
+    if metadata and isinstance(metadata, Mapping):
         # LangGraph's thread: a resumed run (after an interrupt) continues the same conversation.
         thread = metadata.get("thread_id")
         if isinstance(thread, (str, int, UUID)) and not isinstance(thread, bool):
