@@ -74,11 +74,6 @@ class UnsampledTrace(BaseCallbackHandler):
         #: The root's context, its non-recording span current: what code in the trace sees.
         self.context = context
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> UnsampledTrace:
-        # A component deep-copied along with a config that holds this marker shares it: it is
-        # a reference to the trace, not state of the component.
-        return self
-
 
 class MeasuredUnsampledTrace(UnsampledTrace):
     """The marker of a dropped trace while GenAI metrics are live: model, tool and retrieval
