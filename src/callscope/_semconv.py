@@ -27,7 +27,7 @@ from uuid import UUID
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes, server_attributes
 
-from callscope._serialize import bound_text, encodable, to_json, to_jsonable
+from callscope._serialize import bound_text, encodable, json_text, to_jsonable
 
 Attributes = dict[str, Any]
 
@@ -454,26 +454,29 @@ def input_messages(messages: Any, limit: int) -> Attributes:
     for message in conversation or ():
         kind = getattr(message, "type", None)
         if kind in ("system", "developer"):
-            system_parts.extend(_text_parts(getattr(message, "content", "")))
+            system_parts.extend(_text_parts(getattr(message, "content", ""), limit))
             continue
-        role = _ROLES.get(kind, kind if isinstance(kind, str) else "user")
+        role = (_ROLES.get(kind) or _label(kind)) if isinstance(kind, str) else "user"
         if role == "tool":
-            parts: list[dict[str, Any]] = [
-                {"type": "tool_call_response", "id": getattr(message, "tool_call_id", None), "response": to_jsonable(getattr(message, "content", None))}
-            ]
+            response = to_jsonable(getattr(message, "content", None), limit)
+            parts = [{"type": "tool_call_response", "id": to_jsonable(getattr(message, "tool_call_id", None), limit), "response": response}]
         else:
-            parts = _text_parts(getattr(message, "content", "")) + _tool_call_parts(getattr(message, "tool_calls", None))
+            parts = _text_parts(getattr(message, "content", ""), limit)
+            # A human message has no tool calls, and asking a pydantic model for a field it lacks
+            # costs more than converting the message.
+            if kind != "human":
+                parts += _tool_call_parts(getattr(message, "tool_calls", None), limit)
         converted.append({"role": role, "parts": parts})
-    attributes: Attributes = {gen_ai.GEN_AI_INPUT_MESSAGES: to_json(converted, limit)}
+    attributes: Attributes = {gen_ai.GEN_AI_INPUT_MESSAGES: json_text(converted, limit)}
     if system_parts:
-        attributes[gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS] = to_json(system_parts, limit)
+        attributes[gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS] = json_text(system_parts, limit)
     return attributes
 
 
 def prompt_messages(prompts: Any, limit: int) -> Attributes:
     """``gen_ai.input.messages`` for a text-completion LLM start (one user message per prompt)."""
-    converted = [{"role": "user", "parts": _text_parts(p)} for p in (prompts or ()) if isinstance(p, str)]
-    return {gen_ai.GEN_AI_INPUT_MESSAGES: to_json(converted, limit)}
+    converted = [{"role": "user", "parts": _text_parts(p, limit)} for p in (prompts or ()) if isinstance(p, str)]
+    return {gen_ai.GEN_AI_INPUT_MESSAGES: json_text(converted, limit)}
 
 
 def output_messages(response: Any, limit: int) -> Attributes:
@@ -485,35 +488,47 @@ def output_messages(response: Any, limit: int) -> Attributes:
             response_metadata = _mapping(getattr(message, "response_metadata", None))
             reason = _first_str(info.get("finish_reason"), response_metadata.get("finish_reason"), response_metadata.get("stop_reason")) or "stop"
             if message is not None:
-                parts = _text_parts(getattr(message, "content", "")) + _tool_call_parts(getattr(message, "tool_calls", None))
+                parts = _text_parts(getattr(message, "content", ""), limit) + _tool_call_parts(getattr(message, "tool_calls", None), limit)
             else:
-                parts = _text_parts(getattr(generation, "text", ""))
+                parts = _text_parts(getattr(generation, "text", ""), limit)
             converted.append({"role": "assistant", "parts": parts, "finish_reason": reason})
-    return {gen_ai.GEN_AI_OUTPUT_MESSAGES: to_json(converted, limit)}
+    return {gen_ai.GEN_AI_OUTPUT_MESSAGES: json_text(converted, limit)}
 
 
-def _text_parts(content: Any) -> list[dict[str, Any]]:
+# The message JSON is built from plain data: every value taken from the payload goes through
+# to_jsonable or bound_text here, so json_text encodes it without walking it again.
+
+
+def _text_parts(content: Any, limit: int) -> list[dict[str, Any]]:
     if isinstance(content, str):
-        return [{"type": "text", "content": content}] if content else []
+        return [{"type": "text", "content": bound_text(content, limit)}] if content else []
     parts: list[dict[str, Any]] = []
     if isinstance(content, Sequence):
         for block in content:
             if isinstance(block, str):
-                parts.append({"type": "text", "content": block})
-            elif isinstance(block, Mapping) and isinstance(block.get("text"), str):
-                parts.append({"type": "text", "content": block["text"]})
+                parts.append({"type": "text", "content": bound_text(block, limit)})
+            elif isinstance(block, Mapping) and isinstance(text := block.get("text"), str):
+                parts.append({"type": "text", "content": bound_text(text, limit)})
             elif isinstance(block, Mapping):
                 # Images, audio, provider-specific blocks: a generic part that keeps its type.
+                kind = block.get("type")
                 rest = {key: value for key, value in block.items() if key != "type"}
-                parts.append({"type": str(block.get("type") or "generic")[:64], "content": to_jsonable(rest)})
+                parts.append({"type": bound_text(kind, 64) if isinstance(kind, str) and kind else "generic", "content": to_jsonable(rest, limit)})
     return parts
 
 
-def _tool_call_parts(tool_calls: Any) -> list[dict[str, Any]]:
+def _tool_call_parts(tool_calls: Any, limit: int) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     for call in tool_calls or ():
         if isinstance(call, Mapping):
-            parts.append({"type": "tool_call", "id": call.get("id"), "name": call.get("name"), "arguments": to_jsonable(call.get("args"))})
+            parts.append(
+                {
+                    "type": "tool_call",
+                    "id": to_jsonable(call.get("id"), limit),
+                    "name": to_jsonable(call.get("name"), limit),
+                    "arguments": to_jsonable(call.get("args"), limit),
+                }
+            )
     return parts
 
 
