@@ -207,3 +207,27 @@ def test_a_langchain_object_that_cannot_be_read_becomes_its_class_name():
     for _ in range(10):
         deep = [deep]
     assert "too deep" in to_json(deep, 10_000)
+
+
+def test_containers_and_classes_that_misbehave_are_named_not_raised():
+    class Exploding(list):
+        def __iter__(self):
+            raise RuntimeError("iteration exploded")
+
+    class Meta(type):
+        def __eq__(cls, other):  # and so no __hash__: the class cannot key a cache
+            return cls is other
+
+    class Unhashable(metaclass=Meta):
+        pass
+
+    class Lying(dict):
+        def items(self):
+            raise RuntimeError("items exploded")
+
+    assert to_jsonable({"a": Exploding([1]), "b": Unhashable(), "c": Lying(x=1), "d": [1, "ok"]}) == {
+        "a": "<Exploding>",
+        "b": "<Unhashable>",
+        "c": "<Lying>",
+        "d": [1, "ok"],
+    }

@@ -21,7 +21,7 @@ import json
 import math
 import re
 from itertools import islice
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from json.encoder import c_make_encoder, encode_basestring
 from typing import Any
 
@@ -144,22 +144,22 @@ def json_text(data: Any, limit: int) -> str:
 
 def _convert(value: Any, depth: int, seen: set[int], limit: int) -> Any:
     cls = type(value)
-    # Exact types first, in the order payloads hold them; subclasses take the general checks.
+    # What payloads are mostly made of, by identity; anything else by its class's kind.
     if cls is str:
         return value if len(value) < _SHORTEST_SECRET_TEXT else bound_text(value, limit)
     if value is None or cls is int or cls is bool:
         return value
-    if cls is not dict and cls is not list:
-        if isinstance(value, (bool, int)):
-            return value
-        if isinstance(value, str):
-            return value if len(value) < _SHORTEST_SECRET_TEXT else bound_text(value, limit)
-        if isinstance(value, float):
-            return value if math.isfinite(value) else str(value)
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return f"<{len(value)} bytes>"
-        if cls.__name__ in ("SecretStr", "SecretBytes"):
-            return REDACTED
+    if cls is dict:
+        convert, nested = _mapping, True
+    elif cls is list:
+        convert, nested = _sequence, True
+    else:
+        try:
+            convert, nested = _kind(cls)
+        except TypeError:  # a class its metaclass made unhashable: no ABC check works on it either
+            convert, nested = _object, True
+    if not nested:
+        return convert(value, depth, seen, limit)
     if depth >= _MAX_DEPTH:
         return f"<{cls.__name__}: too deep>"
     marker = id(value)
@@ -167,40 +167,79 @@ def _convert(value: Any, depth: int, seen: set[int], limit: int) -> Any:
         return "<cycle>"
     seen.add(marker)
     try:
-        return _convert_container(value, cls, depth + 1, seen, limit)
+        return convert(value, depth + 1, seen, limit)
+    except Exception:  # a user container that raises, a field that is missing or raises
+        return f"<{cls.__name__}>"
     finally:
         seen.discard(marker)
 
 
-def _convert_container(value: Any, cls: type, depth: int, seen: set[int], limit: int) -> Any:
-    if cls is dict or isinstance(value, Mapping):
-        try:
-            items = list(islice(value.items(), _MAX_ITEMS + 1))
-        except Exception:  # a user Mapping whose items() raises, a dict another thread resizes
-            return {}
-        out: dict[str, Any] = {}
-        for key, item in items[:_MAX_ITEMS]:
-            name = key if isinstance(key, str) else _key_text(key)
-            out[name] = REDACTED if is_secret_key(name) else _convert(item, depth, seen, limit)
-        if len(items) > _MAX_ITEMS:
-            out["…"] = f"{len(value) - _MAX_ITEMS} more"
-        return out
-    if cls is list or isinstance(value, (list, tuple, set, frozenset)):
-        # islice: a million-item list must not be copied whole just to keep its first items.
-        out_list = [_convert(item, depth, seen, limit) for item in islice(value, _MAX_ITEMS)]
-        if len(value) > _MAX_ITEMS:
-            out_list.append(f"…{len(value) - _MAX_ITEMS} more")
-        return out_list
-    try:
-        form = _langchain_form(cls)
-        if form is not None:
-            return form(value, depth, seen, limit)
-        plain = _message_dict(value)
-        if plain is None:
-            plain = _pydantic_dump(value)
-    except Exception:  # an attribute that raises: the object is one we cannot read
-        plain = None
-    return f"<{cls.__name__}>" if plain is None else _convert(plain, depth, seen, limit)
+@functools.lru_cache(maxsize=256)
+def _kind(cls: type) -> tuple[Callable[[Any, int, set[int], int], Any], bool]:
+    """How values of ``cls`` convert, and whether they nest (bounded in depth, checked for
+    cycles). Decided once per class: a chain of isinstance checks per value cost more than
+    converting most values."""
+    if issubclass(cls, (bool, int)):
+        return _same, False
+    if issubclass(cls, str):
+        return _text, False
+    if issubclass(cls, float):
+        return _float, False
+    if issubclass(cls, (bytes, bytearray, memoryview)):
+        return _bytes, False
+    if cls.__name__ in ("SecretStr", "SecretBytes"):
+        return _redacted, False
+    if issubclass(cls, Mapping):
+        return _mapping, True
+    if issubclass(cls, (list, tuple, set, frozenset)):
+        return _sequence, True
+    return _langchain_form(cls) or _object, True
+
+
+def _same(value: Any, depth: int, seen: set[int], limit: int) -> Any:
+    return value
+
+
+def _text(value: str, depth: int, seen: set[int], limit: int) -> str:
+    return value if len(value) < _SHORTEST_SECRET_TEXT else bound_text(value, limit)
+
+
+def _float(value: float, depth: int, seen: set[int], limit: int) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+def _bytes(value: Any, depth: int, seen: set[int], limit: int) -> str:
+    return f"<{len(value)} bytes>"
+
+
+def _redacted(value: Any, depth: int, seen: set[int], limit: int) -> str:
+    return REDACTED
+
+
+def _mapping(value: Mapping[Any, Any], depth: int, seen: set[int], limit: int) -> dict[str, Any]:
+    items = list(islice(value.items(), _MAX_ITEMS + 1))
+    out: dict[str, Any] = {}
+    for key, item in items[:_MAX_ITEMS]:
+        name = key if isinstance(key, str) else _key_text(key)
+        out[name] = REDACTED if is_secret_key(name) else _convert(item, depth, seen, limit)
+    if len(items) > _MAX_ITEMS:
+        out["…"] = f"{len(value) - _MAX_ITEMS} more"
+    return out
+
+
+def _sequence(value: Any, depth: int, seen: set[int], limit: int) -> list[Any]:
+    # islice: a million-item list must not be copied whole just to keep its first items.
+    out = [_convert(item, depth, seen, limit) for item in islice(value, _MAX_ITEMS)]
+    if len(value) > _MAX_ITEMS:
+        out.append(f"…{len(value) - _MAX_ITEMS} more")
+    return out
+
+
+def _object(value: Any, depth: int, seen: set[int], limit: int) -> Any:
+    plain = _message_dict(value)
+    if plain is None:
+        plain = _pydantic_dump(value)
+    return f"<{type(value).__name__}>" if plain is None else _convert(plain, depth, seen, limit)
 
 
 def _key_text(key: Any) -> str:
@@ -211,8 +250,7 @@ def _key_text(key: Any) -> str:
     return f"<{type(key).__name__}>"
 
 
-@functools.lru_cache(maxsize=256)
-def _langchain_form(cls: type) -> Any:
+def _langchain_form(cls: type) -> Callable[[Any, int, set[int], int], Any] | None:
     """How to convert LangChain's own messages, prompt values and documents straight from their
     fields, or ``None`` for any other class.
 
