@@ -178,3 +178,23 @@ def test_message_content_is_scrubbed_bounded_and_encodable_without_a_second_pass
     assert json.loads(attributes[gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS]) == [{"type": "text", "content": "use [REDACTED]"}]
     cut = sc.input_messages([messages], 100)[gen_ai.GEN_AI_INPUT_MESSAGES]
     assert len(cut) == 100 and cut.endswith("…[truncated]")
+
+
+def test_output_messages_of_text_and_chat_generations():
+    from langchain_core.outputs import ChatGeneration, Generation, LLMResult
+
+    class Custom(Generation):  # not LangChain's: asked for a message like any object
+        @property
+        def message(self):
+            return AIMessage("from a property")
+
+    result = LLMResult(
+        generations=[[Generation(text="done", generation_info={"finish_reason": "length"})], [ChatGeneration(message=AIMessage("hi"))], [Custom(text="t")]]
+    )
+    outputs = json.loads(sc.output_messages(result, 1000)[gen_ai.GEN_AI_OUTPUT_MESSAGES])
+    assert outputs == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "done"}], "finish_reason": "length"},
+        {"role": "assistant", "parts": [{"type": "text", "content": "hi"}], "finish_reason": "stop"},
+        {"role": "assistant", "parts": [{"type": "text", "content": "from a property"}], "finish_reason": "stop"},
+    ]
+    jsonschema.validate(outputs, schema("gen-ai-output-messages.json"))

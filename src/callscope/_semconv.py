@@ -483,7 +483,7 @@ def output_messages(response: Any, limit: int) -> Attributes:
     converted: list[dict[str, Any]] = []
     for generation_list in getattr(response, "generations", None) or ():
         for generation in generation_list or ():
-            message = getattr(generation, "message", None)
+            message = getattr(generation, "message", None) if _has_message(type(generation)) else None
             info = _mapping(getattr(generation, "generation_info", None))
             response_metadata = _mapping(getattr(message, "response_metadata", None))
             reason = _first_str(info.get("finish_reason"), response_metadata.get("finish_reason"), response_metadata.get("stop_reason")) or "stop"
@@ -493,6 +493,17 @@ def output_messages(response: Any, limit: int) -> Attributes:
                 parts = _text_parts(getattr(generation, "text", ""), limit)
             converted.append({"role": "assistant", "parts": parts, "finish_reason": reason})
     return {gen_ai.GEN_AI_OUTPUT_MESSAGES: json_text(converted, limit)}
+
+
+@functools.lru_cache(maxsize=256)
+def _has_message(cls: type) -> bool:
+    """Whether a generation of ``cls`` may carry a message. A text completion's ``Generation``
+    does not, and asking that pydantic model for the field it lacks costs more than converting
+    its text; only LangChain's own classes are judged by their declared fields."""
+    if not cls.__module__.startswith("langchain_core."):
+        return True
+    fields = getattr(cls, "model_fields", None)
+    return not isinstance(fields, Mapping) or "message" in fields
 
 
 # The message JSON is built from plain data: every value taken from the payload goes through
