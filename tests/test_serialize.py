@@ -45,6 +45,8 @@ def test_depth_and_width_are_bounded():
     assert "too deep" in text
     wide = to_jsonable(list(range(1000)))
     assert len(wide) == 65 and wide[-1] == "…936 more"
+    wide_map = to_jsonable({str(i): i for i in range(1000)})
+    assert len(wide_map) == 65 and wide_map["…"] == "936 more" and wide_map["63"] == 63
 
 
 @pytest.mark.parametrize(

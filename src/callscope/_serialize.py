@@ -217,12 +217,11 @@ def _redacted(value: Any, depth: int, seen: set[int], limit: int) -> str:
 
 
 def _mapping(value: Mapping[Any, Any], depth: int, seen: set[int], limit: int) -> dict[str, Any]:
-    items = list(islice(value.items(), _MAX_ITEMS + 1))
     out: dict[str, Any] = {}
-    for key, item in items[:_MAX_ITEMS]:
+    for key, item in islice(value.items(), _MAX_ITEMS):
         name = key if isinstance(key, str) else _key_text(key)
         out[name] = REDACTED if is_secret_key(name) else _convert(item, depth, seen, limit)
-    if len(items) > _MAX_ITEMS:
+    if len(value) > _MAX_ITEMS:
         out["…"] = f"{len(value) - _MAX_ITEMS} more"
     return out
 
