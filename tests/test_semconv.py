@@ -198,3 +198,11 @@ def test_output_messages_of_text_and_chat_generations():
         {"role": "assistant", "parts": [{"type": "text", "content": "from a property"}], "finish_reason": "stop"},
     ]
     jsonschema.validate(outputs, schema("gen-ai-output-messages.json"))
+
+
+def test_long_conversations_and_block_lists_are_cut_as_payloads_are():
+    conversation = [HumanMessage(f"m{i}") for i in range(100)]
+    conversation[0] = HumanMessage([f"b{i}" for i in range(1000)])
+    inputs = json.loads(sc.input_messages([conversation], 1_000_000)[gen_ai.GEN_AI_INPUT_MESSAGES])
+    assert len(inputs) == 65 and inputs[-1] == "…36 more"
+    assert len(inputs[0]["parts"]) == 65 and inputs[0]["parts"][-1] == "…936 more"

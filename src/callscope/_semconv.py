@@ -20,14 +20,14 @@ import functools
 import math
 from urllib.parse import urlsplit
 from itertools import islice
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from typing import Any
 from uuid import UUID
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes, server_attributes
 
-from callscope._serialize import bound_text, encodable, json_text, to_jsonable
+from callscope._serialize import MAX_ITEMS, bound_text, encodable, json_text, to_jsonable
 
 Attributes = dict[str, Any]
 
@@ -451,7 +451,7 @@ def input_messages(messages: Any, limit: int) -> Attributes:
     conversation = messages[0] if isinstance(messages, Sequence) and messages and isinstance(messages[0], Sequence) else messages
     system_parts: list[dict[str, Any]] = []
     converted: list[dict[str, Any]] = []
-    for message in conversation or ():
+    for message in islice(conversation or (), MAX_ITEMS):
         kind = getattr(message, "type", None)
         if kind in ("system", "developer"):
             system_parts.extend(_text_parts(getattr(message, "content", ""), limit))
@@ -467,7 +467,7 @@ def input_messages(messages: Any, limit: int) -> Attributes:
             if kind != "human":
                 parts += _tool_call_parts(getattr(message, "tool_calls", None), limit)
         converted.append({"role": role, "parts": parts})
-    attributes: Attributes = {gen_ai.GEN_AI_INPUT_MESSAGES: json_text(converted, limit)}
+    attributes: Attributes = {gen_ai.GEN_AI_INPUT_MESSAGES: json_text(_mark_cut(converted, conversation), limit)}
     if system_parts:
         attributes[gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS] = json_text(system_parts, limit)
     return attributes
@@ -475,14 +475,14 @@ def input_messages(messages: Any, limit: int) -> Attributes:
 
 def prompt_messages(prompts: Any, limit: int) -> Attributes:
     """``gen_ai.input.messages`` for a text-completion LLM start (one user message per prompt)."""
-    converted = [{"role": "user", "parts": _text_parts(p, limit)} for p in (prompts or ()) if isinstance(p, str)]
-    return {gen_ai.GEN_AI_INPUT_MESSAGES: json_text(converted, limit)}
+    converted = [{"role": "user", "parts": _text_parts(p, limit)} for p in islice(prompts or (), MAX_ITEMS) if isinstance(p, str)]
+    return {gen_ai.GEN_AI_INPUT_MESSAGES: json_text(_mark_cut(converted, prompts), limit)}
 
 
 def output_messages(response: Any, limit: int) -> Attributes:
     converted: list[dict[str, Any]] = []
-    for generation_list in getattr(response, "generations", None) or ():
-        for generation in generation_list or ():
+    for generation_list in islice(getattr(response, "generations", None) or (), MAX_ITEMS):
+        for generation in islice(generation_list or (), MAX_ITEMS):
             message = getattr(generation, "message", None) if _has_message(type(generation)) else None
             info = _mapping(getattr(generation, "generation_info", None))
             response_metadata = _mapping(getattr(message, "response_metadata", None))
@@ -507,7 +507,14 @@ def _has_message(cls: type) -> bool:
 
 
 # The message JSON is built from plain data: every value taken from the payload goes through
-# to_jsonable or bound_text here, so json_text encodes it without walking it again.
+# to_jsonable or bound_text here, so json_text encodes it without walking it again. Lists are
+# cut as to_jsonable cuts them.
+
+
+def _mark_cut(converted: list[Any], source: Any) -> list[Any]:
+    if isinstance(source, Sized) and len(source) > MAX_ITEMS:
+        converted.append(f"…{len(source) - MAX_ITEMS} more")
+    return converted
 
 
 def _text_parts(content: Any, limit: int) -> list[dict[str, Any]]:
@@ -515,7 +522,7 @@ def _text_parts(content: Any, limit: int) -> list[dict[str, Any]]:
         return [{"type": "text", "content": bound_text(content, limit)}] if content else []
     parts: list[dict[str, Any]] = []
     if isinstance(content, Sequence):
-        for block in content:
+        for block in islice(content, MAX_ITEMS):
             if isinstance(block, str):
                 parts.append({"type": "text", "content": bound_text(block, limit)})
             elif isinstance(block, Mapping) and isinstance(text := block.get("text"), str):
@@ -525,12 +532,13 @@ def _text_parts(content: Any, limit: int) -> list[dict[str, Any]]:
                 kind = block.get("type")
                 rest = {key: value for key, value in block.items() if key != "type"}
                 parts.append({"type": bound_text(kind, 64) if isinstance(kind, str) and kind else "generic", "content": to_jsonable(rest, limit)})
+        _mark_cut(parts, content)
     return parts
 
 
 def _tool_call_parts(tool_calls: Any, limit: int) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
-    for call in tool_calls or ():
+    for call in islice(tool_calls or (), MAX_ITEMS):
         if isinstance(call, Mapping):
             parts.append(
                 {
@@ -540,7 +548,7 @@ def _tool_call_parts(tool_calls: Any, limit: int) -> list[dict[str, Any]]:
                     "arguments": to_jsonable(call.get("args"), limit),
                 }
             )
-    return parts
+    return _mark_cut(parts, tool_calls)
 
 
 # --- small coercions --------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 
 REDACTED = "[REDACTED]"
 _MAX_DEPTH = 8
-_MAX_ITEMS = 64
+MAX_ITEMS = 64
 
 # Keys whose values are credentials. Anchored so that "max_tokens" or "input_tokens" are not hit.
 _SECRET_KEY = re.compile(
@@ -46,9 +46,6 @@ _SECRET_TEXT = re.compile(
     r"|(?i:(?:proxy-)?authorization|x-api-key|api[_\-]?key|secret|password|passwd|token|cookie)"
     r"(?:['\"]?\s*[:=]\s*['\"]?)(?:(?i:basic|bearer|token|digest)\s+)?[^\s'\",}]{6,})"
 )
-# Every shape above holds one of these; most text holds none, and these scans cost a fraction
-# of what the pattern does (it tries each alternative at every position).
-_SECRET_TEXT_HINTS = ("k-", "_", ":", "=", "AIza", "AKIA", "earer")
 # The shortest text _SECRET_TEXT can match is "token=" and six characters.
 _SHORTEST_SECRET_TEXT = 12
 # Payloads repeat the same few keys run after run: their verdicts are kept. Only exact, short
@@ -95,6 +92,8 @@ def is_secret_key(key: str) -> bool:
 
 def scrub_text(text: str) -> str:
     """Replace credential-shaped substrings of free text with ``[REDACTED]``."""
+    # Every shape _SECRET_TEXT matches holds one of these pieces, and most text holds none: the
+    # scans cost a fraction of the pattern, which tries each alternative at every position.
     if "k-" in text or "_" in text or ":" in text or "=" in text or "AIza" in text or "AKIA" in text or "earer" in text:
         return _SECRET_TEXT.sub(REDACTED, text)
     return text
@@ -156,7 +155,7 @@ def _convert(value: Any, depth: int, seen: set[int], limit: int) -> Any:
     else:
         try:
             convert, nested = _kind(cls)
-        except TypeError:  # a class its metaclass made unhashable: no ABC check works on it either
+        except Exception:  # a class its metaclass made unhashable: no ABC check works on it either
             convert, nested = _object, True
     if not nested:
         return convert(value, depth, seen, limit)
@@ -218,19 +217,19 @@ def _redacted(value: Any, depth: int, seen: set[int], limit: int) -> str:
 
 def _mapping(value: Mapping[Any, Any], depth: int, seen: set[int], limit: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, item in islice(value.items(), _MAX_ITEMS):
+    for key, item in islice(value.items(), MAX_ITEMS):
         name = key if isinstance(key, str) else _key_text(key)
         out[name] = REDACTED if is_secret_key(name) else _convert(item, depth, seen, limit)
-    if len(value) > _MAX_ITEMS:
-        out["…"] = f"{len(value) - _MAX_ITEMS} more"
+    if len(value) > MAX_ITEMS:
+        out["…"] = f"{len(value) - MAX_ITEMS} more"
     return out
 
 
 def _sequence(value: Any, depth: int, seen: set[int], limit: int) -> list[Any]:
     # islice: a million-item list must not be copied whole just to keep its first items.
-    out = [_convert(item, depth, seen, limit) for item in islice(value, _MAX_ITEMS)]
-    if len(value) > _MAX_ITEMS:
-        out.append(f"…{len(value) - _MAX_ITEMS} more")
+    out = [_convert(item, depth, seen, limit) for item in islice(value, MAX_ITEMS)]
+    if len(value) > MAX_ITEMS:
+        out.append(f"…{len(value) - MAX_ITEMS} more")
     return out
 
 
