@@ -20,7 +20,7 @@ import functools
 import math
 from urllib.parse import urlsplit
 from itertools import islice
-from collections.abc import Iterable, Mapping, Sequence, Sized
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -512,8 +512,12 @@ def _has_message(cls: type) -> bool:
 
 
 def _mark_cut(converted: list[Any], source: Any) -> list[Any]:
-    if isinstance(source, Sized) and len(source) > MAX_ITEMS:
-        converted.append(f"…{len(source) - MAX_ITEMS} more")
+    try:
+        left_out = len(source) - MAX_ITEMS
+    except Exception:  # not sized (a generator) or its __len__ raises: nothing to count
+        return converted
+    if left_out > 0:
+        converted.append(f"…{left_out} more")
     return converted
 
 
