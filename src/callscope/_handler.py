@@ -5,9 +5,10 @@ configure hook). It never attaches or detaches OTel context: a span's parent is 
 the run tree (``parent_run_id``) and only a root run falls back to the caller's current context.
 Making a run's span *current* for the code inside the run is the job of ``_propagation``.
 
-Every callback body is fenced by ``_absorb``: whatever goes wrong here is logged and swallowed,
-because an exception from a handler would surface in LangChain's log ("Error in … callback") or,
-with ``raise_error``, in the user's chain.
+Every callback body is fenced, by ``_absorb`` or, in the three most frequent callbacks (chain
+start and end, streamed tokens), by the same try/except written inline to save a frame per call:
+whatever goes wrong here is logged and swallowed, because an exception from a handler would
+surface in LangChain's log ("Error in … callback") or, with ``raise_error``, in the user's chain.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ class SpanHandler(BaseCallbackHandler):
         kwargs: Mapping[str, Any],
         tags: Any,
         metadata: Any,
+        content: Callable[[], dict[str, Any]] | None = None,
     ) -> RunRecord | None:
         if not is_instrumentation_enabled():
             return None
@@ -185,6 +187,12 @@ class SpanHandler(BaseCallbackHandler):
             # A payload no mapping anticipated must cost the span its details, never the span.
             self._note_failure(f"describing a {operation} run", "the span was kept with fewer details")
             name, attributes = operation, {}
+        if content is not None:
+            # With the other start attributes: one attribute-cleaning pass in the SDK, not two.
+            try:
+                attributes.update(content())
+            except Exception:
+                self._note_failure(f"capturing a {operation} run's content", "the span was kept without it")
         # A known parent run decides the parent span. Otherwise (a root run, or a run whose parent
         # LangChain lost) the current context decides: the caller's span at the top level, or the
         # span of the step this run was started from, which _propagation made current there.
@@ -384,7 +392,6 @@ class SpanHandler(BaseCallbackHandler):
             span.set_attribute(_scope.FAILED, labels)
         record.scope.set_failed_on(run_id, labels, events + 1)
 
-    @_absorb
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,
@@ -396,13 +403,15 @@ class SpanHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        record = self._start(run_id, parent_run_id, sc.CHAIN, SpanKind.INTERNAL, sc.describe_chain, serialized, kwargs, tags, metadata)
-        if record is None or not record.span.is_recording():
-            return
-        if sc.is_resume(inputs):
-            record.span.set_attribute(sc.LANGGRAPH_RESUMED, True)
-        if self._content:
-            record.span.set_attribute(sc.INPUT, to_json(inputs, self._limit))
+        # With on_chain_end the most frequent callback: fenced here, as _absorb does, without
+        # _absorb's extra frame and argument repacking.
+        try:
+            content = (lambda: {sc.INPUT: to_json(inputs, self._limit)}) if self._content else None
+            record = self._start(run_id, parent_run_id, sc.CHAIN, SpanKind.INTERNAL, sc.describe_chain, serialized, kwargs, tags, metadata, content)
+            if record is not None and sc.is_resume(inputs) and record.span.is_recording():
+                record.span.set_attribute(sc.LANGGRAPH_RESUMED, True)
+        except Exception:
+            self._note_failure("on_chain_start", "the chain is unaffected", level=logging.ERROR)
 
     @_absorb
     def on_chat_model_start(
@@ -416,11 +425,10 @@ class SpanHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        record = self._start(run_id, parent_run_id, sc.CHAT, SpanKind.CLIENT, sc.describe_chat, serialized, kwargs, tags, metadata)
+        content = (lambda: sc.input_messages(messages, self._limit)) if self._content else None
+        record = self._start(run_id, parent_run_id, sc.CHAT, SpanKind.CLIENT, sc.describe_chat, serialized, kwargs, tags, metadata, content)
         if record is not None and self._metrics is not None:
             self._metrics.started(record, sc.CHAT, serialized, kwargs, metadata)
-        if record is not None and self._content and record.span.is_recording():
-            record.span.set_attributes(sc.input_messages(messages, self._limit))
 
     @_absorb
     def on_llm_start(
@@ -434,13 +442,12 @@ class SpanHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        content = (lambda: sc.prompt_messages(prompts, self._limit)) if self._content else None
         record = self._start(
-            run_id, parent_run_id, sc.TEXT_COMPLETION, SpanKind.CLIENT, sc.describe_text_completion, serialized, kwargs, tags, metadata
+            run_id, parent_run_id, sc.TEXT_COMPLETION, SpanKind.CLIENT, sc.describe_text_completion, serialized, kwargs, tags, metadata, content
         )
         if record is not None and self._metrics is not None:
             self._metrics.started(record, sc.TEXT_COMPLETION, serialized, kwargs, metadata)
-        if record is not None and self._content and record.span.is_recording():
-            record.span.set_attributes(sc.prompt_messages(prompts, self._limit))
 
     @_absorb
     def on_tool_start(
@@ -455,12 +462,13 @@ class SpanHandler(BaseCallbackHandler):
         inputs: Any = None,
         **kwargs: Any,
     ) -> None:
-        record = self._start(run_id, parent_run_id, sc.EXECUTE_TOOL, SpanKind.INTERNAL, sc.describe_tool, serialized, kwargs, tags, metadata)
+        arguments = inputs if inputs is not None else input_str
+        content = (lambda: {gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS: to_json(arguments, self._limit)}) if self._content else None
+        record = self._start(
+            run_id, parent_run_id, sc.EXECUTE_TOOL, SpanKind.INTERNAL, sc.describe_tool, serialized, kwargs, tags, metadata, content
+        )
         if record is not None and self._metrics is not None:
             self._metrics.started(record, sc.EXECUTE_TOOL, serialized, kwargs, metadata)
-        if record is not None and self._content and record.span.is_recording():
-            arguments = inputs if inputs is not None else input_str
-            record.span.set_attribute(gen_ai.GEN_AI_TOOL_CALL_ARGUMENTS, to_json(arguments, self._limit))
 
     @_absorb
     def on_retriever_start(
@@ -474,26 +482,29 @@ class SpanHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        asked = self._content and isinstance(query, str)
+        content = (lambda: {gen_ai.GEN_AI_RETRIEVAL_QUERY_TEXT: bound_text(query, self._limit)}) if asked else None
         record = self._start(
-            run_id, parent_run_id, sc.RETRIEVAL, SpanKind.CLIENT, sc.describe_retriever, serialized, kwargs, tags, metadata
+            run_id, parent_run_id, sc.RETRIEVAL, SpanKind.CLIENT, sc.describe_retriever, serialized, kwargs, tags, metadata, content
         )
         if record is not None and self._metrics is not None:
             self._metrics.started(record, sc.RETRIEVAL, serialized, kwargs, metadata)
-        if record is not None and self._content and record.span.is_recording() and isinstance(query, str):
-            record.span.set_attribute(gen_ai.GEN_AI_RETRIEVAL_QUERY_TEXT, bound_text(query, self._limit))
 
     # --- during a run -------------------------------------------------------------------------
 
-    @_absorb
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        record = self.registry.get(run_id)
-        if record is None:
-            return
-        if record.first_chunk_monotonic is None:
-            record.first_chunk_monotonic = time.monotonic()
-        if record.metric_attributes is not None:
-            self._metrics.chunk(record)  # type: ignore[union-attr]
-        record.chunks += 1
+        # Called for every streamed chunk: fenced here, as _absorb would, without its extra frame.
+        try:
+            record = self.registry.get(run_id)
+            if record is None:
+                return
+            if record.first_chunk_monotonic is None:
+                record.first_chunk_monotonic = time.monotonic()
+            if record.metric_attributes is not None:
+                self._metrics.chunk(record)  # type: ignore[union-attr]
+            record.chunks += 1
+        except Exception:
+            self._note_failure("on_llm_new_token", "the chain is unaffected", level=logging.ERROR)
 
     @_absorb
     def on_custom_event(self, name: Any, data: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -535,9 +546,11 @@ class SpanHandler(BaseCallbackHandler):
 
     # --- ends ---------------------------------------------------------------------------------
 
-    @_absorb
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end(run_id, self._annotate_chain_end, outputs)
+        try:  # fenced here, as on_chain_start is
+            self._end(run_id, self._annotate_chain_end, outputs)
+        except Exception:
+            self._note_failure("on_chain_end", "the chain is unaffected", level=logging.ERROR)
 
     @_absorb
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:

@@ -269,7 +269,7 @@ def model_end_attributes(response: Any) -> Attributes:
     for generation_list in generations:
         for generation in generation_list or ():
             info = _mapping(getattr(generation, "generation_info", None))
-            message = getattr(generation, "message", None)
+            message = getattr(generation, "message", None) if _has_message(type(generation)) else None
             response_metadata = _mapping(getattr(message, "response_metadata", None))
             reason = _first_str(info.get("finish_reason"), response_metadata.get("finish_reason"), response_metadata.get("stop_reason"))
             if reason:
@@ -606,4 +606,5 @@ def _int(value: Any) -> int:
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    # A dict (the usual case) without the Mapping ABC's Python-level instance check.
+    return value if type(value) is dict or isinstance(value, Mapping) else {}
