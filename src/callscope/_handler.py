@@ -27,6 +27,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables.config import var_child_runnable_config
+from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, get_current_span, set_span_in_context
@@ -174,12 +175,15 @@ class SpanHandler(BaseCallbackHandler):
             marker = marker_on(manager)
             if marker is not None:
                 return self._start_in_dropped_trace(run_id, operation, marker)
-            if operation == sc.CHAIN and self._dropped_without_asking(get_current_span().get_span_context()):
-                # The sampler's answer is known without the span's name and attributes: a
-                # dropped trace costs its root a non-recording span (the one the SDK would make,
-                # for what code inside the trace propagates), no more.
-                span = self._tracer.start_span(operation)
-                self.unsampled.leave(run_id, self.unsampled.new_marker(set_span_in_context(span), measured=self._measuring()))
+            caller = get_current_span().get_span_context()
+            if operation == sc.CHAIN and self._dropped_without_asking(caller):
+                # The sampler's answer is known without the span's name and attributes. Under an
+                # unsampled caller, code inside the trace keeps the caller's context (the same
+                # trace, not sampled: all a non-recording span would tell it); a trace of its own
+                # gets the non-recording span the SDK makes, so that what it calls downstream
+                # is told the trace is not sampled.
+                context = otel_context.get_current() if caller.is_valid else set_span_in_context(self._tracer.start_span(operation))
+                self.unsampled.leave(run_id, self.unsampled.new_marker(context, measured=self._measuring()))
                 return None
         try:
             name, attributes = describe(serialized, kwargs, tags, metadata)
