@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -76,7 +77,7 @@ def profile(python: Path, py_spy: Path, config: str, workload: str, calls: int) 
         raw = Path(out) / "raw.txt"
         command = [str(py_spy), "record", "--nonblocking", "--full-filenames", "-r", "1000", "-f", "raw", "-o", str(raw), "--",
                    str(python), str(WORKER), "spin", "--config", config, "--workload", workload, "--iterations", str(calls)]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=dict(os.environ, PYTHONHASHSEED="0"))
         if done.returncode != 0:
             raise SystemExit(f"py-spy failed for {config}:\n{done.stderr[-2000:]}")
         # py-spy writes its own lines to the same stdout as the worker's result.

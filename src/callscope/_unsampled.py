@@ -88,38 +88,21 @@ class MeasuredUnsampledTrace(UnsampledTrace):
         super().__init__(context)
         self._handler = handler
 
-    def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
-        self._handler.on_chat_model_start(*args, **kwargs)
 
-    def on_llm_start(self, *args: Any, **kwargs: Any) -> None:
-        self._handler.on_llm_start(*args, **kwargs)
+def _forwarded(callback: str) -> Callable[..., None]:
+    def forward(self: MeasuredUnsampledTrace, *args: Any, **kwargs: Any) -> None:
+        getattr(self._handler, callback)(*args, **kwargs)
 
-    def on_tool_start(self, *args: Any, **kwargs: Any) -> None:
-        self._handler.on_tool_start(*args, **kwargs)
+    forward.__name__ = forward.__qualname__ = callback
+    return forward
 
-    def on_retriever_start(self, *args: Any, **kwargs: Any) -> None:
-        self._handler.on_retriever_start(*args, **kwargs)
 
-    def on_llm_new_token(self, *args: Any, **kwargs: Any) -> None:
-        self._handler.on_llm_new_token(*args, **kwargs)
-
-    def on_llm_end(self, *args: Any, **kwargs: Any) -> None:
-        self._handler.on_llm_end(*args, **kwargs)
-
-    def on_llm_error(self, *args: Any, **kwargs: Any) -> None:
-        self._handler.on_llm_error(*args, **kwargs)
-
-    def on_tool_end(self, *args: Any, **kwargs: Any) -> None:
-        self._handler.on_tool_end(*args, **kwargs)
-
-    def on_tool_error(self, *args: Any, **kwargs: Any) -> None:
-        self._handler.on_tool_error(*args, **kwargs)
-
-    def on_retriever_end(self, *args: Any, **kwargs: Any) -> None:
-        self._handler.on_retriever_end(*args, **kwargs)
-
-    def on_retriever_error(self, *args: Any, **kwargs: Any) -> None:
-        self._handler.on_retriever_error(*args, **kwargs)
+#: What a measured run's events are, for the span handler to measure it.
+_MEASURED_CALLBACKS = tuple(
+    f"on_{kind}_{event}" for kind in ("llm", "tool", "retriever") for event in ("start", "end", "error")
+) + ("on_chat_model_start", "on_llm_new_token")
+for _callback in _MEASURED_CALLBACKS:
+    setattr(MeasuredUnsampledTrace, _callback, _forwarded(_callback))
 
 
 class UnsampledTraces:
