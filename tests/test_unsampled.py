@@ -229,11 +229,41 @@ def test_with_a_sampler_callscope_cannot_read_every_run_is_offered_to_it():
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     callscope.instrument(provider)
     try:
-        assert callscope.CallscopeInstrumentor().handler.unsampled is None
         (ChatPromptTemplate.from_template("say {x}") | chat_model() | StrOutputParser()).invoke({"x": "hi"})
     finally:
         callscope.uninstrument()
     assert sorted(span.name for span in exporter.get_finished_spans()) == ["ChatPromptTemplate", "StrOutputParser", "chat gpt-test"]
+
+
+@pytest.fixture
+def no_global_provider() -> Iterator[None]:
+    from opentelemetry.util._once import Once
+
+    def reset() -> None:
+        # The API lets a process set the global provider once; the test needs it unset after.
+        trace._TRACER_PROVIDER_SET_ONCE = Once()
+        trace._TRACER_PROVIDER = None
+
+    reset()
+    yield
+    reset()
+
+
+def test_before_the_application_sets_a_provider_traces_are_left_and_once_it_does_they_are_traced(no_global_provider):
+    chain = ChatPromptTemplate.from_template("say {x}") | chat_model() | StrOutputParser()
+    callscope.instrument()  # the global provider: a proxy that drops every span until one is set
+    try:
+        received = callbacks_received(callscope.CallscopeInstrumentor().handler)
+        chain.invoke({"x": "hi"})
+        assert received == ["on_chain_start"]
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        chain.invoke({"x": "hi"})
+    finally:
+        callscope.uninstrument()
+    assert sorted(span.name for span in exporter.get_finished_spans()) == ["ChatPromptTemplate", "RunnableSequence", "StrOutputParser", "chat gpt-test"]
 
 
 VALID_PARENTS = {

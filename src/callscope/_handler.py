@@ -30,7 +30,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
-from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, get_current_span, set_span_in_context
+from opentelemetry.trace import NoOpTracer, ProxyTracer, SpanKind, Status, StatusCode, Tracer, get_current_span, set_span_in_context
 
 from callscope import _semconv as sc
 from callscope import _scope
@@ -70,6 +70,9 @@ _LOSES_CHILDREN = frozenset({"RunnableWithFallbacks"})
 
 #: The scope of runs in a dropped trace: never written to, since nothing is recorded about them.
 _DROPPED_SCOPE = _scope.TraceScope()
+
+_NEVER: Callable[[Any], bool] = lambda parent: False
+_ALWAYS: Callable[[Any], bool] = lambda parent: True
 
 _Describe = Callable[[Any, Mapping[str, Any], Any, Any], tuple[str, dict[str, Any]]]
 
@@ -115,14 +118,15 @@ class SpanHandler(BaseCallbackHandler):
         self._limit = settings.max_attribute_length
         self.registry = registry
         self.internal_errors = 0
-        self._sampling_follows_parent = _sampler_follows_parent(getattr(tracer, "sampler", None))
-        self._dropped_without_asking = dropped_without_asking(getattr(tracer, "sampler", None))
         #: callscope's LangChain configure hook: LangChain adds its value to every callback
         #: manager it configures (this handler; inside a dropped trace, that trace's marker).
         self.hook: contextvars.ContextVar[Any] = contextvars.ContextVar("callscope_span_handler", default=self)
-        #: Stepping off dropped traces is sound only when no run below a dropped root can be
-        #: sampled, i.e. when the sampler follows the parent.
-        self.unsampled = UnsampledTraces(self, self.hook) if self._sampling_follows_parent else None
+        self.unsampled = UnsampledTraces(self, self.hook)
+        # What the sampler does, read from the tracer until it is known for good (see _settle_sampler).
+        self._sampler_settled = False
+        self._sampling_follows_parent = False
+        self._dropped_without_asking: Callable[[Any], bool] = _NEVER
+        self._settle_sampler()
         self._labels_by_trace = _scope.LabelsByTrace()
         #: Failures of other handlers in a run's start callback that LangChain dispatched
         #: before callscope's: applied when callscope's handler sees the start. Empty unless a
@@ -146,6 +150,8 @@ class SpanHandler(BaseCallbackHandler):
     ) -> RunRecord | None:
         if not is_instrumentation_enabled():
             return None
+        if not self._sampler_settled:
+            self._settle_sampler()
         runs = self.registry
         # The step this run is started from, as LangChain's config context says.
         config = var_child_runnable_config.get()
@@ -171,7 +177,7 @@ class SpanHandler(BaseCallbackHandler):
             claim_run_body(operation, record.context)
             return record
         manager = _scope.starting_manager()
-        if parent is None and self.unsampled is not None:
+        if parent is None and self._sampling_follows_parent:
             marker = marker_on(manager)
             if marker is not None:
                 return self._start_in_dropped_trace(run_id, operation, marker)
@@ -234,7 +240,7 @@ class SpanHandler(BaseCallbackHandler):
         span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
         context = set_span_in_context(span, parent_context)
         if not span.is_recording():
-            if parent is None and operation == sc.CHAIN and self.unsampled is not None:
+            if parent is None and operation == sc.CHAIN and self._sampling_follows_parent:
                 # A dropped trace: callscope leaves it here, at its root (see _unsampled). Model,
                 # tool and retrieval roots stay: their span is current in provider code, and
                 # their metrics are due whatever the sampler says.
@@ -280,6 +286,27 @@ class SpanHandler(BaseCallbackHandler):
                 _log.exception("callscope: span processor %r failed in on_start", processor)
         return record
 
+    def _settle_sampler(self) -> None:
+        """Learn whether a dropped root's runs are certain to be dropped too (then skipping them,
+        and leaving the trace, is sound) and which drops are known before a span starts.
+
+        A tracer from the global provider before the application has set one is a proxy that
+        drops every span, and delegates to the real tracer once a provider is set: it is looked
+        at again on every run start until then."""
+        tracer = self._tracer
+        if isinstance(tracer, ProxyTracer):
+            tracer = getattr(tracer, "_tracer", None)  # the API's delegate: a no-op tracer until a provider is set
+            if isinstance(tracer, NoOpTracer):
+                self._sampling_follows_parent, self._dropped_without_asking = True, _ALWAYS
+                return
+        if isinstance(tracer, NoOpTracer):  # no SDK (OTEL_SDK_DISABLED, or the API alone), for good
+            self._sampling_follows_parent, self._dropped_without_asking = True, _ALWAYS
+        else:
+            sampler = getattr(tracer, "sampler", None)
+            self._sampling_follows_parent = _sampler_follows_parent(sampler)
+            self._dropped_without_asking = dropped_without_asking(sampler)
+        self._sampler_settled = True
+
     def _start_in_dropped_trace(self, run_id: UUID, operation: str, marker: UnsampledTrace) -> RunRecord | None:
         """A run whose manager carries a dropped trace's marker: callscope's handler is on it
         only where LangChain configured a manager outside the trace's steps (a LangGraph task,
@@ -289,7 +316,7 @@ class SpanHandler(BaseCallbackHandler):
         unsampled = self.unsampled
         measured = isinstance(marker, MeasuredUnsampledTrace)
         if operation == sc.CHAIN:
-            unsampled.leave(run_id, marker)  # type: ignore[union-attr]
+            unsampled.leave(run_id, marker)
             return None
         if self.registry.get(run_id) is not None:
             return None  # the same start, delivered by the marker after callscope's handler or before it
@@ -300,7 +327,7 @@ class SpanHandler(BaseCallbackHandler):
         self.registry.add(run_id, record)
         if measured:
             # Its later events reach the span handler through the marker: not twice.
-            unsampled.leave(run_id, marker)  # type: ignore[union-attr]
+            unsampled.leave(run_id, marker)
         claim_run_body(operation, context)
         return record
 
