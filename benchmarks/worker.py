@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from configs import CONFIGS, PEERS  # noqa: E402  (benchmarks/ is on the path)
+from configs import CONFIGS  # noqa: E402  (benchmarks/ is on the path)
 #: LangChain runs per chain invoke: the sequence, the prompt, the model, the parser, the lambda.
 RUNS_PER_INVOKE = 5
 

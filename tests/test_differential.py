@@ -9,13 +9,12 @@ and inline), each placed at run time, in the constructors and through ``with_con
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from itertools import cycle
 from typing import Any
 
 import pytest
-from langchain_core.callbacks import BaseCallbackHandler, dispatch_custom_event
+from langchain_core.callbacks import dispatch_custom_event
 from langchain_core.documents import Document
 from langchain_core.language_models import FakeListLLM, GenericFakeChatModel
 from langchain_core.messages import AIMessage

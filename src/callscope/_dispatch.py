@@ -47,7 +47,7 @@ def takes_start_from_others(handlers: Sequence[Any]) -> bool:
     return callscope_inline and others_not_inline and not others_inline
 
 
-def fair_llm_start(original: Callable[..., Any], starting_manager: ContextVar[Any], unsampled: Any = None) -> Callable[..., Any]:
+def fair_llm_start(original: Callable[..., Any], starting_manager: ContextVar[Any], unsampled: Any) -> Callable[..., Any]:
     """Wrap ``AsyncCallbackManager.on_llm_start``; also does what the other start probes do
     (``_scope.ManagerProbe``): publishes the starting manager in ``starting_manager`` for the
     duration of the call, and hands the run managers to ``unsampled.step_off``."""
@@ -64,7 +64,7 @@ def fair_llm_start(original: Callable[..., Any], starting_manager: ContextVar[An
                 started = await _start_for_both(manager_module, original, self, handlers, serialized, list(prompts), run_id, kwargs)
         finally:
             starting_manager.reset(token)
-        if unsampled is not None and unsampled.leaving:
+        if unsampled.leaving:
             unsampled.step_off(started)
         return started
 

@@ -30,7 +30,7 @@ from langchain_core.runnables.config import var_child_runnable_config
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
-from opentelemetry.trace import NoOpTracer, ProxyTracer, SpanKind, Status, StatusCode, Tracer, get_current_span, set_span_in_context
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer, get_current_span, set_span_in_context
 
 from callscope import _semconv as sc
 from callscope import _scope
@@ -40,7 +40,7 @@ from callscope._propagation import claim_run_body
 from callscope._runs import RunRecord, RunRegistry
 from callscope._serialize import bound_text, encodable, to_json
 from callscope._settings import Settings
-from callscope._unsampled import MeasuredUnsampledTrace, UnsampledTrace, UnsampledTraces, dropped_without_asking, marker_on
+from callscope._unsampled import MeasuredUnsampledTrace, UnsampledTrace, UnsampledTraces, marker_on, read_sampler
 
 _log = logging.getLogger("callscope")
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -71,19 +71,7 @@ _LOSES_CHILDREN = frozenset({"RunnableWithFallbacks"})
 #: The scope of runs in a dropped trace: never written to, since nothing is recorded about them.
 _DROPPED_SCOPE = _scope.TraceScope()
 
-_NEVER: Callable[[Any], bool] = lambda parent: False
-_ALWAYS: Callable[[Any], bool] = lambda parent: True
-
 _Describe = Callable[[Any, Mapping[str, Any], Any, Any], tuple[str, dict[str, Any]]]
-
-
-def _sampler_follows_parent(sampler: Any) -> bool:
-    """True when a child of an unsampled span is certain to be unsampled too, so callscope may
-    skip offering it to the sampler: parent-based sampling, and the samplers whose decision is
-    the same for every span of a trace. Unknown samplers get every span offered."""
-    from opentelemetry.sdk.trace.sampling import ParentBased, StaticSampler, TraceIdRatioBased
-
-    return isinstance(sampler, (ParentBased, StaticSampler, TraceIdRatioBased))
 
 
 def _absorb(method: _F) -> _F:
@@ -122,11 +110,8 @@ class SpanHandler(BaseCallbackHandler):
         #: manager it configures (this handler; inside a dropped trace, that trace's marker).
         self.hook: contextvars.ContextVar[Any] = contextvars.ContextVar("callscope_span_handler", default=self)
         self.unsampled = UnsampledTraces(self, self.hook)
-        # What the sampler does, read from the tracer until it is known for good (see _settle_sampler).
-        self._sampler_settled = False
-        self._sampling_follows_parent = False
-        self._dropped_without_asking: Callable[[Any], bool] = _NEVER
-        self._settle_sampler()
+        # What the sampler does, read again on each run start until it is known for good.
+        self._sampling_follows_parent, self._dropped_without_asking, self._sampler_settled = read_sampler(tracer)
         self._labels_by_trace = _scope.LabelsByTrace()
         #: Failures of other handlers in a run's start callback that LangChain dispatched
         #: before callscope's: applied when callscope's handler sees the start. Empty unless a
@@ -151,7 +136,7 @@ class SpanHandler(BaseCallbackHandler):
         if not is_instrumentation_enabled():
             return None
         if not self._sampler_settled:
-            self._settle_sampler()
+            self._sampling_follows_parent, self._dropped_without_asking, self._sampler_settled = read_sampler(self._tracer)
         runs = self.registry
         # The step this run is started from, as LangChain's config context says.
         config = var_child_runnable_config.get()
@@ -181,15 +166,14 @@ class SpanHandler(BaseCallbackHandler):
             marker = marker_on(manager)
             if marker is not None:
                 return self._start_in_dropped_trace(run_id, operation, marker)
-            caller = get_current_span().get_span_context()
-            if operation == sc.CHAIN and self._dropped_without_asking(caller):
+            caller = get_current_span().get_span_context() if operation == sc.CHAIN else None
+            if caller is not None and self._dropped_without_asking(caller):
                 # The sampler's answer is known without the span's name and attributes. Under an
                 # unsampled caller, code inside the trace keeps the caller's context (the same
                 # trace, not sampled: all a non-recording span would tell it); a trace of its own
                 # gets the non-recording span the SDK makes, so that what it calls downstream
                 # is told the trace is not sampled.
-                context = otel_context.get_current() if caller.is_valid else set_span_in_context(self._tracer.start_span(operation))
-                self.unsampled.leave(run_id, self.unsampled.new_marker(context, measured=self._measuring()))
+                self._leave_trace(run_id, otel_context.get_current() if caller.is_valid else set_span_in_context(self._tracer.start_span(operation)))
                 return None
         try:
             name, attributes = describe(serialized, kwargs, tags, metadata)
@@ -244,7 +228,7 @@ class SpanHandler(BaseCallbackHandler):
                 # A dropped trace: callscope leaves it here, at its root (see _unsampled). Model,
                 # tool and retrieval roots stay: their span is current in provider code, and
                 # their metrics are due whatever the sampler says.
-                self.unsampled.leave(run_id, self.unsampled.new_marker(context, measured=self._measuring()))
+                self._leave_trace(run_id, context)
                 return None
             record = RunRecord(
                 span=span, context=context, operation=operation, name=name, scope=scope, sampled=False, parent_run_id=parent_run_id
@@ -286,27 +270,6 @@ class SpanHandler(BaseCallbackHandler):
                 _log.exception("callscope: span processor %r failed in on_start", processor)
         return record
 
-    def _settle_sampler(self) -> None:
-        """Learn whether a dropped root's runs are certain to be dropped too (then skipping them,
-        and leaving the trace, is sound) and which drops are known before a span starts.
-
-        A tracer from the global provider before the application has set one is a proxy that
-        drops every span, and delegates to the real tracer once a provider is set: it is looked
-        at again on every run start until then."""
-        tracer = self._tracer
-        if isinstance(tracer, ProxyTracer):
-            tracer = getattr(tracer, "_tracer", None)  # the API's delegate: a no-op tracer until a provider is set
-            if isinstance(tracer, NoOpTracer):
-                self._sampling_follows_parent, self._dropped_without_asking = True, _ALWAYS
-                return
-        if isinstance(tracer, NoOpTracer):  # no SDK (OTEL_SDK_DISABLED, or the API alone), for good
-            self._sampling_follows_parent, self._dropped_without_asking = True, _ALWAYS
-        else:
-            sampler = getattr(tracer, "sampler", None)
-            self._sampling_follows_parent = _sampler_follows_parent(sampler)
-            self._dropped_without_asking = dropped_without_asking(sampler)
-        self._sampler_settled = True
-
     def _start_in_dropped_trace(self, run_id: UUID, operation: str, marker: UnsampledTrace) -> RunRecord | None:
         """A run whose manager carries a dropped trace's marker: callscope's handler is on it
         only where LangChain configured a manager outside the trace's steps (a LangGraph task,
@@ -314,7 +277,6 @@ class SpanHandler(BaseCallbackHandler):
         model, tool or retrieval run gets a record without a span, so its body and metrics
         still have the trace's context."""
         unsampled = self.unsampled
-        measured = isinstance(marker, MeasuredUnsampledTrace)
         if operation == sc.CHAIN:
             unsampled.leave(run_id, marker)
             return None
@@ -325,14 +287,16 @@ class SpanHandler(BaseCallbackHandler):
             span=get_current_span(context), context=context, operation=operation, name="", scope=_DROPPED_SCOPE, sampled=False
         )
         self.registry.add(run_id, record)
-        if measured:
+        if isinstance(marker, MeasuredUnsampledTrace):
             # Its later events reach the span handler through the marker: not twice.
             unsampled.leave(run_id, marker)
         claim_run_body(operation, context)
         return record
 
-    def _measuring(self) -> bool:
-        return self._metrics is not None and self._metrics.live()
+    def _leave_trace(self, run_id: UUID, context: Any) -> None:
+        """Step off the dropped trace whose root is ``run_id`` (see ``_unsampled``)."""
+        measuring = self._metrics is not None and self._metrics.live()
+        self.unsampled.leave(run_id, self.unsampled.new_marker(context, measured=measuring))
 
     def _run_of_current_span(self) -> RunRecord | None:
         """The run whose span is the current span, if it is one of callscope's: asked only for a

@@ -59,7 +59,7 @@ class StepContextPropagator:
     attribute, so a wrapper someone installed on top of it is never torn out.
     """
 
-    def __init__(self, registry: RunRegistry, unsampled: UnsampledTraces | None = None) -> None:
+    def __init__(self, registry: RunRegistry, unsampled: UnsampledTraces) -> None:
         self._registry = registry
         self._unsampled = unsampled
         self._installed: list[tuple[Any, str, Callable[..., Any], Callable[..., Any]]] = []
@@ -105,10 +105,9 @@ class StepContextPropagator:
                     # function through ctx.run). The token is deliberately dropped: the copy is
                     # discarded with the step, so there is nothing to restore.
                     otel_context.attach(record.context)
-                    if not record.sampled and unsampled is not None:
-                        unsampled.enter_step(manager)
-                elif unsampled is not None:
-                    # A run callscope does not know: perhaps one of a dropped trace it left.
+                if record is None or not record.sampled:
+                    # A run callscope does not know (perhaps one of a dropped trace it left), or
+                    # one it keeps without a span.
                     unsampled.enter_step(manager)
             except Exception:
                 _log.debug("callscope: could not make the step's span current", exc_info=True)

@@ -128,7 +128,7 @@ class ManagerProbe:
     callscope (``_dispatch``).
     """
 
-    def __init__(self, unsampled: UnsampledTraces | None = None) -> None:
+    def __init__(self, unsampled: UnsampledTraces) -> None:
         self._installed: list[tuple[type, str, Any, Any]] = []
         self._unsampled = unsampled
 
@@ -154,7 +154,7 @@ class ManagerProbe:
                 setattr(owner, method, original)
 
 
-def _probe_sync(original: Callable[..., Any], unsampled: UnsampledTraces | None) -> Callable[..., Any]:
+def _probe_sync(original: Callable[..., Any], unsampled: UnsampledTraces) -> Callable[..., Any]:
     @functools.wraps(original)
     def probed(self: Any, *args: Any, **kwargs: Any) -> Any:
         token = _starting_manager.set(self)
@@ -162,14 +162,14 @@ def _probe_sync(original: Callable[..., Any], unsampled: UnsampledTraces | None)
             started = original(self, *args, **kwargs)
         finally:
             _starting_manager.reset(token)
-        if unsampled is not None and unsampled.leaving:
+        if unsampled.leaving:
             unsampled.step_off(started)
         return started
 
     return probed
 
 
-def _probe_async(original: Callable[..., Any], unsampled: UnsampledTraces | None) -> Callable[..., Any]:
+def _probe_async(original: Callable[..., Any], unsampled: UnsampledTraces) -> Callable[..., Any]:
     @functools.wraps(original)
     async def probed(self: Any, *args: Any, **kwargs: Any) -> Any:
         # Inside the coroutine, so set and reset happen in the awaiting task's own context.
@@ -178,7 +178,7 @@ def _probe_async(original: Callable[..., Any], unsampled: UnsampledTraces | None
             started = await original(self, *args, **kwargs)
         finally:
             _starting_manager.reset(token)
-        if unsampled is not None and unsampled.leaving:
+        if unsampled.leaving:
             unsampled.step_off(started)
         return started
 

@@ -46,8 +46,10 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler
-from opentelemetry.trace import SpanContext
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, StaticSampler, TraceIdRatioBased
+from opentelemetry.trace import NoOpTracer, ProxyTracer, SpanContext
+
+from callscope._scope import _contains
 
 #: Roots asked to be left whose run manager the probe has not seen yet; a start the probe never
 #: sees (a LangChain version that starts runs another way) must not grow it without bound.
@@ -143,13 +145,13 @@ class UnsampledTraces:
         kept = [handler for handler in handlers if handler is not ours]
         if len(kept) == len(handlers):
             return handlers
-        if not any(handler is marker for handler in kept):
+        if not _contains(kept, marker):
             kept.append(marker)
         return kept
 
     def enter_step(self, manager: Any) -> None:
-        """Called in the context LangChain copied for a step of a run callscope does not know:
-        if the run belongs to a dropped trace, make that trace's context current here and keep
+        """Called in the context LangChain copied for a step of a run callscope does not know, or
+        keeps without a span: if the run belongs to a dropped trace, make that trace's context current here and keep
         callscope's handler off every manager configured below."""
         if isinstance(self._hook.get(), UnsampledTrace):
             return  # an enclosing step of the trace did it already
@@ -168,6 +170,32 @@ def marker_on(manager: Any) -> UnsampledTrace | None:
     return None
 
 
+def read_sampler(tracer: Any) -> tuple[bool, Callable[[SpanContext], bool], bool]:
+    """What callscope may take from ``tracer``'s sampling, and whether that is final:
+
+    - whether the runs below a dropped root are certain to be dropped too, so that skipping them
+      (and leaving the trace) is sound: parent-based sampling, and the samplers whose decision
+      is the same for every span of a trace; an unknown sampler gets every span offered;
+    - the test that tells a root's drop before its span starts (``dropped_without_asking``);
+    - final: a tracer of the global provider taken before the application set one is a proxy
+      that drops every span and delegates to the real tracer once a provider is set, so it is
+      to be read again.
+    """
+    final = True
+    if isinstance(tracer, ProxyTracer):
+        tracer = getattr(tracer, "_tracer", None)  # the API's delegate: a no-op tracer until a provider is set
+        final = not isinstance(tracer, NoOpTracer)
+    if isinstance(tracer, NoOpTracer):  # no SDK (yet, or at all: OTEL_SDK_DISABLED, the API alone)
+        return True, _always_dropped, final
+    sampler = getattr(tracer, "sampler", None)
+    follows_parent = isinstance(sampler, (ParentBased, StaticSampler, TraceIdRatioBased))
+    return follows_parent, dropped_without_asking(sampler), final
+
+
+def _always_dropped(parent: SpanContext) -> bool:
+    return True
+
+
 def dropped_without_asking(sampler: Any) -> Callable[[SpanContext], bool]:
     """For the SDK's own samplers, a test telling whether a new root span parented by the span
     context given will be dropped, without the name and attributes the sampler is asked with:
@@ -175,7 +203,7 @@ def dropped_without_asking(sampler: Any) -> Callable[[SpanContext], bool]:
     for a root without a parent) are always-off. False wherever the answer is not certain (a
     ratio sampler's decision needs the trace id the SDK draws when the span starts)."""
     if _always_drops(sampler):
-        return lambda parent: True
+        return _always_dropped
     if not isinstance(sampler, ParentBased):
         return lambda parent: False
     root = _always_drops(getattr(sampler, "_root", None))
