@@ -7,7 +7,8 @@
 
 Wall-clock times on a shared 2-core machine move by ±15 % between runs, so a 5 % change cannot
 be seen there. Instruction counts can: callgrind counts the same instructions whatever else the
-machine does (two runs agree to 0.1 %). Each configuration runs in a fresh process under
+machine does: two runs of one commit agree to about 0.5 % (object addresses, which differ
+from run to run, still move dict and set probes). Each configuration runs in a fresh process under
 ``valgrind --tool=callgrind``, counting only inside the ``operator.call`` that wraps each
 workload's timed loop (start-up, imports and warm-up are not counted) and dumping one profile
 per workload. They are not time: an allocation, a cache miss or a lock costs more than its
