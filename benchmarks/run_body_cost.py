@@ -23,9 +23,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 import callscope
-from callscope import _propagation
-from callscope._runs import RunRecord, RunRegistry
-from callscope._scope import TraceScope
+from callscope._bridge import run_bodies
+from callscope._bridge.runs import RunRecord, RunRegistry
+from callscope._bridge.scope import TraceScope
 
 
 def per_call_ns(function, number: int) -> float:
@@ -48,17 +48,17 @@ def wrappers_alone() -> None:
     def generate_with_cache(self, messages, stop=None, run_manager=None, **kwargs):
         return None
 
-    wrapped = _propagation._with_run_manager(registry, 3, "run_manager")(generate_with_cache)
+    wrapped = run_bodies._with_run_manager(registry, 3, "run_manager")(generate_with_cache)
 
     def stream(self, chunks):
-        _propagation.claim_run_body("chat", context)  # what the span handler does at the start
+        run_bodies.claim_run_body("chat", context)  # what the span handler does at the start
         yield from range(chunks)
 
-    wrapped_stream = _propagation._stream_started_inside(stream)
+    wrapped_stream = run_bodies._stream_started_inside(stream)
     n = 200_000
     plain, traced = per_call_ns(lambda: generate_with_cache(None, [], run_manager=manager), n), per_call_ns(lambda: wrapped(None, [], run_manager=manager), n)
     print(f"  run-manager wrapper (_generate_with_cache, _generate_helper): {traced - plain:6.0f} ns per run")
-    print(f"  check at every run start outside a model call:               {per_call_ns(lambda: _propagation.claim_run_body('chain', context), n):6.0f} ns")
+    print(f"  check at every run start outside a model call:               {per_call_ns(lambda: run_bodies.claim_run_body('chain', context), n):6.0f} ns")
     for chunks in (1, 10, 100):
         plain = per_call_ns(lambda: sum(1 for _ in stream(None, chunks)), n // chunks)
         traced = per_call_ns(lambda: sum(1 for _ in wrapped_stream(None, chunks)), n // chunks)

@@ -3,6 +3,7 @@ callscope instrumented against it (uninstrumented afterwards, leaving no global 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -45,3 +46,12 @@ def spans(span_exporter: InMemorySpanExporter, instrumented: callscope.Callscope
 def user_tracer(tracer_provider: TracerProvider):
     """A tracer for spans the *application* opens (the caller, code inside steps)."""
     return tracer_provider.get_tracer("tests.user")
+
+
+@pytest.fixture
+def no_detach_errors(caplog: pytest.LogCaptureFixture):
+    """Fails the test if OpenTelemetry logged a context detach failure or LangChain a callback error."""
+    caplog.set_level(logging.DEBUG)
+    yield
+    bad = [r.getMessage() for r in caplog.records if "detach" in r.getMessage().lower() or r.getMessage().startswith("Error in")]
+    assert bad == [], bad

@@ -61,7 +61,7 @@ _UUID = re.compile(r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f
 _ADDRESS = re.compile(r"0x[0-9a-f]{4,}", re.IGNORECASE)
 # ``callscope.attach`` is visible in the component's own ``callbacks`` field, and so in the
 # ``repr`` LangChain puts into ``serialized``: documented, and masked here to compare the rest.
-_CARRIER = re.compile(r",? ?<callscope\._processors\.ProcessorCarrier object at 0x[0-9a-f]+>")
+_CARRIER = re.compile(r",? ?<callscope\._bridge\.processors\.ProcessorCarrier object at 0x[0-9a-f]+>")
 _TIMES = re.compile(r"datetime\.datetime\([^)]*\)|\d{4}-\d\d-\d\dT[\d:.]+(?:[+-]\d\d:\d\d|Z)?")
 
 

@@ -21,17 +21,17 @@ if TYPE_CHECKING:
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
-    from callscope._export import configure
-    from callscope._instrumentor import CallscopeInstrumentor
-    from callscope._processors import attach, detach
+    from callscope._bridge.export import configure
+    from callscope._bridge.instrumentor import CallscopeInstrumentor
+    from callscope._bridge.processors import attach, detach
 
 #: Loaded on first use: they import LangChain and the SDK, which `callscope tree` never needs
 #: (it starts printing a 150 MB file's first trace within a second only without them).
 _LAZY = {
-    "CallscopeInstrumentor": "callscope._instrumentor",
-    "attach": "callscope._processors",
-    "detach": "callscope._processors",
-    "configure": "callscope._export",
+    "CallscopeInstrumentor": "callscope._bridge.instrumentor",
+    "attach": "callscope._bridge.processors",
+    "detach": "callscope._bridge.processors",
+    "configure": "callscope._bridge.export",
 }
 
 
@@ -85,7 +85,7 @@ def instrument(
     >>> from opentelemetry.sdk.trace import TracerProvider
     >>> callscope.instrument(TracerProvider(), meter_provider=MeterProvider())  # doctest: +SKIP
     """
-    from callscope._instrumentor import CallscopeInstrumentor
+    from callscope._bridge.instrumentor import CallscopeInstrumentor
 
     CallscopeInstrumentor().instrument(
         tracer_provider=tracer_provider,
@@ -104,7 +104,7 @@ def uninstrument() -> None:
 
     >>> callscope.uninstrument()  # doctest: +SKIP
     """
-    from callscope._instrumentor import CallscopeInstrumentor
+    from callscope._bridge.instrumentor import CallscopeInstrumentor
 
     CallscopeInstrumentor().uninstrument()
 
@@ -119,7 +119,7 @@ def current_handlers() -> tuple[str, ...]:
     ...     print(callscope.current_handlers())  # e.g. ('LoggingHandler',)
     ...     return x
     """
-    from callscope._instrumentor import CallscopeInstrumentor
+    from callscope._bridge.instrumentor import CallscopeInstrumentor
 
     handler = CallscopeInstrumentor().handler
     return handler.current_handlers() if handler is not None else ()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from callscope._otlp_json import read_spans_file
+from callscope._tools.otlp_json import read_spans_file
 from tests.integration.conftest import JaegerServer, clean_environment, free_port, stop, wait_for_port
 
 pytestmark = pytest.mark.integration

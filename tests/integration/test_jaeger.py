@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from callscope._otlp_json import SpanRecord, parse_document, read_spans_file
+from callscope._tools.otlp_json import SpanRecord, parse_document, read_spans_file
 from tests.integration.conftest import JaegerServer
 
 pytestmark = pytest.mark.integration

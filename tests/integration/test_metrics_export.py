@@ -17,8 +17,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from opentelemetry.sdk.trace import TracerProvider
 
 import callscope
-from callscope._export import build_meter_provider, otlp_metric_exporter_from_env
-from callscope._metrics import DURATION_BUCKETS, TOKEN_BUCKETS
+from callscope._bridge.export import build_meter_provider, otlp_metric_exporter_from_env
+from callscope._bridge.metrics import DURATION_BUCKETS, TOKEN_BUCKETS
 from tests.integration.conftest import Receiver
 from tests.models import chat_model
 

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import callscope
-from callscope._export import build_tracer_provider
+from callscope._bridge.export import build_tracer_provider
 from tests.integration.conftest import Receiver
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,321 @@
+"""What a run becomes at its start: its parent, whether it is traced, its handlers, its span.
+
+One LangChain start callback, in order:
+
+1. the parent: the run LangChain names (``parent_run_id``), corrected where a runnable
+   mislabels its children (``RunnableWithFallbacks``, langchain-ai/langchain#36072), else the
+   step the run was started from (LangChain's config context) or the callscope span current in
+   a worker thread the step's OTel context was carried into;
+2. sampling: a run under an unsampled parent gets a record without a span, a dropped trace is
+   left at its root (``unsampled``), and where the sampler's answer is known before the span
+   starts, the root's name and attributes are never built;
+3. the span's name and attributes (``semconv``), content when capture is on, and the scope
+   labels (``scope``): which handlers the run reached, which an ``ignore_*`` flag kept from
+   it, which a LangChain root started without its step's config dropped;
+4. the span, started with all of that in one call, and the run's record in the registry; a
+   model's, LLM's or retriever's span is made current for its body (``run_bodies``), and
+   processors attached to the component (``processors``) are told.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+from uuid import UUID
+
+from langchain_core.runnables.config import var_child_runnable_config
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.trace import Span, SpanKind, Tracer, get_current_span, set_span_in_context
+
+from callscope._bridge import scope as _scope
+from callscope._bridge.failures import HandlerFailures
+from callscope._bridge.fence import Fence
+from callscope._bridge.labels import LabelsByTrace
+from callscope._bridge.metrics import Metrics
+from callscope._bridge.probe import starting_manager
+from callscope._bridge.run_bodies import claim_run_body
+from callscope._bridge.runs import RunRecord, RunRegistry
+from callscope._bridge.semconv import CHAIN
+from callscope._bridge.settings import Settings
+from callscope._bridge.unsampled import MeasuredUnsampledTrace, UnsampledTrace, UnsampledTraces, marker_on, read_sampler
+
+_log = logging.getLogger("callscope")
+
+#: The instrumentation scope of callscope's spans.
+TRACER_NAME = "callscope"
+
+# Runnables that invoke their children with the config they were given instead of their child
+# config, so the children report the wrong parent (langchain-ai/langchain#36072).
+_LOSES_CHILDREN = frozenset({"RunnableWithFallbacks"})
+
+#: The scope of runs in a dropped trace: never written to, since nothing is recorded about them.
+_DROPPED_SCOPE = _scope.TraceScope()
+
+Describe = Callable[[Any, Mapping[str, Any], Any, Any], tuple[str, dict[str, Any]]]
+
+
+class RunStarts:
+    """Starts the spans of one span handler's runs (see ``SpanHandler.on_*_start``)."""
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        settings: Settings,
+        registry: RunRegistry,
+        metrics: Metrics | None,
+        unsampled: UnsampledTraces,
+        failures: HandlerFailures,
+        labels_by_trace: LabelsByTrace,
+        fence: Fence,
+    ) -> None:
+        self._tracer = tracer
+        self._include_plumbing = settings.include_internal_handlers
+        self._registry = registry
+        self._unsampled = unsampled
+        self._failures = failures
+        self._labels_by_trace = labels_by_trace
+        self._fence = fence
+        # A dropped trace's model, tool and retrieval runs are still measured while metrics are live.
+        self._metrics = metrics
+        # What the sampler does, read again on each run start until it is known for good.
+        self._sampling_follows_parent, self._dropped_without_asking, self._sampler_settled = read_sampler(tracer)
+
+    def start(
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        operation: str,
+        kind: SpanKind,
+        describe: Describe,
+        serialized: Any,
+        kwargs: Mapping[str, Any],
+        tags: Any,
+        metadata: Any,
+        content: Callable[[], dict[str, Any]] | None = None,
+    ) -> RunRecord | None:
+        """The run's record, or ``None`` for a run callscope leaves untraced."""
+        if not is_instrumentation_enabled():
+            return None
+        if not self._sampler_settled:
+            self._sampling_follows_parent, self._dropped_without_asking, self._sampler_settled = read_sampler(self._tracer)
+        parent, step = self._parent_and_step(parent_run_id)
+        if parent is not None and not parent.sampled and self._sampling_follows_parent:
+            # The sampler would drop this run as it dropped its parent: skip the whole span, but
+            # keep a record so that children and step bodies still find the (unsampled) trace.
+            record = RunRecord(
+                span=parent.span, context=parent.context, operation=operation, name="", scope=parent.scope, sampled=False, parent_run_id=parent_run_id
+            )
+            return self._keep_unsampled(run_id, record, parent)
+        manager = starting_manager()
+        if parent is None and self._sampling_follows_parent:
+            marker = marker_on(manager)
+            if marker is not None:
+                return self._start_in_dropped_trace(run_id, operation, marker)
+            if operation == CHAIN and self._dropped_before_start(run_id, operation):
+                return None
+        name, attributes = self._describe(operation, describe, serialized, kwargs, tags, metadata, content)
+        # A known parent run decides the parent span. Otherwise (a root run, or a run whose parent
+        # LangChain lost) the current context decides: the caller's span at the top level, or the
+        # span of the step this run was started from, which the step context made current there.
+        parent_context = parent.context if parent is not None else None
+        if parent is None and step is None:
+            # A root in a worker thread the step's OTel context was carried into (OpenTelemetry's
+            # threading instrumentation does that), where LangChain's config context is not.
+            step = self._run_of_current_span()
+        # A run LangChain reports as a root but that starts inside a traced step belongs to that
+        # step's trace, and so to its handler labels and its root's summary.
+        enclosing = parent or step
+        scope = enclosing.scope if enclosing is not None else self.new_root_scope()
+        # Classified before the span starts so the labels go in with the other start attributes
+        # (one attribute-cleaning pass in the SDK instead of a set_attribute call per list).
+        handlers = scope.handlers_of(manager, operation)
+        dropped, dropped_in = _add_scope_attributes(attributes, scope, handlers, manager, parent, step)
+        span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
+        context = set_span_in_context(span, parent_context)
+        if not span.is_recording():
+            return self._start_unrecorded(run_id, parent_run_id, operation, name, span, context, scope, parent)
+        record = RunRecord(
+            span=span,
+            context=context,
+            operation=operation,
+            name=name,
+            scope=scope,
+            owns_scope=enclosing is None,
+            handlers=handlers,
+            parent_run_id=parent_run_id,
+            loses_children=operation == CHAIN and name in _LOSES_CHILDREN,
+            passes_down=getattr(manager, "inheritable_handlers", None),
+            dropped=dropped,
+        )
+        scope.record_run(name, operation, handlers, dropped, run_id)
+        if dropped_in is not None:
+            scope.record_dropped(dropped_in, dropped)
+        if enclosing is None:
+            self._labels_by_trace.remember(span.get_span_context().trace_id, scope.labels)
+        return self._keep(run_id, record, parent, parent_context)
+
+    def _parent_and_step(self, parent_run_id: UUID | None) -> tuple[RunRecord | None, RunRecord | None]:
+        """The run's parent run and the run owning the step it is started from, if callscope
+        knows them."""
+        runs = self._registry
+        # The step this run is started from, as LangChain's config context says.
+        config = var_child_runnable_config.get()
+        step = runs.get(getattr(config.get("callbacks"), "parent_run_id", None)) if config else None
+        parent = runs.get(parent_run_id)
+        if parent is not None and step is not None and step is not parent and step.loses_children and step.parent_run_id == parent_run_id:
+            # LangChain reported the mislabelling run's own parent: the step's run is the parent.
+            parent = step
+        return parent, step
+
+    def _start_unrecorded(
+        self,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        operation: str,
+        name: str,
+        span: Span,
+        context: Context,
+        scope: _scope.TraceScope,
+        parent: RunRecord | None,
+    ) -> RunRecord | None:
+        """A run whose span the sampler dropped although its parent (if any) was sampled."""
+        if parent is None and operation == CHAIN and self._sampling_follows_parent:
+            # A dropped trace: callscope leaves it here, at its root (see unsampled). Model,
+            # tool and retrieval roots stay: their span is current in provider code, and
+            # their metrics are due whatever the sampler says.
+            self._leave_trace(run_id, context)
+            return None
+        record = RunRecord(span=span, context=context, operation=operation, name=name, scope=scope, sampled=False, parent_run_id=parent_run_id)
+        return self._keep_unsampled(run_id, record, parent)
+
+    def _describe(
+        self,
+        operation: str,
+        describe: Describe,
+        serialized: Any,
+        kwargs: Mapping[str, Any],
+        tags: Any,
+        metadata: Any,
+        content: Callable[[], dict[str, Any]] | None,
+    ) -> tuple[str, dict[str, Any]]:
+        """The span's name and start attributes, content included when it is captured."""
+        try:
+            name, attributes = describe(serialized, kwargs, tags, metadata)
+        except Exception:
+            # A payload no mapping anticipated must cost the span its details, never the span.
+            self._fence.note(f"describing a {operation} run", "the span was kept with fewer details")
+            name, attributes = operation, {}
+        if content is not None:
+            # With the other start attributes: one attribute-cleaning pass in the SDK, not two.
+            try:
+                attributes.update(content())
+            except Exception:
+                self._fence.note(f"capturing a {operation} run's content", "the span was kept without it")
+        return name, attributes
+
+    def _keep(self, run_id: UUID, record: RunRecord, parent: RunRecord | None, parent_context: Context | None) -> RunRecord:
+        """Register a recording run, and tell whatever waited for its start."""
+        self._registry.add(run_id, record)
+        if self._failures.pending:
+            self._failures.apply_pending(record, run_id)
+        if parent is not None:
+            self._registry.adopt(parent, run_id)
+        claim_run_body(record.operation, record.context)
+        for processor in record.handlers.processors:
+            try:
+                processor.on_start(record.span, parent_context)
+            except Exception:
+                _log.exception("callscope: span processor %r failed in on_start", processor)
+        return record
+
+    def _keep_unsampled(self, run_id: UUID, record: RunRecord, parent: RunRecord | None) -> RunRecord:
+        """Register a run kept without a recording span: its children and its body still find
+        the trace's context through it."""
+        self._registry.add(run_id, record)
+        if parent is not None:
+            self._registry.adopt(parent, run_id)
+        claim_run_body(record.operation, record.context)
+        return record
+
+    def _dropped_before_start(self, run_id: UUID, operation: str) -> bool:
+        """Leave a chain root whose drop the sampler's answer tells before the span starts."""
+        caller = get_current_span().get_span_context()
+        if not self._dropped_without_asking(caller):
+            return False
+        # Under an unsampled caller, code inside the trace keeps the caller's context (the same
+        # trace, not sampled: all a non-recording span would tell it); a trace of its own gets
+        # the non-recording span the SDK makes, so that what it calls downstream is told the
+        # trace is not sampled. Neither needs the root's name and attributes.
+        context = otel_context.get_current() if caller.is_valid else set_span_in_context(self._tracer.start_span(operation))
+        self._leave_trace(run_id, context)
+        return True
+
+    def _start_in_dropped_trace(self, run_id: UUID, operation: str, marker: UnsampledTrace) -> RunRecord | None:
+        """A run whose manager carries a dropped trace's marker: callscope's handler is on it
+        only where LangChain configured a manager outside the trace's steps (a LangGraph task,
+        a worker thread), or the marker handed a measured run over. A chain is left again; a
+        model, tool or retrieval run gets a record without a span, so its body and metrics
+        still have the trace's context."""
+        if operation == CHAIN:
+            self._unsampled.leave(run_id, marker)
+            return None
+        if self._registry.get(run_id) is not None:
+            return None  # the same start, delivered by the marker after callscope's handler or before it
+        context = marker.context
+        record = RunRecord(
+            span=get_current_span(context), context=context, operation=operation, name="", scope=_DROPPED_SCOPE, sampled=False
+        )
+        self._registry.add(run_id, record)
+        if isinstance(marker, MeasuredUnsampledTrace):
+            # Its later events reach the span handler through the marker: not twice.
+            self._unsampled.leave(run_id, marker)
+        claim_run_body(operation, context)
+        return record
+
+    def _leave_trace(self, run_id: UUID, context: Context) -> None:
+        """Step off the dropped trace whose root is ``run_id`` (see ``unsampled``)."""
+        measuring = self._metrics is not None and self._metrics.live()
+        self._unsampled.leave(run_id, self._unsampled.new_marker(context, measured=measuring))
+
+    def _run_of_current_span(self) -> RunRecord | None:
+        """The run whose span is the current span, if it is one of callscope's: asked only for a
+        LangChain root started outside any LangChain step."""
+        span = get_current_span()
+        if getattr(getattr(span, "instrumentation_scope", None), "name", None) != TRACER_NAME:
+            return None  # no span (a top-level call), or the application's own (a web request)
+        return self._registry.find_by_span(span)
+
+    def new_root_scope(self) -> _scope.TraceScope:
+        """The scope of a LangChain root run, with the handler labels of the trace it starts in."""
+        return _scope.TraceScope(self._include_plumbing, self._labels_by_trace.for_new_root())
+
+
+def _add_scope_attributes(
+    attributes: dict[str, Any],
+    scope: _scope.TraceScope,
+    handlers: _scope.RunHandlers,
+    manager: Any,
+    parent: RunRecord | None,
+    step: RunRecord | None,
+) -> tuple[tuple[str, ...], str | None]:
+    """Put the run's handler labels among its start attributes; return the handlers it lacks
+    because its LangChain root started without its step's config, and that step's name where
+    this run is that root."""
+    handlers.add_to(attributes)
+    dropped: tuple[str, ...] = ()
+    dropped_in = None
+    if parent is not None:
+        if parent.dropped:
+            dropped = tuple(label for label in parent.dropped if not handlers.received(label) and label not in handlers.filtered)
+    elif step is not None and step.sampled:
+        # A LangChain root inside a step: the handlers the step passed down that its manager
+        # lacks never reach it or anything under it.
+        dropped = scope.lost_on_the_way(step.passes_down, manager, handlers, step.dropped)
+        if dropped and set(dropped) - set(step.dropped):
+            dropped_in = attributes[_scope.DROPPED_IN] = step.name
+    if dropped:
+        attributes[_scope.DROPPED] = dropped
+    return dropped, dropped_in

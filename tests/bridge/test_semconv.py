@@ -1,0 +1,187 @@
+"""Captured message content validates against the official GenAI message JSON schemas
+(shared/semconv, v1.41.1), including tool calls and tool results."""
+
+from __future__ import annotations
+
+import json
+from itertools import cycle
+from pathlib import Path
+
+import pytest
+from langchain_core.language_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+
+import callscope
+from callscope._bridge import semconv as sc
+from tests.spans import SpanTree
+
+SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "semconv" / "v1.41.1" / "docs" / "gen-ai"
+
+jsonschema = pytest.importorskip("jsonschema")
+
+
+@pytest.fixture
+def content_spans(tracer_provider, span_exporter):
+    callscope.instrument(tracer_provider, capture_content=True)
+    yield SpanTree(span_exporter)
+    callscope.uninstrument()
+
+
+def schema(name: str) -> dict:
+    path = SCHEMAS / name
+    if not path.exists():
+        pytest.skip(f"the GenAI schemas are read from {SCHEMAS}, which this checkout lacks")
+    return json.loads(path.read_text())
+
+
+def test_content_attributes_match_the_genai_schemas(content_spans):
+    reply = AIMessage(
+        content="",
+        tool_calls=[{"id": "call_1", "name": "weather", "args": {"city": "Paris"}, "type": "tool_call"}],
+        response_metadata={"finish_reason": "tool_calls"},
+    )
+    model = GenericFakeChatModel(messages=cycle([reply]))
+    model.invoke(
+        [
+            SystemMessage("You are terse."),
+            HumanMessage("Weather in Paris?"),
+            AIMessage(content="", tool_calls=[{"id": "call_0", "name": "weather", "args": {"city": "Lyon"}, "type": "tool_call"}]),
+            ToolMessage("12C", tool_call_id="call_0"),
+        ]
+    )
+    attributes = content_spans.one("chat").attributes
+    inputs = json.loads(attributes[gen_ai.GEN_AI_INPUT_MESSAGES])
+    outputs = json.loads(attributes[gen_ai.GEN_AI_OUTPUT_MESSAGES])
+    system = json.loads(attributes[gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS])
+    jsonschema.validate(inputs, schema("gen-ai-input-messages.json"))
+    jsonschema.validate(outputs, schema("gen-ai-output-messages.json"))
+    jsonschema.validate(system, schema("gen-ai-system-instructions.json"))
+    assert [m["role"] for m in inputs] == ["user", "assistant", "tool"]
+    assert inputs[1]["parts"][0] == {"type": "tool_call", "id": "call_0", "name": "weather", "arguments": {"city": "Lyon"}}
+    assert inputs[2]["parts"][0] == {"type": "tool_call_response", "id": "call_0", "response": "12C"}
+    assert outputs[0]["finish_reason"] == "tool_calls" and outputs[0]["parts"][0]["name"] == "weather"
+
+
+# --- span names follow the conventions (spans.yaml of v1.41.1) ----------------------------------
+
+from langchain_core.documents import Document  # noqa: E402
+from langchain_core.retrievers import BaseRetriever  # noqa: E402
+from langchain_core.vectorstores import VectorStore  # noqa: E402
+
+
+class ShelfStore(VectorStore):
+    """The smallest real vector store: LangChain's own VectorStoreRetriever wraps it."""
+
+    def add_texts(self, texts, metadatas=None, **kwargs):  # type: ignore[override]
+        return []
+
+    @classmethod
+    def from_texts(cls, texts, embedding, metadatas=None, **kwargs):  # type: ignore[override]
+        return cls()
+
+    def similarity_search(self, query, k=4, **kwargs):  # type: ignore[override]
+        return [Document(page_content=f"about {query}", id="doc-1")]
+
+
+class Shelf(BaseRetriever):
+    def _get_relevant_documents(self, query: str, *, run_manager) -> list[Document]:
+        return [Document(page_content=f"about {query}")]
+
+
+def test_a_vector_store_retrieval_is_named_after_its_data_source(spans):
+    ShelfStore().as_retriever().invoke("otel")
+    (span,) = spans.all
+    # LangChain identifies a vector store retriever's store by class (ls_vector_store_provider).
+    assert span.name == "retrieval ShelfStore"
+    assert span.attributes[gen_ai.GEN_AI_DATA_SOURCE_ID] == "ShelfStore"
+    assert span.attributes[gen_ai.GEN_AI_OPERATION_NAME] == "retrieval"
+    assert span.attributes["callscope.component"] == "VectorStoreRetriever"
+    assert gen_ai.GEN_AI_PROVIDER_NAME not in span.attributes  # a vector store is no GenAI provider
+
+
+def test_a_retrieval_without_a_known_data_source_is_plain_retrieval(spans):
+    Shelf().with_config(run_name="docs").invoke("otel")
+    (span,) = spans.all
+    assert span.name == "retrieval"
+    assert gen_ai.GEN_AI_DATA_SOURCE_ID not in span.attributes
+    assert span.attributes["callscope.component"] == "docs"
+
+
+def test_genai_span_names_are_operation_then_identifier(spans):
+    from langchain_core.language_models import FakeListChatModel, FakeListLLM
+    from langchain_core.tools import tool
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    FakeListChatModel(responses=["r"]).invoke("hi", config={"metadata": {"ls_model_name": "gpt-x"}})
+    FakeListLLM(responses=["t"]).invoke("hi")
+    add.invoke({"a": 1, "b": 2})
+    by_operation = {s.attributes.get(gen_ai.GEN_AI_OPERATION_NAME): s for s in spans.all}
+    # {gen_ai.operation.name} {gen_ai.request.model}; the model name only where it is known.
+    assert by_operation["chat"].name == "chat gpt-x"
+    assert by_operation["text_completion"].name == "text_completion"
+    assert gen_ai.GEN_AI_REQUEST_MODEL not in by_operation["text_completion"].attributes
+    # execute_tool {gen_ai.tool.name}
+    assert by_operation["execute_tool"].name == "execute_tool add"
+    assert by_operation["execute_tool"].attributes[gen_ai.GEN_AI_TOOL_NAME] == "add"
+
+
+def test_thread_id_becomes_the_conversation_id():
+    _, attributes = sc.describe_chain(None, {"name": "LangGraph"}, [], {"thread_id": "t-42"})
+    assert attributes[gen_ai.GEN_AI_CONVERSATION_ID] == "t-42"
+    _, attributes = sc.describe_chain(None, {"name": "LangGraph"}, [], {"thread_id": {"not": "an id"}})
+    assert gen_ai.GEN_AI_CONVERSATION_ID not in attributes
+
+
+def test_message_content_is_scrubbed_bounded_and_encodable_without_a_second_pass():
+    secret = "sk-proj-abcdefghijklmnopqrstu"
+    messages = [
+        SystemMessage(f"use {secret}"),
+        HumanMessage(["half \ud83d an emoji", {"type": "image_url", "image_url": {"url": "x", "api_key": "k"}}, {"type": object(), "text": 1}]),
+        AIMessage("", tool_calls=[{"id": "c1", "name": "f", "args": {"password": "p", "note": f"key {secret}"}}]),
+        ToolMessage("z" * 5000, tool_call_id="c1"),
+    ]
+    attributes = sc.input_messages([messages], 10_000)
+    text = json.dumps(attributes, ensure_ascii=False)
+    assert secret not in text and '"p"' not in text and '"k"' not in text and "\ud83d" not in text
+    inputs = json.loads(attributes[gen_ai.GEN_AI_INPUT_MESSAGES])
+    assert [m["role"] for m in inputs] == ["user", "assistant", "tool"]
+    # A block's type that is no string is not str()-ed: it is a generic block.
+    assert [p["type"] for p in inputs[0]["parts"]] == ["text", "image_url", "generic"]
+    assert inputs[1]["parts"][0]["arguments"] == {"password": "[REDACTED]", "note": "key [REDACTED]"}
+    assert inputs[2]["parts"][0]["response"] == "z" * 5000
+    assert json.loads(attributes[gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS]) == [{"type": "text", "content": "use [REDACTED]"}]
+    cut = sc.input_messages([messages], 100)[gen_ai.GEN_AI_INPUT_MESSAGES]
+    assert len(cut) == 100 and cut.endswith("…[truncated]")
+
+
+def test_output_messages_of_text_and_chat_generations():
+    from langchain_core.outputs import ChatGeneration, Generation, LLMResult
+
+    class Custom(Generation):  # not LangChain's: asked for a message like any object
+        @property
+        def message(self):
+            return AIMessage("from a property")
+
+    result = LLMResult(
+        generations=[[Generation(text="done", generation_info={"finish_reason": "length"})], [ChatGeneration(message=AIMessage("hi"))], [Custom(text="t")]]
+    )
+    outputs = json.loads(sc.output_messages(result, 1000)[gen_ai.GEN_AI_OUTPUT_MESSAGES])
+    assert outputs == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "done"}], "finish_reason": "length"},
+        {"role": "assistant", "parts": [{"type": "text", "content": "hi"}], "finish_reason": "stop"},
+        {"role": "assistant", "parts": [{"type": "text", "content": "from a property"}], "finish_reason": "stop"},
+    ]
+    jsonschema.validate(outputs, schema("gen-ai-output-messages.json"))
+
+
+def test_long_conversations_and_block_lists_are_cut_as_payloads_are():
+    conversation = [HumanMessage(f"m{i}") for i in range(100)]
+    conversation[0] = HumanMessage([f"b{i}" for i in range(1000)])
+    inputs = json.loads(sc.input_messages([conversation], 1_000_000)[gen_ai.GEN_AI_INPUT_MESSAGES])
+    assert len(inputs) == 65 and inputs[-1] == "…36 more"
+    assert len(inputs[0]["parts"]) == 65 and inputs[0]["parts"][-1] == "…936 more"
