@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import callscope
+from callscope._bridge.trace_file import OTLPJsonLinesExporter
 from tests.spans import SpanTree
 
 
@@ -55,3 +58,15 @@ def no_detach_errors(caplog: pytest.LogCaptureFixture):
     yield
     bad = [r.getMessage() for r in caplog.records if "detach" in r.getMessage().lower() or r.getMessage().startswith("Error in")]
     assert bad == [], bad
+
+
+@pytest.fixture
+def provider_with_file(tmp_path: Path):
+    """A provider writing an OTLP/JSON lines file (and an in-memory copy) under ``tmp_path``."""
+    path = tmp_path / "spans.jsonl"
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "svc-under-test"}))
+    provider.add_span_processor(SimpleSpanProcessor(OTLPJsonLinesExporter(path)))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    yield provider, path, memory
+    provider.shutdown()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, Status, StatusCode
 
 
 class SpanTree:
@@ -55,3 +56,20 @@ class SpanTree:
 
     def trace_ids(self, spans: Iterable[ReadableSpan] | None = None) -> set[int]:
         return {s.context.trace_id for s in (self.all if spans is None else spans)}
+
+
+def emit_small_tree(provider: TracerProvider) -> None:
+    """Two spans, a root with handler lists and typed attributes and a failed child linking to it."""
+    tracer = provider.get_tracer("tests.otlp_json")
+    with tracer.start_as_current_span(
+        "root",
+        attributes={
+            "callscope.handlers.local": ["model-logger"],
+            "callscope.handlers.inherited": ["runtime-logger", "audit"],
+            "big": 2**40,
+            "ratio": 0.5,
+            "flag": True,
+        },
+    ) as root:
+        with tracer.start_as_current_span("child", links=[Link(root.get_span_context())]) as child:
+            child.set_status(Status(StatusCode.ERROR, "boom"))

@@ -1,4 +1,4 @@
-"""The OTLP/JSON lines exporter and reader, on real SDK spans."""
+"""The OTLP/JSON reader, on files the real exporter wrote from real SDK spans."""
 
 from __future__ import annotations
 
@@ -7,76 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Link, Status, StatusCode
 
-from callscope._tools.otlp_json import (
-    OTLPJsonLinesExporter,
-    SpansFile,
-    TraceDataError,
-    parse_document,
-    read_spans_file,
-    read_spans_lines,
-    to_otlp_json,
-)
-
-
-@pytest.fixture
-def provider_with_file(tmp_path: Path):
-    path = tmp_path / "spans.jsonl"
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "svc-under-test"}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPJsonLinesExporter(path)))
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    yield provider, path, memory
-    provider.shutdown()
-
-
-def _emit_small_tree(provider: TracerProvider) -> None:
-    tracer = provider.get_tracer("tests.otlp_json")
-    with tracer.start_as_current_span(
-        "root",
-        attributes={
-            "callscope.handlers.local": ["model-logger"],
-            "callscope.handlers.inherited": ["runtime-logger", "audit"],
-            "big": 2**40,
-            "ratio": 0.5,
-            "flag": True,
-        },
-    ) as root:
-        with tracer.start_as_current_span("child", links=[Link(root.get_span_context())]) as child:
-            child.set_status(Status(StatusCode.ERROR, "boom"))
-
-
-def test_lines_use_hex_ids_camel_case_int_enums_and_string_int64(provider_with_file) -> None:
-    provider, path, memory = provider_with_file
-    _emit_small_tree(provider)
-    lines = path.read_text().splitlines()
-    assert len(lines) == 2  # SimpleSpanProcessor: one export, one line, per span
-    child_doc = json.loads(lines[0])
-    span = child_doc["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
-    by_name = {s.name: s for s in memory.get_finished_spans()}
-    assert span["traceId"] == format(by_name["child"].context.trace_id, "032x")
-    assert span["spanId"] == format(by_name["child"].context.span_id, "016x")
-    assert span["parentSpanId"] == format(by_name["root"].context.span_id, "016x")
-    assert span["links"][0]["spanId"] == format(by_name["root"].context.span_id, "016x")
-    assert span["status"] == {"code": 2, "message": "boom"}
-    assert span["kind"] == 1  # SPAN_KIND_INTERNAL, as an int
-    assert isinstance(span["startTimeUnixNano"], str) and int(span["startTimeUnixNano"]) == by_name["child"].start_time
-    root_span = json.loads(lines[1])["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
-    attrs = {a["key"]: a["value"] for a in root_span["attributes"]}
-    assert attrs["big"] == {"intValue": str(2**40)}
-    assert attrs["callscope.handlers.inherited"] == {
-        "arrayValue": {"values": [{"stringValue": "runtime-logger"}, {"stringValue": "audit"}]}
-    }
+from callscope._bridge.trace_file import to_otlp_json
+from callscope._tools.otlp_json import SpansFile, TraceDataError, parse_document, read_spans_file, read_spans_lines
+from tests.spans import emit_small_tree
 
 
 def test_round_trip_through_the_reader(provider_with_file) -> None:
     provider, path, memory = provider_with_file
-    _emit_small_tree(provider)
+    emit_small_tree(provider)
     read = read_spans_file(path)
     assert (read.lines, read.skipped_lines, read.skipped_spans) == (2, 0, 0)
     records = {r.name: r for r in read.spans}
@@ -95,7 +34,7 @@ def test_round_trip_through_the_reader(provider_with_file) -> None:
 
 def test_base64_ids_from_stock_protobuf_json_are_accepted(provider_with_file) -> None:
     provider, path, memory = provider_with_file
-    _emit_small_tree(provider)
+    emit_small_tree(provider)
     document = to_otlp_json(memory.get_finished_spans())
     hex_records = parse_document(document).spans
     for resource_spans in document["resourceSpans"]:
@@ -143,7 +82,7 @@ def test_jaeger_v3_envelope_and_enum_names_are_accepted() -> None:
 
 def test_bad_and_truncated_lines_are_skipped_and_counted(provider_with_file) -> None:
     provider, path, _ = provider_with_file
-    _emit_small_tree(provider)
+    emit_small_tree(provider)
     good = path.read_text().splitlines()
     lines = [good[0], "", "not json at all", '{"something": "else"}', good[1][: len(good[1]) // 2]]
     read = read_spans_lines(lines)
@@ -184,25 +123,12 @@ def test_directory_is_named(tmp_path: Path) -> None:
 
 def test_a_pretty_printed_document_reads_as_one(tmp_path: Path, provider_with_file) -> None:
     provider, _, memory = provider_with_file
-    _emit_small_tree(provider)
+    emit_small_tree(provider)
     path = tmp_path / "jaeger.json"
     path.write_text(json.dumps({"result": to_otlp_json(memory.get_finished_spans())}, indent=2))
     read = read_spans_file(path)
     assert sorted(r.name for r in read.spans) == ["child", "root"]
     assert read.skipped_lines == 0
-
-
-def test_export_failure_is_reported_not_raised(tmp_path: Path) -> None:
-    provider = TracerProvider()
-    memory = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    with provider.get_tracer("t").start_as_current_span("s"):
-        pass
-    exporter = OTLPJsonLinesExporter(tmp_path / "missing-dir" / "spans.jsonl")
-    assert exporter.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
-    exporter.shutdown()
-    assert exporter.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
-    provider.shutdown()
 
 
 def _line(*spans: tuple[str, str, str | None]) -> str:

@@ -16,7 +16,8 @@ from langchain_core.runnables import RunnableLambda
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rich.console import Console
 
-from callscope._tools.otlp_json import SpanRecord, parse_document, to_otlp_json
+from callscope._bridge.trace_file import to_otlp_json
+from callscope._tools.otlp_json import SpanRecord, parse_document
 from callscope._tools.tree import (
     HANDLERS_INHERITED,
     HANDLERS_LOCAL,

@@ -269,23 +269,7 @@ class TraceScope:
                         local_in.setdefault(received, {})[name] = None
                     for received in handlers.inherited:
                         inherited_from.setdefault(received, name)
-            by_reason: dict[str, list[str]] = {}
-            flags: dict[str, None] = {}
-            missed: list[str] = []
-            for name, operation, handlers, dropped, _ in self._runs:
-                if label in handlers.local or label in handlers.inherited:
-                    continue
-                if label in handlers.filtered:
-                    reason = FILTERED_REASON
-                    flags[IGNORE_CONDITION.get(operation, "ignore_*")] = None
-                elif label in dropped:
-                    reason = DROPPED_REASON
-                elif label in inherited_from:
-                    reason = SUBTREE
-                else:
-                    reason = SCOPE
-                by_reason.setdefault(reason, []).append(name)
-                missed.append(name)
+            by_reason, flags, missed = self._misses_of(label, inherited_from)
             failed = failures.get(label, [])
             if not missed and not failed:
                 continue
@@ -295,9 +279,7 @@ class TraceScope:
                 if names:
                     parts.append(f"{reason}: missed {', '.join(_counted(names))} ({self._why(reason, label, local_in, inherited_from, flags)}; fix: {FIXES[reason]})")
             if failed:
-                events = [f"{callback} of {run_name} ({error_type})" for callback, run_name, error_type in failed]
-                fix = _FIX_ABORTED if any(", aborted" in error_type for _, _, error_type in failed) else FIXES[FAILED_REASON]
-                parts.append(f"{FAILED_REASON}: raised in {', '.join(_counted(events))} (fix: {fix})")
+                parts.append(_failed_part(failed))
             if missed:
                 listed = missed[:_MAX_LISTED_MISSES]
                 if len(missed) > len(listed):
@@ -311,6 +293,28 @@ class TraceScope:
                 summary.append(f"({self._untracked_failures} further handler failures not listed)")
             attributes[MISSED] = tuple(summary)
         return attributes
+
+    def _misses_of(self, label: str, inherited_from: dict[str, str]) -> tuple[dict[str, list[str]], dict[str, None], list[str]]:
+        """The runs under this root ``label`` missed: by reason, the ``ignore_*`` flags that
+        filtered them, and all of them in order."""
+        by_reason: dict[str, list[str]] = {}
+        flags: dict[str, None] = {}
+        missed: list[str] = []
+        for name, operation, handlers, dropped, _ in self._runs:
+            if label in handlers.local or label in handlers.inherited:
+                continue
+            if label in handlers.filtered:
+                reason = FILTERED_REASON
+                flags[IGNORE_CONDITION.get(operation, "ignore_*")] = None
+            elif label in dropped:
+                reason = DROPPED_REASON
+            elif label in inherited_from:
+                reason = SUBTREE
+            else:
+                reason = SCOPE
+            by_reason.setdefault(reason, []).append(name)
+            missed.append(name)
+        return by_reason, flags, missed
 
     def _why(self, reason: str, label: str, local_in: dict[str, dict[str, None]], inherited_from: dict[str, str], flags: dict[str, None]) -> str:
         if reason == SCOPE:
@@ -334,6 +338,13 @@ def contains(handlers: Any, handler: Any) -> bool:
         if other is handler:
             return True
     return False
+
+
+def _failed_part(failed: list[tuple[str, str, str]]) -> str:
+    """The summary's phrase for the callbacks a handler raised in: (callback, run, error type)."""
+    events = [f"{callback} of {run_name} ({error_type})" for callback, run_name, error_type in failed]
+    fix = _FIX_ABORTED if any(", aborted" in error_type for _, _, error_type in failed) else FIXES[FAILED_REASON]
+    return f"{FAILED_REASON}: raised in {', '.join(_counted(events))} (fix: {fix})"
 
 
 def _counted(names: Iterable[str]) -> list[str]:

@@ -47,7 +47,6 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 import callscope
-from callscope._exceptions import CallscopeError
 from callscope._bridge.export import (
     build_meter_provider,
     build_tracer_provider,
@@ -55,7 +54,8 @@ from callscope._bridge.export import (
     otlp_metric_exporter_from_env,
     otlp_protocol_from_env,
 )
-from callscope._tools.otlp_json import OTLPJsonLinesExporter
+from callscope._bridge.trace_file import OTLPJsonLinesExporter
+from callscope._exceptions import CallscopeError
 
 _log = logging.getLogger("callscope.demo")
 
@@ -267,8 +267,36 @@ def run_demo(
     PosixPath('callscope-traces.jsonl')
     """
     output = Path(output)
-    instrumentor = callscope.CallscopeInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
+    _start_fresh(output)
+    endpoint = otlp_endpoint_from_env()
+    file_processor = BatchSpanProcessor(OTLPJsonLinesExporter(output))
+    provider = build_tracer_provider(service_name=service_name, span_processors=[file_processor])
+    metric_reader = InMemoryMetricReader()
+    meter_provider = build_meter_provider(
+        service_name=service_name, metric_readers=[metric_reader], exporter=otlp_metric_exporter_from_env()
+    )
+    result = DemoResult(output=output, otlp_endpoint=endpoint, otlp_protocol=otlp_protocol_from_env() if endpoint else None)
+    callscope.instrument(tracer_provider=provider, meter_provider=meter_provider)
+    try:
+        _run_app(result)
+    finally:
+        callscope.uninstrument()
+        file_processor.force_flush()
+    result.models = summarize_models(metric_reader.get_metrics_data())
+    try:
+        if on_file_written is not None:
+            on_file_written(result)
+    finally:
+        # Last, because a dead collector holds this up until the exporter's timeout, and the
+        # file is worth showing meanwhile.
+        meter_provider.shutdown()
+        provider.shutdown()
+    return result
+
+
+def _start_fresh(output: Path) -> None:
+    """Refuse an instrumented process (the demo must use its own provider); empty ``output``."""
+    if callscope.CallscopeInstrumentor().is_instrumented_by_opentelemetry:
         raise CallscopeError(
             "callscope is already instrumented in this process; run the demo from a fresh process"
         )
@@ -279,20 +307,13 @@ def run_demo(
     except OSError as error:
         raise CallscopeError(f"cannot write {output} ({error.strerror}); pass --output with a writable path") from None
 
-    endpoint = otlp_endpoint_from_env()
-    file_processor = BatchSpanProcessor(OTLPJsonLinesExporter(output))
-    provider = build_tracer_provider(service_name=service_name, span_processors=[file_processor])
-    metric_reader = InMemoryMetricReader()
-    meter_provider = build_meter_provider(
-        service_name=service_name, metric_readers=[metric_reader], exporter=otlp_metric_exporter_from_env()
-    )
-    result = DemoResult(output=output, otlp_endpoint=endpoint, otlp_protocol=otlp_protocol_from_env() if endpoint else None)
+
+def _run_app(result: DemoResult) -> None:
+    """The demo application's three calls, with its handlers, into ``result``."""
     runtime_logger = RuntimeLogger("runtime-logger")
     models_only = ModelsOnlyLogger("models-only-logger")
     model_logger = ModelLogger("model-logger")
     tool_logger = ToolLogger("tool-logger")
-    result.handlers = [runtime_logger, model_logger, tool_logger]
-    callscope.instrument(tracer_provider=provider, meter_provider=meter_provider)
     format_audit = FormatAudit("format-audit")
     flaky = FlakyLogger("flaky-logger")
     result.handlers = [runtime_logger, models_only, model_logger, tool_logger, format_audit, flaky]
@@ -302,7 +323,6 @@ def run_demo(
     manager_logger = logging.getLogger("langchain_core.callbacks.manager")
     manager_logger.addHandler(langchain_log)
     propagate, manager_logger.propagate = manager_logger.propagate, False
-    callscope.instrument(tracer_provider=provider)
     try:
         with ThreadPoolExecutor(1, thread_name_prefix="callscope-demo") as pool:
             answer, strict = _build_chain(model_logger, tool_logger, format_audit, pool)
@@ -321,21 +341,9 @@ def run_demo(
             except ValueError as error:
                 result.failure = str(error)
     finally:
-        callscope.uninstrument()
         manager_logger.removeHandler(langchain_log)
         manager_logger.propagate = propagate
         result.langchain_log = langchain_log.lines
-        file_processor.force_flush()
-    result.models = summarize_models(metric_reader.get_metrics_data())
-    try:
-        if on_file_written is not None:
-            on_file_written(result)
-    finally:
-        # Last, because a dead collector holds this up until the exporter's timeout, and the
-        # file is worth showing meanwhile.
-        meter_provider.shutdown()
-        provider.shutdown()
-    return result
 
 
 _DURATION = "gen_ai.client.operation.duration"

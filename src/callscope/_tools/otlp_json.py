@@ -1,16 +1,14 @@
-"""OTLP/JSON lines: a span exporter that writes them, and a reader for them and for Jaeger.
+"""OTLP/JSON lines, and Jaeger's OTLP/JSON documents, read back into spans for the tree.
 
 The format is the OpenTelemetry Collector ``file`` exporter's: one ``ExportTraceServiceRequest``
 per line, ``{"resourceSpans": [...]}``, in the OTLP JSON encoding. That encoding is protobuf's
 JSON mapping with one exception that matters: trace and span ids are **hex** strings, where
-``google.protobuf.json_format`` writes bytes as base64. Ids are converted explicitly on the way
-out, and the reader accepts both forms on the way in (open-telemetry/opentelemetry-proto#500).
+``google.protobuf.json_format`` writes bytes as base64. The reader accepts both forms
+(open-telemetry/opentelemetry-proto#500). It needs neither LangChain nor the OpenTelemetry SDK:
+``callscope tree`` starts printing a large file's first trace without loading them. The writer
+is the bridge's (``callscope._bridge.trace_file``).
 
->>> from opentelemetry.sdk.trace import TracerProvider
->>> from opentelemetry.sdk.trace.export import BatchSpanProcessor
->>> provider = TracerProvider()
->>> provider.add_span_processor(BatchSpanProcessor(OTLPJsonLinesExporter("spans.jsonl")))  # doctest: +SKIP
->>> read_spans_file("spans.jsonl").spans[0].name  # doctest: +SKIP
+>>> read_spans_file("callscope-traces.jsonl").spans[0].name  # doctest: +SKIP
 'RunnableSequence'
 """
 
@@ -25,23 +23,17 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from google.protobuf import json_format
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from callscope._exceptions import CallscopeError
 
 _log = logging.getLogger("callscope")
 
 __all__ = [
-    "OTLPJsonLinesExporter",
     "SpanRecord",
     "SpansFile",
     "SpansRead",
@@ -50,10 +42,8 @@ __all__ = [
     "parse_document",
     "read_spans_file",
     "read_spans_lines",
-    "to_otlp_json",
 ]
 
-_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
 # Status and kind arrive as ints from OTLP/JSON and as enum names from some gateways.
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
 _STATUS_LABELS = {0: "UNSET", 1: "OK", 2: "ERROR"}
@@ -70,65 +60,6 @@ _STDIN_NAME = "standard input"
 class TraceDataError(CallscopeError):
     """Raised when trace data cannot be read at all: a missing or unreadable file, or content
     with no OTLP/JSON in it. The message names the problem and the fix."""
-
-
-# --- writing ----------------------------------------------------------------------------------
-
-
-def to_otlp_json(spans: Sequence[ReadableSpan]) -> dict[str, Any]:
-    """One ``ExportTraceServiceRequest`` as an OTLP/JSON object (hex ids, lowerCamelCase,
-    enums as ints, 64-bit ints as strings)."""
-    message = json_format.MessageToDict(encode_spans(spans), use_integers_for_enums=True)
-    for resource_spans in message.get("resourceSpans", ()):
-        for scope_spans in resource_spans.get("scopeSpans", ()):
-            for span in scope_spans.get("spans", ()):
-                _ids_base64_to_hex(span)
-                for link in span.get("links", ()):
-                    _ids_base64_to_hex(link)
-    return message
-
-
-def _ids_base64_to_hex(obj: dict[str, Any]) -> None:
-    for key in _ID_FIELDS:
-        if key in obj:
-            obj[key] = base64.b64decode(obj[key]).hex()
-
-
-class OTLPJsonLinesExporter(SpanExporter):
-    """Appends each exported batch to ``path`` as one OTLP/JSON line.
-
-    A write error is logged and reported as a failed export; it never raises into the
-    processor. Lines are written whole under a lock, so concurrent batches never interleave.
-
-    >>> exporter = OTLPJsonLinesExporter("callscope-traces.jsonl")
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._shutdown = False
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shutdown:
-            _log.warning("callscope: OTLP/JSON exporter already shut down; dropping %d spans", len(spans))
-            return SpanExportResult.FAILURE
-        if not spans:
-            return SpanExportResult.SUCCESS
-        try:
-            line = json.dumps(to_otlp_json(spans), separators=(",", ":"), ensure_ascii=False) + "\n"
-            with self._lock, self.path.open("a", encoding="utf-8") as out:
-                out.write(line)
-        except Exception:
-            _log.exception("callscope: could not write %d spans to %s", len(spans), self.path)
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        self._shutdown = True
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        # Every export opens, writes and closes the file: nothing is ever buffered here.
-        return True
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -531,22 +531,9 @@ def _lines(
     compact = layout is not Layout.FULL
     marks = {cell: " " + mark.rjust(shape.mark_w) for cell, mark in _MARKS.items()}
     continuation_of: dict[tuple[tuple[bool, ...], bool], str] = {}
-    cells_of: dict[tuple[int, int, str | None], list[str]] = {}
+    cells_of: dict[tuple[int, int, int, int, str | None], list[str]] = {}
 
-    yield from _title(view, width)
-    if compact and labels:
-        key = [f"{i} {label}" for i, label in enumerate(labels, start=1)]
-        yield from ([(text, "dim")] for text in _wrap_items(key, "  ", width, first="handlers: ", rest="  "))
-    header: list[Segment] = [(_pad("span", name_w), "bold")]
-    if layout is not Layout.NARROW:
-        header.append(("  " + "duration".rjust(shape.dur_w), "bold"))
-    if layout is Layout.FULL:
-        header.append(("  " + "status".ljust(shape.status_w), "bold"))
-        header += [("  " + _center(label, w), "bold") for label, w in zip(labels, shape.word_ws, strict=True)]
-    elif labels:
-        header.append((" " + "".join(" " + str(i).rjust(shape.mark_w) for i in range(1, len(labels) + 1)), "bold"))
-    yield header
-    yield [("─" * min(width, sum(_cells(text) for text, _ in header)), "dim")]
+    yield from _heading(view, shape)
 
     for i, (row, (guides, name, details, name_cells, details_cells, duration)) in enumerate(
         zip(rows, measured, strict=True)
@@ -578,21 +565,8 @@ def _lines(
         line.append((" " * (name_w - used), ""))
         if layout is not Layout.NARROW:
             line.append(("  " + duration.rjust(shape.dur_w), ""))
-        # Spans of one batch share their handler lists (see the reader): work each pair out once.
-        attributes = span.attributes
         failures = view.failures.get(span.span_id)
-        key = (
-            id(attributes.get(HANDLERS_LOCAL)),
-            id(attributes.get(HANDLERS_INHERITED)),
-            id(attributes.get(HANDLERS_FILTERED)),
-            id(attributes.get(HANDLERS_DROPPED)),
-            span.scope_name,
-        )
-        cells = cells_of.get(key) if not failures else None
-        if cells is None:
-            cells = _handler_cells(span, labels, view)
-            if not failures:
-                cells_of[key] = cells
+        cells = _cells_for(span, labels, view, failures, cells_of)
         if layout is Layout.FULL:
             line.append(("  " + _status_word(span).ljust(shape.status_w), _STATUS_STYLES.get(span.status_code, "")))
             line += [(_centered(cell, w), _CELL_STYLES[cell]) for cell, w in zip(cells, shape.word_ws, strict=True)]
@@ -602,15 +576,70 @@ def _lines(
         yield line
         for chunk in chunks[1:]:
             yield [(continuation, "dim"), (chunk, "bold red" if failed else "")]
-        if failed:
-            message = span.status_message or str(span.attributes.get(_ERROR_TYPE) or "")
-            for text in _error_lines(message, width - _cells(continuation)) if message else ():
-                yield [(continuation, "dim"), (text, "red")]
-        if failures:
-            for text in failure_lines(view, span):
-                for part in _error_lines("✗ " + text, width - _cells(continuation)):
-                    yield [(continuation, "dim"), (part, "red")]
+        if failed or failures:
+            yield from _trouble_lines(view, span, continuation, width, failed)
 
+    yield from _summaries(view, width)
+
+
+def _heading(view: TraceView, shape: _Shape) -> Iterator[list[Segment]]:
+    """The trace's title, the handler key (compact layouts), the column header and its rule."""
+    labels, layout, width = view.handlers, shape.layout, shape.width
+    yield from _title(view, width)
+    if layout is not Layout.FULL and labels:
+        key = [f"{i} {label}" for i, label in enumerate(labels, start=1)]
+        yield from ([(text, "dim")] for text in _wrap_items(key, "  ", width, first="handlers: ", rest="  "))
+    header: list[Segment] = [(_pad("span", shape.name_w), "bold")]
+    if layout is not Layout.NARROW:
+        header.append(("  " + "duration".rjust(shape.dur_w), "bold"))
+    if layout is Layout.FULL:
+        header.append(("  " + "status".ljust(shape.status_w), "bold"))
+        header += [("  " + _center(label, w), "bold") for label, w in zip(labels, shape.word_ws, strict=True)]
+    elif labels:
+        header.append((" " + "".join(" " + str(i).rjust(shape.mark_w) for i in range(1, len(labels) + 1)), "bold"))
+    yield header
+    yield [("─" * min(width, sum(_cells(text) for text, _ in header)), "dim")]
+
+
+def _cells_for(
+    span: SpanRecord,
+    labels: list[str],
+    view: TraceView,
+    failures: Any,
+    cells_of: dict[tuple[int, int, int, int, str | None], list[str]],
+) -> list[str]:
+    """The span's handler cells. Spans of one batch share their handler lists (see the reader):
+    each combination is worked out once, unless the span has failures of its own."""
+    attributes = span.attributes
+    key = (
+        id(attributes.get(HANDLERS_LOCAL)),
+        id(attributes.get(HANDLERS_INHERITED)),
+        id(attributes.get(HANDLERS_FILTERED)),
+        id(attributes.get(HANDLERS_DROPPED)),
+        span.scope_name,
+    )
+    cells = cells_of.get(key) if not failures else None
+    if cells is None:
+        cells = _handler_cells(span, labels, view)
+        if not failures:
+            cells_of[key] = cells
+    return cells
+
+
+def _trouble_lines(view: TraceView, span: SpanRecord, continuation: str, width: int, failed: bool) -> Iterator[list[Segment]]:
+    """Under a failed span its error, and under any span the handler failures recorded on it."""
+    if failed:
+        message = span.status_message or str(span.attributes.get(_ERROR_TYPE) or "")
+        for text in _error_lines(message, width - _cells(continuation)) if message else ():
+            yield [(continuation, "dim"), (text, "red")]
+    if view.failures.get(span.span_id):
+        for text in failure_lines(view, span):
+            for part in _error_lines("✗ " + text, width - _cells(continuation)):
+                yield [(continuation, "dim"), (part, "red")]
+
+
+def _summaries(view: TraceView, width: int) -> Iterator[list[Segment]]:
+    """The missed summaries of the trace's LangChain roots, the first few of them."""
     summaries = view.missed_summaries()
     for run, summary in summaries[:_MAX_SUMMARIES]:
         label = "missed: " if len(summaries) == 1 else f"missed ({run}): "
