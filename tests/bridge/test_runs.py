@@ -10,7 +10,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, set_span_in_context
 
-from callscope._bridge.runs import EVICTED_ATTRIBUTE, RunRecord, RunRegistry
+from callscope._attributes import RUN_EVICTED
+from callscope._bridge.runs import RunRecord, RunRegistry
 from callscope._bridge.scope import TraceScope
 
 
@@ -38,7 +39,7 @@ def test_count_limit_ends_the_oldest_run_as_evicted():
     assert registry.get(ids[0]) is None and registry.get(ids[4]) is not None
     evicted = exporter.get_finished_spans()
     assert [s.name for s in evicted] == ["run0", "run1"]
-    assert all(s.attributes[EVICTED_ATTRIBUTE] is True and s.status.status_code == StatusCode.ERROR for s in evicted)
+    assert all(s.attributes[RUN_EVICTED] is True and s.status.status_code == StatusCode.ERROR for s in evicted)
     assert "never arrived" in evicted[0].status.description
     assert registry.evicted == 2
 
@@ -52,7 +53,7 @@ def test_age_limit_ends_stale_runs_on_a_later_start():
         registry.add(run_id, make_record(tracer, "fresh"))
         registry.pop(run_id).span.end()
     assert registry.get(stale) is None
-    assert [s.name for s in exporter.get_finished_spans() if s.attributes.get(EVICTED_ATTRIBUTE)] == ["stale"]
+    assert [s.name for s in exporter.get_finished_spans() if s.attributes.get(RUN_EVICTED)] == ["stale"]
 
 
 def test_memory_is_flat_over_many_runs(caplog):

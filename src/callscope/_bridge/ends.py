@@ -18,6 +18,7 @@ from uuid import UUID
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.trace import Status, StatusCode
 
+from callscope._attributes import LANGGRAPH_INTERRUPTED, OUTPUT
 from callscope._bridge import semconv as sc
 from callscope._bridge.labels import LabelsByTrace
 from callscope._bridge.metrics import Metrics
@@ -75,7 +76,7 @@ class RunEnds:
 
     def annotate_chain(self, record: RunRecord, outputs: Any) -> None:
         if self._content:
-            record.span.set_attribute(sc.OUTPUT, to_json(outputs, self._limit))
+            record.span.set_attribute(OUTPUT, to_json(outputs, self._limit))
 
     def annotate_model(self, record: RunRecord, response: Any) -> None:
         attributes = sc.model_end_attributes(response)
@@ -107,7 +108,7 @@ class RunEnds:
             attributes[stopped] = True
         elif steering is not None:
             attributes.update(steering)
-            if sc.LANGGRAPH_INTERRUPTED in steering:
+            if LANGGRAPH_INTERRUPTED in steering:
                 mark_enclosing_runs_interrupted(self._registry, record, steering)
         else:
             # Python checks only __name__ is UTF-8; __qualname__ and __module__ may hold anything.

@@ -10,13 +10,11 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from callscope._attributes import EVENT_DATA, RETRY_ATTEMPT
 from callscope._bridge import scope as _scope
 from callscope._bridge.runs import RunRecord
-from callscope._bridge.semconv import RETRY_ATTEMPT
 from callscope._bridge.serialize import bound_text, to_json
 
-#: With content capture on: the custom event's payload.
-EVENT_DATA = "callscope.event.data"
 _MAX_EVENT_NAME = 256
 
 

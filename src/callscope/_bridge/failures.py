@@ -38,7 +38,7 @@ from types import CodeType, FrameType
 from typing import Any
 from uuid import UUID
 
-from callscope._bridge import scope
+from callscope._attributes import FAILED_ABORTED, FAILED_CALLBACK, FAILED_HANDLER, FAILED_RUN, HANDLER_FAILED_EVENT, HANDLERS_FAILED
 from callscope._bridge.dispatch import is_callscope
 from callscope._bridge.fence import Fence
 from callscope._bridge.labels import MAX_LABELS_PER_TRACE
@@ -229,17 +229,17 @@ class HandlerFailures:
         if not span.is_recording() or events >= _MAX_FAILURE_EVENTS:
             return
         attributes: dict[str, Any] = {
-            scope.FAILURE_HANDLER: label,
-            scope.FAILURE_CALLBACK: failure.callback,
+            FAILED_HANDLER: label,
+            FAILED_CALLBACK: failure.callback,
             "exception.type": failure.error_type,
             "exception.message": failure.message,
         }
         if failure.aborts:
-            attributes["callscope.handler.raise_error"] = True
+            attributes[FAILED_ABORTED] = True
         if of_child is not None:
-            attributes[scope.FAILURE_OF_RUN] = run_name
-        span.add_event(scope.FAILURE_EVENT, attributes)
+            attributes[FAILED_RUN] = run_name
+        span.add_event(HANDLER_FAILED_EVENT, attributes)
         if of_child is None and label not in labels and len(labels) < MAX_LABELS_PER_TRACE:
             labels += (label,)
-            span.set_attribute(scope.FAILED, labels)
+            span.set_attribute(HANDLERS_FAILED, labels)
         record.scope.set_failed_on(run_id, labels, events + 1)

@@ -25,6 +25,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.trace import SpanKind, Tracer
 
+from callscope._attributes import INPUT, LANGGRAPH_RESUMED
 from callscope._bridge import semconv as sc
 from callscope._bridge.ends import RunEnds
 from callscope._bridge.events import record_custom_event, record_retry
@@ -89,10 +90,10 @@ class SpanHandler(BaseCallbackHandler):
         # With on_chain_end the most frequent callback: fenced here, as absorb does, without
         # absorb's extra frame and argument repacking.
         try:
-            content = (lambda: {sc.INPUT: to_json(inputs, self._limit)}) if self._content else None
+            content = (lambda: {INPUT: to_json(inputs, self._limit)}) if self._content else None
             record = self._starts.start(run_id, parent_run_id, sc.CHAIN, SpanKind.INTERNAL, sc.describe_chain, serialized, kwargs, tags, metadata, content)
             if record is not None and is_resume(inputs) and record.span.is_recording():
-                record.span.set_attribute(sc.LANGGRAPH_RESUMED, True)
+                record.span.set_attribute(LANGGRAPH_RESUMED, True)
         except Exception:
             self.fence.note("on_chain_start", "the chain is unaffected", level=logging.ERROR)
 

@@ -25,6 +25,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
+from callscope._attributes import TRACER_NAME
 from callscope._bridge.failures import FailureWatch
 from callscope._bridge.handler import SpanHandler
 from callscope._bridge.metrics import Metrics
@@ -109,7 +110,7 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             metrics=kwargs.get("metrics"),
         )
         tracer = trace.get_tracer(
-            "callscope",
+            TRACER_NAME,
             __version__,
             kwargs.get("tracer_provider"),
             schema_url=SCHEMA_URL,

@@ -21,8 +21,8 @@ from opentelemetry.context import Context
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.trace import Span, Status, StatusCode
 
+from callscope._attributes import RUN_EVICTED, STREAM_CHUNKS
 from callscope._bridge.scope import EMPTY, RunHandlers, TraceScope
-from callscope._bridge.semconv import STREAM_CHUNKS
 
 _log = logging.getLogger("callscope")
 
@@ -31,8 +31,6 @@ _log = logging.getLogger("callscope")
 _AGE_CHECK_EVERY = 64
 
 _WARNING_INTERVAL_SECONDS = 60.0
-
-EVICTED_ATTRIBUTE = "callscope.run.evicted"
 
 
 @dataclass(slots=True, eq=False)
@@ -196,7 +194,7 @@ class RunRegistry:
                 self.evicted,
                 self._max_runs,
                 f"{self._ttl:g}s old" if self._ttl else "no age limit",
-                EVICTED_ATTRIBUTE,
+                RUN_EVICTED,
             )
 
     def _peek_oldest(self) -> RunRecord | None:
@@ -214,6 +212,6 @@ class RunRegistry:
 def _end_evicted(record: RunRecord, reason: str) -> None:
     span = record.span
     if span.is_recording():
-        span.set_attribute(EVICTED_ATTRIBUTE, True)
+        span.set_attribute(RUN_EVICTED, True)
         span.set_status(Status(StatusCode.ERROR, reason))
     record.finish()

@@ -40,32 +40,10 @@ from typing import Any
 
 from langchain_core.runnables.config import var_child_runnable_config
 
+from callscope._attributes import HANDLERS_FILTERED, HANDLERS_INHERITED, HANDLERS_LOCAL, HANDLERS_MISSED, HANDLERS_MISSED_PREFIX
 from callscope._bridge.dispatch import is_callscope
 from callscope._bridge.labels import MAX_LABELS_PER_TRACE, TraceLabels
 from callscope._bridge.plumbing import is_plumbing
-
-LOCAL = "callscope.handlers.local"
-INHERITED = "callscope.handlers.inherited"
-MISSED = "callscope.handlers.missed"
-#: Prefix of the per-handler root attributes: ``callscope.handlers.missed.<label>``.
-MISSED_PREFIX = MISSED + "."
-#: Handlers on the run's manager whose ``ignore_*`` flag kept this run from them.
-FILTERED = "callscope.handlers.filtered"
-#: Handlers the step this run's LangChain root started in passed down, which this run lacks.
-DROPPED = "callscope.handlers.dropped"
-#: On the run that started without its caller's config: the step it started in.
-DROPPED_IN = "callscope.handlers.dropped_in"
-#: Handlers that raised from one of this run's callbacks (each failure is also a span event).
-FAILED = "callscope.handlers.failed"
-#: The span event of one handler failure.
-FAILURE_EVENT = "callscope.handler.failed"
-FAILURE_HANDLER = "callscope.handler"
-FAILURE_CALLBACK = "callscope.callback"
-#: On a failure event recorded on a parent's span because the failing run's own span had ended
-#: (LangChain dispatched the callback to callscope before the failing handler): that run's
-#: name, so a reader puts the failure under the child of that name. (Not its span id: keeping
-#: that for every run would cost every run, and nothing at all is spent until a handler fails.)
-FAILURE_OF_RUN = "callscope.callback.run"
 
 #: Why a handler missed a run, and the fix, in one phrase each.
 SCOPE, SUBTREE, FILTERED_REASON, DROPPED_REASON, FAILED_REASON = "scope", "subtree", "filtered", "dropped", "failed"
@@ -109,11 +87,11 @@ class RunHandlers:
     def add_to(self, attributes: dict[str, Any]) -> None:
         """Put these labels among a span's or a span event's attributes (empty lists left out)."""
         if self.local:
-            attributes[LOCAL] = self.local
+            attributes[HANDLERS_LOCAL] = self.local
         if self.inherited:
-            attributes[INHERITED] = self.inherited
+            attributes[HANDLERS_INHERITED] = self.inherited
         if self.filtered:
-            attributes[FILTERED] = self.filtered
+            attributes[HANDLERS_FILTERED] = self.filtered
 
 
 EMPTY = RunHandlers()
@@ -284,14 +262,14 @@ class TraceScope:
                 listed = missed[:_MAX_LISTED_MISSES]
                 if len(missed) > len(listed):
                     listed.append(f"… {len(missed) - len(listed)} more")
-                attributes[MISSED_PREFIX + label] = tuple(listed)
+                attributes[HANDLERS_MISSED_PREFIX + label] = tuple(listed)
             summary.append("; ".join(parts))
         if summary:
             if self._untracked_runs:
                 summary.append(f"({self._untracked_runs} further runs not tracked)")
             if self._untracked_failures:
                 summary.append(f"({self._untracked_failures} further handler failures not listed)")
-            attributes[MISSED] = tuple(summary)
+            attributes[HANDLERS_MISSED] = tuple(summary)
         return attributes
 
     def _misses_of(self, label: str, inherited_from: dict[str, str]) -> tuple[dict[str, list[str]], dict[str, None], list[str]]:

@@ -24,6 +24,7 @@ from uuid import UUID
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes, server_attributes
 
+from callscope._attributes import COMPONENT, LANGGRAPH_NODE, LANGGRAPH_STEP, RETRY_ATTEMPT, RUN_TYPE
 from callscope._bridge.serialize import MAX_ITEMS, bound_text, encodable, json_text, to_jsonable
 
 Attributes = dict[str, Any]
@@ -46,25 +47,6 @@ SERVER_PORT = server_attributes.SERVER_PORT
 # Azure, -anthropic, Bedrock, -groq, -mistralai.
 _ENDPOINT_FIELDS = ("openai_api_base", "base_url", "azure_endpoint", "anthropic_api_url", "endpoint_url", "groq_api_base", "endpoint")
 _DEFAULT_PORTS = {"https": 443, "http": 80}
-
-# callscope's own attributes.
-RUN_TYPE = "callscope.run.type"
-COMPONENT = "callscope.component"
-INPUT = "callscope.input"
-OUTPUT = "callscope.output"
-RETRY_ATTEMPT = "callscope.retry.attempt"
-LANGGRAPH_NODE = "callscope.langgraph.node"
-LANGGRAPH_STEP = "callscope.langgraph.step"
-STREAM_CHUNKS = "callscope.stream.chunks"
-STREAM_ABANDONED = "callscope.stream.abandoned"
-RUN_CANCELLED = "callscope.run.cancelled"
-#: Set instead of an error when LangGraph steered a run with an exception (see control_flow_attributes).
-LANGGRAPH_CONTROL_FLOW = "callscope.langgraph.control_flow"
-LANGGRAPH_INTERRUPTED = "callscope.langgraph.interrupted"
-LANGGRAPH_INTERRUPT_IDS = "callscope.langgraph.interrupt.ids"
-LANGGRAPH_GOTO = "callscope.langgraph.goto"
-LANGGRAPH_DRAIN_REASON = "callscope.langgraph.drain_reason"
-LANGGRAPH_RESUMED = "callscope.langgraph.resumed"
 
 # LangChain's provider ids (``ls_provider``) that differ from the semconv well-known values.
 _PROVIDERS = {

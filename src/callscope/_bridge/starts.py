@@ -30,6 +30,7 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Span, SpanKind, Tracer, get_current_span, set_span_in_context
 
+from callscope._attributes import HANDLERS_DROPPED, HANDLERS_DROPPED_IN, TRACER_NAME
 from callscope._bridge import scope as _scope
 from callscope._bridge.failures import HandlerFailures
 from callscope._bridge.fence import Fence
@@ -43,9 +44,6 @@ from callscope._bridge.settings import Settings
 from callscope._bridge.unsampled import MeasuredUnsampledTrace, UnsampledTrace, UnsampledTraces, marker_on, read_sampler
 
 _log = logging.getLogger("callscope")
-
-#: The instrumentation scope of callscope's spans.
-TRACER_NAME = "callscope"
 
 # Runnables that invoke their children with the config they were given instead of their child
 # config, so the children report the wrong parent (langchain-ai/langchain#36072).
@@ -315,7 +313,7 @@ def _add_scope_attributes(
         # lacks never reach it or anything under it.
         dropped = scope.lost_on_the_way(step.passes_down, manager, handlers, step.dropped)
         if dropped and set(dropped) - set(step.dropped):
-            dropped_in = attributes[_scope.DROPPED_IN] = step.name
+            dropped_in = attributes[HANDLERS_DROPPED_IN] = step.name
     if dropped:
-        attributes[_scope.DROPPED] = dropped
+        attributes[HANDLERS_DROPPED] = dropped
     return dropped, dropped_in

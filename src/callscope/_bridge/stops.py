@@ -18,8 +18,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
-from callscope._bridge.runs import RunRecord, RunRegistry
-from callscope._bridge.semconv import (
+from callscope._attributes import (
     LANGGRAPH_CONTROL_FLOW,
     LANGGRAPH_DRAIN_REASON,
     LANGGRAPH_GOTO,
@@ -27,9 +26,9 @@ from callscope._bridge.semconv import (
     LANGGRAPH_INTERRUPTED,
     RUN_CANCELLED,
     STREAM_ABANDONED,
-    Attributes,
-    short_label,
 )
+from callscope._bridge.runs import RunRecord, RunRegistry
+from callscope._bridge.semconv import Attributes, short_label
 
 _MAX_LISTED = 32
 #: How far up ``mark_enclosing_runs_interrupted`` walks: a bound, should a parent chain ever loop.

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 
+from callscope._attributes import HANDLER_FAILED_EVENT
 from callscope._exceptions import CallscopeError
 
 _log = logging.getLogger("callscope")
@@ -465,14 +466,13 @@ def _span_record(
     )
 
 
-_FAILURE_EVENT = "callscope.handler.failed"
 _MAX_FAILURES_PER_SPAN = 16
 
 
 def _failures(events: Any) -> tuple[Mapping[str, Any], ...]:
     found: list[Mapping[str, Any]] = []
     for event in _list(events):
-        if isinstance(event, Mapping) and event.get("name") == _FAILURE_EVENT:
+        if isinstance(event, Mapping) and event.get("name") == HANDLER_FAILED_EVENT:
             found.append(_attributes(event.get("attributes")))
             if len(found) >= _MAX_FAILURES_PER_SPAN:
                 break

@@ -54,6 +54,19 @@ from rich.console import Console
 from rich.style import Style
 from rich.text import Text
 
+from callscope._attributes import (
+    FAILED_ABORTED,
+    FAILED_CALLBACK,
+    FAILED_HANDLER,
+    FAILED_RUN,
+    HANDLERS_DROPPED,
+    HANDLERS_FAILED,
+    HANDLERS_FILTERED,
+    HANDLERS_INHERITED,
+    HANDLERS_LOCAL,
+    HANDLERS_MISSED,
+    TRACER_NAME,
+)
 from callscope._tools.otlp_json import SpanRecord
 
 __all__ = [
@@ -79,13 +92,6 @@ __all__ = [
     "select_rows",
 ]
 
-HANDLERS_LOCAL = "callscope.handlers.local"
-HANDLERS_INHERITED = "callscope.handlers.inherited"
-#: On LangChain's root run's span: one line per handler, "X saw 1 of 3 runs; missed ...".
-HANDLERS_MISSED = "callscope.handlers.missed"
-HANDLERS_FILTERED = "callscope.handlers.filtered"
-HANDLERS_DROPPED = "callscope.handlers.dropped"
-HANDLERS_FAILED = "callscope.handlers.failed"
 _REQUEST_MODEL = "gen_ai.request.model"
 _RESPONSE_MODEL = "gen_ai.response.model"
 _INPUT_TOKENS = "gen_ai.usage.input_tokens"
@@ -108,7 +114,6 @@ TREE_ATTRIBUTES = frozenset(
     }
 )
 #: The instrumentation scope name of callscope's spans (its tracer's name).
-CALLSCOPE_SCOPE = "callscope"
 
 LOCAL = "local"
 INHERITED = "inherited"
@@ -144,9 +149,6 @@ CELL_MEANINGS = {
     FILTERED: "missed: its ignore_* flag",
     DROPPED: "missed: config not passed",
 }
-_FAILURE_HANDLER = "callscope.handler"
-_FAILURE_CALLBACK = "callscope.callback"
-_FAILURE_RUN = "callscope.callback.run"
 #: A failure's message on its line under the span is cut to this many characters.
 _MAX_FAILURE_TEXT = 160
 _STATUS_STYLES = {"OK": "green", "UNSET": "dim", "ERROR": "bold red"}
@@ -262,7 +264,7 @@ def _failed_span(node: SpanNode, failure: Mapping[str, Any]) -> str:
     """The span a failure event belongs under: its own, or, for a failure callscope recorded on
     the parent because the run's span had ended, the one child of that name (if the name is
     ambiguous the failure stays on the parent, where its line names the run)."""
-    run = failure.get(_FAILURE_RUN)
+    run = failure.get(FAILED_RUN)
     if isinstance(run, str):
         named = [child for child in node.children if child.span.name == run]
         if len(named) == 1:
@@ -324,8 +326,8 @@ def failure_lines(view: TraceView, span: SpanRecord) -> list[str]:
     """One line per handler failure of ``span``'s run: ``Handler.on_llm_end raised RuntimeError: …``."""
     lines = []
     for failure in view.failures.get(span.span_id, ()):
-        text = f"{failure.get(_FAILURE_HANDLER, '?')}.{failure.get(_FAILURE_CALLBACK, '?')}"
-        run = failure.get(_FAILURE_RUN)
+        text = f"{failure.get(FAILED_HANDLER, '?')}.{failure.get(FAILED_CALLBACK, '?')}"
+        run = failure.get(FAILED_RUN)
         if isinstance(run, str) and run != span.name:
             text += f" of {run}"
         text += f" raised {failure.get('exception.type', 'an error')}"
@@ -334,7 +336,7 @@ def failure_lines(view: TraceView, span: SpanRecord) -> list[str]:
             text += f": {message}"
         if len(text) > _MAX_FAILURE_TEXT:
             text = text[: _MAX_FAILURE_TEXT - 1] + "…"
-        if failure.get("callscope.handler.raise_error"):
+        if failure.get(FAILED_ABORTED):
             text += " (raise_error: aborted the run)"
         lines.append(text)
     return lines
@@ -657,12 +659,12 @@ def _handler_cells(span: SpanRecord, labels: list[str], view: TraceView | None =
     """``handler_cell`` for every label, reading the span's lists once."""
     attributes = span.attributes
     has_data = HANDLERS_LOCAL in attributes or HANDLERS_INHERITED in attributes
-    if not has_data and span.scope_name not in (None, CALLSCOPE_SCOPE):
+    if not has_data and span.scope_name not in (None, TRACER_NAME):
         return [NO_DATA] * len(labels)
     local, inherited = _labels(span, HANDLERS_LOCAL), _labels(span, HANDLERS_INHERITED)
     failed = set(_labels(span, HANDLERS_FAILED))
     if view is not None:
-        failed.update(str(f.get(_FAILURE_HANDLER)) for f in view.failures.get(span.span_id, ()))
+        failed.update(str(f.get(FAILED_HANDLER)) for f in view.failures.get(span.span_id, ()))
     filtered = _labels(span, HANDLERS_FILTERED) if HANDLERS_FILTERED in attributes else ()
     dropped = _labels(span, HANDLERS_DROPPED) if HANDLERS_DROPPED in attributes else ()
     cells = []
