@@ -615,3 +615,21 @@ def test_the_jaeger_time_limit_holds_for_the_whole_response(
         thread.join(5)
     assert "did not answer within 0.5s" in _one_error_line(capsys.readouterr().err)
     assert elapsed < 5  # the trickle would take 50 s to finish
+
+
+def test_reading_traces_loads_neither_langchain_nor_the_sdk(demo_file: Path) -> None:
+    # The tools never import the bridge: callscope tree starts printing a large file at once.
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from callscope.cli import main\n"
+        f"main(['tree', {str(demo_file)!r}])\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules if m.startswith(('langchain', 'opentelemetry', 'google'))})\n"
+        "print('LOADED', loaded, file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "RunnableSequence" in done.stdout or "answer" in done.stdout
+    assert "LOADED []" in done.stderr, done.stderr

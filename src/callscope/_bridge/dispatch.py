@@ -26,6 +26,8 @@ from contextvars import ContextVar
 from typing import Any
 
 _MANAGER_MODULE = "langchain_core.callbacks.manager"
+#: The callbacks that start a run, one per kind of run.
+START_CALLBACKS = ("on_chain_start", "on_chat_model_start", "on_llm_start", "on_tool_start", "on_retriever_start")
 
 
 def is_callscope(handler: Any) -> bool:
@@ -49,7 +51,7 @@ def takes_start_from_others(handlers: Sequence[Any]) -> bool:
 
 def fair_llm_start(original: Callable[..., Any], starting_manager: ContextVar[Any], unsampled: Any) -> Callable[..., Any]:
     """Wrap ``AsyncCallbackManager.on_llm_start``; also does what the other start probes do
-    (``_scope.ManagerProbe``): publishes the starting manager in ``starting_manager`` for the
+    (``probe.ManagerProbe``): publishes the starting manager in ``starting_manager`` for the
     duration of the call, and hands the run managers to ``unsampled.step_off``."""
     manager_module = importlib.import_module(_MANAGER_MODULE)
 

@@ -39,7 +39,7 @@ from typing import Any
 from uuid import UUID
 
 from callscope._attributes import FAILED_ABORTED, FAILED_CALLBACK, FAILED_HANDLER, FAILED_RUN, HANDLER_FAILED_EVENT, HANDLERS_FAILED
-from callscope._bridge.dispatch import is_callscope
+from callscope._bridge.dispatch import START_CALLBACKS, is_callscope
 from callscope._bridge.fence import Fence
 from callscope._bridge.labels import MAX_LABELS_PER_TRACE
 from callscope._bridge.runs import RunRecord, RunRegistry
@@ -56,7 +56,7 @@ _MAX_FRAMES_UP = 4
 _MAX_PENDING_FAILURES = 256
 _MAX_FAILURE_EVENTS = 16
 _MAX_FAILURE_MESSAGE = 1024
-_STARTS = frozenset({"on_chain_start", "on_chat_model_start", "on_llm_start", "on_tool_start", "on_retriever_start"})
+_STARTS = frozenset(START_CALLBACKS)
 _ENDS = frozenset(
     {f"on_{kind}_{outcome}" for kind in ("chain", "llm", "tool", "retriever") for outcome in ("end", "error")}
 )

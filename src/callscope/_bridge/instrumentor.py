@@ -1,17 +1,17 @@
 """``CallscopeInstrumentor``: the OpenTelemetry instrumentor, and its lifecycle.
 
-Instrumenting does three things, and uninstrumenting undoes each:
+Instrumenting does four things, and uninstrumenting undoes each:
 
 1. registers LangChain's own configure hook, so that every callback manager LangChain builds
    (chains, bare ``model.invoke``, tool calls, retrievers, LangGraph) carries callscope's
    ``SpanHandler`` — no monkeypatching of LangChain's callback system;
 2. wraps the functions that open a step's context, and the model, LLM and retriever methods
-   that run a provider call (``_propagation``), so code inside a step or a run sees its span;
+   that run a provider call (``steps``, ``run_bodies``), so code inside a step or a run sees its span;
 3. creates the run registry, which uninstrument empties, ending any still-open span;
 4. stands in for LangChain's callback-manager logger, to hear of other handlers' failures
-   (``_failures``).
+   (``failures``).
 
-The handler also records the GenAI client metrics (``_metrics``) unless they are switched off;
+The handler also records the GenAI client metrics (``metrics``) unless they are switched off;
 uninstrumenting stops them with the handler.
 """
 

@@ -16,10 +16,9 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from callscope._bridge.dispatch import fair_llm_start
+from callscope._bridge.dispatch import START_CALLBACKS, fair_llm_start
 from callscope._bridge.unsampled import UnsampledTraces
 
-_START_METHODS = ("on_chain_start", "on_chat_model_start", "on_llm_start", "on_tool_start", "on_retriever_start")
 _MANAGER_MODULE = "langchain_core.callbacks.manager"
 
 
@@ -39,7 +38,7 @@ class ManagerProbe:
     wrapper costs an allocation and argument marshalling each time. Each keeps the original as
     ``__wrapped__`` and is removed only while it is still the class attribute. The async LLM
     start's probe also keeps LangChain's dispatch to the other handlers as it is without
-    callscope (``_dispatch``).
+    callscope (``dispatch``).
     """
 
     def __init__(self, unsampled: UnsampledTraces) -> None:
@@ -50,7 +49,7 @@ class ManagerProbe:
         module = importlib.import_module(_MANAGER_MODULE)
         unsampled = self._unsampled
         for owner, make in ((module.CallbackManager, _probe_sync), (module.AsyncCallbackManager, _probe_async)):
-            for method in _START_METHODS:
+            for method in START_CALLBACKS:
                 original = owner.__dict__.get(method)
                 if original is None:
                     continue  # inherited or gone in this LangChain version: nothing to publish

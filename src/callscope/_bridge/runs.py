@@ -55,19 +55,19 @@ class RunRecord:
     #: Ids of child runs started under this run (some may have ended): see RunRegistry.adopt.
     children: list[UUID] | None = None
     #: LangChain starts this run's children with this run's *own* parent as their parent
-    #: (RunnableWithFallbacks, langchain-ai/langchain#36072); see SpanHandler._start.
+    #: (RunnableWithFallbacks, langchain-ai/langchain#36072); see starts.RunStarts.
     loses_children: bool = False
     #: The starting manager's inheritable handlers (LangChain's own list, not copied): what
     #: this run's steps pass down, so a LangChain root started inside one can say what it lost.
     passes_down: Any = None
     #: Labels of the handlers this run lacks because its LangChain root started inside a step
-    #: without the step's config (``_scope`` "dropped").
+    #: without the step's config (``scope`` "dropped").
     dropped: tuple[str, ...] = ()
     started_monotonic: float = field(default_factory=time.monotonic)
     first_chunk_monotonic: float | None = None
     chunks: int = 0
     #: The run's GenAI metric attributes while metrics are on and the run is a model, tool or
-    #: retrieval run (``_metrics``); None means nothing is measured for it.
+    #: retrieval run (``metrics``); None means nothing is measured for it.
     metric_attributes: Mapping[str, Any] | None = None
     last_chunk_monotonic: float = 0.0
 

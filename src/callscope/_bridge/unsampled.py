@@ -21,7 +21,7 @@ nothing. callscope leaves such a trace at its root instead:
 
 The marker is a handler whose ``ignore_*`` flags are all set: LangChain skips it after reading
 one attribute, where a handler with do-nothing methods costs a call per event. It is inline,
-like callscope's handler, so LangChain's inline/non-inline decisions (``_dispatch``) see what
+like callscope's handler, so LangChain's inline/non-inline decisions (``dispatch``) see what
 they saw with callscope's handler there: every other handler receives exactly the same events.
 
 With GenAI metrics live, model, tool and retrieval runs must still be measured whatever the
