@@ -21,6 +21,7 @@ from opentelemetry.trace import Status, StatusCode
 from callscope._attributes import LANGGRAPH_INTERRUPTED, OUTPUT
 from callscope._bridge import semconv as sc
 from callscope._bridge.labels import LabelsByTrace
+from callscope._bridge.messages import output_messages
 from callscope._bridge.metrics import Metrics
 from callscope._bridge.runs import RunRecord, RunRegistry
 from callscope._bridge.serialize import bound_text, encodable, safe_str, to_json
@@ -82,7 +83,7 @@ class RunEnds:
         attributes = sc.model_end_attributes(response)
         record.add_stream_timing(attributes)
         if self._content:
-            attributes.update(sc.output_messages(response, self._limit))
+            attributes.update(output_messages(response, self._limit))
         record.span.set_attributes(attributes)
 
     def annotate_tool(self, record: RunRecord, output: Any) -> None:

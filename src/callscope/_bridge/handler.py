@@ -32,6 +32,7 @@ from callscope._bridge.events import record_custom_event, record_retry
 from callscope._bridge.failures import HandlerFailures
 from callscope._bridge.fence import Fence, absorb
 from callscope._bridge.labels import LabelsByTrace
+from callscope._bridge.messages import input_messages, prompt_messages
 from callscope._bridge.metrics import Metrics
 from callscope._bridge.runs import RunRegistry
 from callscope._bridge.scope import step_manager
@@ -109,7 +110,7 @@ class SpanHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        content = (lambda: sc.input_messages(messages, self._limit)) if self._content else None
+        content = (lambda: input_messages(messages, self._limit)) if self._content else None
         record = self._starts.start(run_id, parent_run_id, sc.CHAT, SpanKind.CLIENT, sc.describe_chat, serialized, kwargs, tags, metadata, content)
         if record is not None and self._metrics is not None:
             self._metrics.started(record, sc.CHAT, serialized, kwargs, metadata)
@@ -126,7 +127,7 @@ class SpanHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        content = (lambda: sc.prompt_messages(prompts, self._limit)) if self._content else None
+        content = (lambda: prompt_messages(prompts, self._limit)) if self._content else None
         record = self._starts.start(
             run_id, parent_run_id, sc.TEXT_COMPLETION, SpanKind.CLIENT, sc.describe_text_completion, serialized, kwargs, tags, metadata, content
         )

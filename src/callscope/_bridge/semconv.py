@@ -25,7 +25,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ge
 from opentelemetry.semconv.attributes import error_attributes, server_attributes
 
 from callscope._attributes import COMPONENT, LANGGRAPH_NODE, LANGGRAPH_STEP, RETRY_ATTEMPT, RUN_TYPE
-from callscope._bridge.serialize import MAX_ITEMS, bound_text, encodable, json_text, to_jsonable
+from callscope._bridge.serialize import bound_text, encodable
 
 Attributes = dict[str, Any]
 
@@ -193,7 +193,7 @@ def describe_text_completion(
 
 def request_model(metadata: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
     """``gen_ai.request.model``: LangChain's ``ls_model_name``, else the invocation params'."""
-    return _first_str(metadata.get("ls_model_name"), params.get("model"), params.get("model_name"), params.get("model_id"))
+    return first_str(metadata.get("ls_model_name"), params.get("model"), params.get("model_name"), params.get("model_id"))
 
 
 def model_identity(
@@ -245,26 +245,26 @@ def model_end_attributes(response: Any) -> Attributes:
     response_model = response_id = None
     for generation_list in generations:
         for generation in generation_list or ():
-            info = _mapping(getattr(generation, "generation_info", None))
-            message = getattr(generation, "message", None) if _has_message(type(generation)) else None
-            response_metadata = _mapping(getattr(message, "response_metadata", None))
-            reason = _first_str(info.get("finish_reason"), response_metadata.get("finish_reason"), response_metadata.get("stop_reason"))
+            info = as_mapping(getattr(generation, "generation_info", None))
+            message = getattr(generation, "message", None) if has_message(type(generation)) else None
+            response_metadata = as_mapping(getattr(message, "response_metadata", None))
+            reason = first_str(info.get("finish_reason"), response_metadata.get("finish_reason"), response_metadata.get("stop_reason"))
             if reason:
                 finish_reasons.append(reason)
-            response_model = response_model or _first_str(response_metadata.get("model_name"), response_metadata.get("model"))
-            response_id = response_id or _first_str(response_metadata.get("id"))
+            response_model = response_model or first_str(response_metadata.get("model_name"), response_metadata.get("model"))
+            response_id = response_id or first_str(response_metadata.get("id"))
             usage = getattr(message, "usage_metadata", None)
             if isinstance(usage, Mapping):
                 saw_usage = True
                 input_tokens += _int(usage.get("input_tokens"))
                 output_tokens += _int(usage.get("output_tokens"))
-                details = _mapping(usage.get("input_token_details"))
+                details = as_mapping(usage.get("input_token_details"))
                 cache_read += _int(details.get("cache_read"))
                 cache_creation += _int(details.get("cache_creation"))
-                reasoning += _int(_mapping(usage.get("output_token_details")).get("reasoning"))
+                reasoning += _int(as_mapping(usage.get("output_token_details")).get("reasoning"))
     llm_output = getattr(response, "llm_output", None)
     if isinstance(llm_output, Mapping):
-        response_model = response_model or _first_str(llm_output.get("model_name"), llm_output.get("model"))
+        response_model = response_model or first_str(llm_output.get("model_name"), llm_output.get("model"))
         token_usage = llm_output.get("token_usage") or llm_output.get("usage")
         if not saw_usage and isinstance(token_usage, Mapping):
             saw_usage = True
@@ -360,62 +360,8 @@ def _add_run_context(attributes: Attributes, tags: Iterable[str] | None, metadat
                 attributes[LANGGRAPH_STEP] = step
 
 
-# --- message content (opt-in), in the JSON shape of the GenAI message schemas ----------------
-
-_ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant", "tool": "tool", "function": "tool"}
-
-
-def input_messages(messages: Any, limit: int) -> Attributes:
-    """``gen_ai.input.messages`` and ``gen_ai.system_instructions`` for a chat model start."""
-    conversation = messages[0] if isinstance(messages, Sequence) and messages and isinstance(messages[0], Sequence) else messages
-    system_parts: list[dict[str, Any]] = []
-    converted: list[dict[str, Any]] = []
-    for message in islice(conversation or (), MAX_ITEMS):
-        kind = getattr(message, "type", None)
-        if kind in ("system", "developer"):
-            system_parts.extend(_text_parts(getattr(message, "content", ""), limit))
-            continue
-        role = (_ROLES.get(kind) or short_label(kind)) if isinstance(kind, str) else "user"
-        if role == "tool":
-            response = to_jsonable(getattr(message, "content", None), limit)
-            parts = [{"type": "tool_call_response", "id": to_jsonable(getattr(message, "tool_call_id", None), limit), "response": response}]
-        else:
-            parts = _text_parts(getattr(message, "content", ""), limit)
-            # A human message has no tool calls, and asking a pydantic model for a field it lacks
-            # costs more than converting the message.
-            if kind != "human":
-                parts += _tool_call_parts(getattr(message, "tool_calls", None), limit)
-        converted.append({"role": role, "parts": parts})
-    attributes: Attributes = {gen_ai.GEN_AI_INPUT_MESSAGES: json_text(_mark_cut(converted, conversation), limit)}
-    if system_parts:
-        attributes[gen_ai.GEN_AI_SYSTEM_INSTRUCTIONS] = json_text(system_parts, limit)
-    return attributes
-
-
-def prompt_messages(prompts: Any, limit: int) -> Attributes:
-    """``gen_ai.input.messages`` for a text-completion LLM start (one user message per prompt)."""
-    converted = [{"role": "user", "parts": _text_parts(p, limit)} for p in islice(prompts or (), MAX_ITEMS) if isinstance(p, str)]
-    return {gen_ai.GEN_AI_INPUT_MESSAGES: json_text(_mark_cut(converted, prompts), limit)}
-
-
-def output_messages(response: Any, limit: int) -> Attributes:
-    converted: list[dict[str, Any]] = []
-    for generation_list in islice(getattr(response, "generations", None) or (), MAX_ITEMS):
-        for generation in islice(generation_list or (), MAX_ITEMS):
-            message = getattr(generation, "message", None) if _has_message(type(generation)) else None
-            info = _mapping(getattr(generation, "generation_info", None))
-            response_metadata = _mapping(getattr(message, "response_metadata", None))
-            reason = _first_str(info.get("finish_reason"), response_metadata.get("finish_reason"), response_metadata.get("stop_reason")) or "stop"
-            if message is not None:
-                parts = _text_parts(getattr(message, "content", ""), limit) + _tool_call_parts(getattr(message, "tool_calls", None), limit)
-            else:
-                parts = _text_parts(getattr(generation, "text", ""), limit)
-            converted.append({"role": "assistant", "parts": parts, "finish_reason": reason})
-    return {gen_ai.GEN_AI_OUTPUT_MESSAGES: json_text(converted, limit)}
-
-
 @functools.lru_cache(maxsize=256)
-def _has_message(cls: type) -> bool:
+def has_message(cls: type) -> bool:
     """Whether a generation of ``cls`` may carry a message. A text completion's ``Generation``
     does not, and asking that pydantic model for the field it lacks costs more than converting
     its text; only LangChain's own classes are judged by their declared fields."""
@@ -425,59 +371,10 @@ def _has_message(cls: type) -> bool:
     return not isinstance(fields, Mapping) or "message" in fields
 
 
-# The message JSON is built from plain data: every value taken from the payload goes through
-# to_jsonable or bound_text here, so json_text encodes it without walking it again. Lists are
-# cut as to_jsonable cuts them.
-
-
-def _mark_cut(converted: list[Any], source: Any) -> list[Any]:
-    try:
-        left_out = len(source) - MAX_ITEMS
-    except Exception:  # not sized (a generator) or its __len__ raises: nothing to count
-        return converted
-    if left_out > 0:
-        converted.append(f"…{left_out} more")
-    return converted
-
-
-def _text_parts(content: Any, limit: int) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "content": bound_text(content, limit)}] if content else []
-    parts: list[dict[str, Any]] = []
-    if isinstance(content, Sequence):
-        for block in islice(content, MAX_ITEMS):
-            if isinstance(block, str):
-                parts.append({"type": "text", "content": bound_text(block, limit)})
-            elif isinstance(block, Mapping) and isinstance(text := block.get("text"), str):
-                parts.append({"type": "text", "content": bound_text(text, limit)})
-            elif isinstance(block, Mapping):
-                # Images, audio, provider-specific blocks: a generic part that keeps its type.
-                kind = block.get("type")
-                rest = {key: value for key, value in block.items() if key != "type"}
-                parts.append({"type": bound_text(kind, 64) if isinstance(kind, str) and kind else "generic", "content": to_jsonable(rest, limit)})
-        _mark_cut(parts, content)
-    return parts
-
-
-def _tool_call_parts(tool_calls: Any, limit: int) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = []
-    for call in islice(tool_calls or (), MAX_ITEMS):
-        if isinstance(call, Mapping):
-            parts.append(
-                {
-                    "type": "tool_call",
-                    "id": to_jsonable(call.get("id"), limit),
-                    "name": to_jsonable(call.get("name"), limit),
-                    "arguments": to_jsonable(call.get("args"), limit),
-                }
-            )
-    return _mark_cut(parts, tool_calls)
-
-
 # --- small coercions --------------------------------------------------------------------------
 
 
-def _first_str(*values: Any) -> str | None:
+def first_str(*values: Any) -> str | None:
     for value in values:
         if isinstance(value, str) and value:
             return short_label(value)
@@ -514,6 +411,6 @@ def _int(value: Any) -> int:
     return 0
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
+def as_mapping(value: Any) -> Mapping[str, Any]:
     # A dict (the usual case) without the Mapping ABC's Python-level instance check.
     return value if type(value) is dict or isinstance(value, Mapping) else {}
