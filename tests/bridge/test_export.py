@@ -194,30 +194,6 @@ def test_shutdown_deadline_follows_the_exporter_timeout(
 # --- the shutdown probe: only a refused connection shortens the wait -----------------------------
 
 
-def test_only_a_refused_connection_counts_as_a_collector_that_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
-    import socket
-
-    from callscope._bridge.export import _refuses_connections
-
-    for name in ("http_proxy", "https_proxy", "all_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "GRPC_PROXY", "no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    with socket.socket() as listening:
-        listening.bind(("127.0.0.1", 0))
-        listening.listen(1)
-        port = listening.getsockname()[1]
-        assert not _refuses_connections(f"http://127.0.0.1:{port}")
-        assert not _refuses_connections(f"127.0.0.1:{port}")  # gRPC's scheme-less form
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        dead = closed.getsockname()[1]  # bound, never listening: connections are refused
-        assert _refuses_connections(f"http://127.0.0.1:{dead}/v1/traces")
-        assert _refuses_connections(f"127.0.0.1:{dead}")
-        assert not _refuses_connections("http://127.0.0.1")  # no explicit port: not guessed
-        assert not _refuses_connections("unix:///tmp/otel.sock")
-        monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
-        assert not _refuses_connections(f"http://127.0.0.1:{dead}")  # a proxy may reach it
-
-
 # --- metrics --------------------------------------------------------------------------------------
 
 
