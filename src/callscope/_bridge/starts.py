@@ -119,14 +119,7 @@ class RunStarts:
         # LangChain lost) the current context decides: the caller's span at the top level, or the
         # span of the step this run was started from, which the step context made current there.
         parent_context = parent.context if parent is not None else None
-        if parent is None and step is None:
-            # A root in a worker thread the step's OTel context was carried into (OpenTelemetry's
-            # threading instrumentation does that), where LangChain's config context is not.
-            step = self._run_of_current_span()
-        # A run LangChain reports as a root but that starts inside a traced step belongs to that
-        # step's trace, and so to its handler labels and its root's summary.
-        enclosing = parent or step
-        scope = enclosing.scope if enclosing is not None else self.new_root_scope()
+        step, enclosing, scope = self._enclosing(parent, step)
         # Classified before the span starts so the labels go in with the other start attributes
         # (one attribute-cleaning pass in the SDK instead of a set_attribute call per list).
         handlers = scope.handlers_of(manager, operation)
@@ -167,6 +160,18 @@ class RunStarts:
             # LangChain reported the mislabelling run's own parent: the step's run is the parent.
             parent = step
         return parent, step
+
+    def _enclosing(self, parent: RunRecord | None, step: RunRecord | None) -> tuple[RunRecord | None, RunRecord | None, _scope.TraceScope]:
+        """The step the run started in, the run it belongs to (its parent, else that step) and
+        the scope it is counted in (that run's, else a new root's)."""
+        if parent is None and step is None:
+            # A root in a worker thread the step's OTel context was carried into (OpenTelemetry's
+            # threading instrumentation does that), where LangChain's config context is not.
+            step = self._run_of_current_span()
+        # A run LangChain reports as a root but that starts inside a traced step belongs to that
+        # step's trace, and so to its handler labels and its root's summary.
+        enclosing = parent or step
+        return step, enclosing, enclosing.scope if enclosing is not None else self.new_root_scope()
 
     def _start_unrecorded(
         self,
