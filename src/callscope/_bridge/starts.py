@@ -307,7 +307,8 @@ def _add_scope_attributes(
     """Put the run's handler labels among its start attributes; return the handlers it lacks
     because its LangChain root started without its step's config, and that step's name where
     this run is that root."""
-    handlers.add_to(attributes)
+    if handlers is not _scope.EMPTY:  # most runs reach no handler of the user's: no call then
+        handlers.add_to(attributes)
     dropped: tuple[str, ...] = ()
     dropped_in = None
     if parent is not None:
