@@ -12,6 +12,7 @@ import importlib
 import sys
 from typing import Any
 
+
 def is_plumbing(handler: Any) -> bool:
     """LangChain's and LangGraph's internal handlers: the ones they add themselves to carry a
     feature (``stream``/``astream_events``/``astream_log`` output, ``with_listeners`` and

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-
 from callscope._attributes import HANDLER_FAILED_EVENT
 from callscope._exceptions import CallscopeError
 
