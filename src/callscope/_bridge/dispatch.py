@@ -25,7 +25,8 @@ from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-_MANAGER_MODULE = "langchain_core.callbacks.manager"
+#: The module whose callback managers dispatch every event; callscope wraps parts of it.
+MANAGER_MODULE = "langchain_core.callbacks.manager"
 #: The callbacks that start a run, one per kind of run.
 START_CALLBACKS = ("on_chain_start", "on_chat_model_start", "on_llm_start", "on_tool_start", "on_retriever_start")
 
@@ -53,7 +54,7 @@ def fair_llm_start(original: Callable[..., Any], starting_manager: ContextVar[An
     """Wrap ``AsyncCallbackManager.on_llm_start``; also does what the other start probes do
     (``probe.ManagerProbe``): publishes the starting manager in ``starting_manager`` for the
     duration of the call, and hands the run managers to ``unsampled.step_off``."""
-    manager_module = importlib.import_module(_MANAGER_MODULE)
+    manager_module = importlib.import_module(MANAGER_MODULE)
 
     @functools.wraps(original)
     async def on_llm_start(self: Any, serialized: Any, prompts: Any, run_id: Any = None, **kwargs: Any) -> Any:

@@ -39,7 +39,7 @@ from typing import Any
 from uuid import UUID
 
 from callscope._attributes import FAILED_ABORTED, FAILED_CALLBACK, FAILED_HANDLER, FAILED_RUN, HANDLER_FAILED_EVENT, HANDLERS_FAILED
-from callscope._bridge.dispatch import START_CALLBACKS, is_callscope
+from callscope._bridge.dispatch import MANAGER_MODULE, START_CALLBACKS, is_callscope
 from callscope._bridge.fence import Fence
 from callscope._bridge.labels import MAX_LABELS_PER_TRACE
 from callscope._bridge.runs import RunRecord, RunRegistry
@@ -47,7 +47,6 @@ from callscope._bridge.serialize import bound_text, encodable, safe_str
 
 _log = logging.getLogger("callscope")
 
-_MANAGER_MODULE = "langchain_core.callbacks.manager"
 #: The functions that dispatch one event to a handler and log its failure, and the frames
 #: between the log call and them (the stand-in's own ``warning``).
 _DISPATCHERS = ("handle_event", "_ahandle_event_for_handler")
@@ -117,7 +116,7 @@ class FailureWatch:
         self._installed: tuple[Any, Any, _WatchedLogger] | None = None
 
     def install(self) -> None:
-        module = importlib.import_module(_MANAGER_MODULE)
+        module = importlib.import_module(MANAGER_MODULE)
         logger = getattr(module, "logger", None)
         codes = frozenset(
             code
@@ -128,7 +127,7 @@ class FailureWatch:
             _log.warning(
                 "callscope: %s has no logger or dispatch functions callscope knows; other handlers' "
                 "failures will not be recorded on spans. This LangChain version is newer than callscope knows.",
-                _MANAGER_MODULE,
+                MANAGER_MODULE,
             )
             return
         watched = _WatchedLogger(logger, codes, self._on_failure)

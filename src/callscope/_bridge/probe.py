@@ -16,11 +16,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from callscope._bridge.dispatch import START_CALLBACKS, fair_llm_start
+from callscope._bridge.dispatch import MANAGER_MODULE, START_CALLBACKS, fair_llm_start
 from callscope._bridge.unsampled import UnsampledTraces
-
-_MANAGER_MODULE = "langchain_core.callbacks.manager"
-
 
 _starting_manager: contextvars.ContextVar[Any] = contextvars.ContextVar("callscope_starting_manager", default=None)
 
@@ -46,7 +43,7 @@ class ManagerProbe:
         self._unsampled = unsampled
 
     def install(self) -> None:
-        module = importlib.import_module(_MANAGER_MODULE)
+        module = importlib.import_module(MANAGER_MODULE)
         unsampled = self._unsampled
         for owner, make in ((module.CallbackManager, _probe_sync), (module.AsyncCallbackManager, _probe_async)):
             for method in START_CALLBACKS:
