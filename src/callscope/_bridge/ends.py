@@ -99,6 +99,8 @@ class RunEnds:
         span = record.span
         attributes: dict[str, Any] = {}
         record.add_stream_timing(attributes)
+        if record.streamed_request:
+            attributes[gen_ai.GEN_AI_REQUEST_STREAM] = True
         stopped = stopped_by_caller(error)
         steering = None if stopped else control_flow_attributes(error)
         if stopped:

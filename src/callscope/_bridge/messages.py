@@ -14,7 +14,7 @@ from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
-from callscope._bridge.semconv import Attributes, as_mapping, first_str, has_message, short_label
+from callscope._bridge.semconv import Attributes, as_mapping, finish_reason, has_message, short_label
 from callscope._bridge.serialize import MAX_ITEMS, bound_text, json_text, to_jsonable
 
 
@@ -61,9 +61,13 @@ def output_messages(response: Any, limit: int) -> Attributes:
             message = getattr(generation, "message", None) if has_message(type(generation)) else None
             info = as_mapping(getattr(generation, "generation_info", None))
             response_metadata = as_mapping(getattr(message, "response_metadata", None))
-            reason = first_str(info.get("finish_reason"), response_metadata.get("finish_reason"), response_metadata.get("stop_reason")) or "stop"
+            reason = finish_reason(info, response_metadata) or "stop"
             if message is not None:
-                parts = _text_parts(getattr(message, "content", ""), limit) + _tool_call_parts(getattr(message, "tool_calls", None), limit)
+                tool_calls = getattr(message, "tool_calls", None)
+                content = getattr(message, "content", "")
+                if tool_calls and not isinstance(content, str):
+                    content = _without_tool_call_blocks(content, tool_calls)
+                parts = _text_parts(content, limit) + _tool_call_parts(tool_calls, limit)
             else:
                 parts = _text_parts(getattr(generation, "text", ""), limit)
             converted.append({"role": "assistant", "parts": parts, "finish_reason": reason})
@@ -102,6 +106,29 @@ def _text_parts(content: Any, limit: int) -> list[dict[str, Any]]:
                 parts.append({"type": bound_text(kind, 64) if isinstance(kind, str) and kind else "generic", "content": to_jsonable(rest, limit)})
         _mark_cut(parts, content)
     return parts
+
+
+# Content blocks in which a provider package keeps its raw form of a call that LangChain also
+# parsed into ``tool_calls``: Anthropic's and Bedrock's ``tool_use`` (streamed with ``index`` and
+# ``partial_json`` leftovers), OpenAI Responses' ``function_call``, LangChain's standard blocks.
+_TOOL_CALL_BLOCKS = frozenset({"tool_use", "function_call", "tool_call", "tool_call_chunk"})
+
+
+def _without_tool_call_blocks(content: Any, tool_calls: Any) -> Any:
+    """The content without the blocks that repeat a parsed tool call: one call, one part."""
+    if not isinstance(content, Sequence) or not isinstance(tool_calls, Sequence):
+        return content
+    calls = [call for call in islice(tool_calls, MAX_ITEMS) if isinstance(call, Mapping)]
+    ids = {call.get("id") for call in calls} - {None}
+    names = {call.get("name") for call in calls}
+
+    def repeats_a_call(block: Any) -> bool:
+        if not isinstance(block, Mapping) or block.get("type") not in _TOOL_CALL_BLOCKS:
+            return False
+        block_id = block.get("id") or block.get("call_id")
+        return block_id in ids if block_id else block.get("name") in names
+
+    return [block for block in content if not repeats_a_call(block)]
 
 
 def _tool_call_parts(tool_calls: Any, limit: int) -> list[dict[str, Any]]:

@@ -180,6 +180,7 @@ class Metrics:
                 attributes = _RETRIEVAL_ATTRIBUTES
             else:
                 provider, model, server = sc.model_identity(serialized, kwargs, metadata)
+                server = server or record.model_server
                 attributes = {_OPERATION: operation, gen_ai.GEN_AI_PROVIDER_NAME: provider}
                 if model:
                     attributes[gen_ai.GEN_AI_REQUEST_MODEL] = model

@@ -22,7 +22,8 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from callscope._bridge.runs import RunRegistry
+from callscope._bridge.instances import describe_instance, streams_its_request
+from callscope._bridge.runs import RunRecord, RunRegistry
 from callscope._bridge.stops import CANCELLATIONS
 
 _log = logging.getLogger("callscope")
@@ -30,13 +31,15 @@ _log = logging.getLogger("callscope")
 
 class RunBody:
     """The code of one model, LLM or retriever run, while a wrapper of ``RunBodyPropagator``
-    executes it: the run's context once its start callback has been seen."""
+    executes it: the run's context once its start callback has been seen, and the model whose
+    ``stream``/``astream`` runs it (None for a retriever)."""
 
-    __slots__ = ("context", "started")
+    __slots__ = ("context", "started", "model")
 
-    def __init__(self) -> None:
+    def __init__(self, model: Any = None) -> None:
         self.context: otel_context.Context | None = None
         self.started = False
+        self.model = model
 
 
 _run_body: contextvars.ContextVar[RunBody | None] = contextvars.ContextVar("callscope_run_body", default=None)
@@ -45,7 +48,7 @@ _run_body: contextvars.ContextVar[RunBody | None] = contextvars.ContextVar("call
 _BODY_OPERATIONS = frozenset({"chat", "text_completion", "retrieval"})
 
 
-def claim_run_body(operation: str, context: otel_context.Context) -> None:
+def claim_run_body(record: RunRecord) -> None:
     """Called by the span handler as a run starts: if this is the first run started inside a
     ``RunBody`` (the wrapped method's own run, which LangChain always starts first), make its
     span current there. The wrapper that opened the body restores the caller's context."""
@@ -53,8 +56,12 @@ def claim_run_body(operation: str, context: otel_context.Context) -> None:
     if body is None or body.started:
         return
     body.started = True
-    if operation in _BODY_OPERATIONS:
-        body.context = context
+    if record.operation in _BODY_OPERATIONS:
+        context = body.context = record.context
+        if body.model is not None:
+            describe_instance(record, body.model)
+            if streams_its_request(type(body.model)):
+                record.streamed_request = True
         # Undone by the restore point the wrapper took before running this code (same Context:
         # callscope's handler is run inline, in the caller's context, sync and async).
         otel_context.attach(context)
@@ -119,7 +126,7 @@ def _stream_started_inside(original: Callable[..., Iterator[Any]]) -> Callable[.
     @functools.wraps(original)
     def run_body(*args: Any, **kwargs: Any) -> Iterator[Any]:
         inner = original(*args, **kwargs)
-        body = RunBody()
+        body = RunBody(args[0] if args else None)
         resume: Callable[..., Any] = inner.send
         value: Any = None
         while True:
@@ -157,7 +164,7 @@ def _astream_started_inside(original: Callable[..., AsyncIterator[Any]]) -> Call
     @functools.wraps(original)
     async def run_body(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         inner = original(*args, **kwargs)
-        body = RunBody()
+        body = RunBody(args[0] if args else None)
         resume: Callable[..., Any] = inner.asend
         value: Any = None
         while True:
@@ -267,7 +274,9 @@ class RunBodyPropagator:
                 _log.warning("callscope: %s.%s was wrapped again after callscope; leaving it in place", owner.__name__, method)
 
 
-def _run_context(runs: RunRegistry, manager: Any) -> otel_context.Context | None:
+def _run_context(runs: RunRegistry, manager: Any, model: Any) -> otel_context.Context | None:
+    """The context of the run ``manager`` (or the first of a list) belongs to, once the model's
+    own fields have been added to it."""
     try:
         if isinstance(manager, list):
             manager = manager[0] if manager else None
@@ -275,7 +284,10 @@ def _run_context(runs: RunRegistry, manager: Any) -> otel_context.Context | None
     except Exception:  # a run manager of a shape LangChain never passes: run without the span
         _log.debug("callscope: could not find the run of a model call", exc_info=True)
         return None
-    return record.context if record is not None else None
+    if record is None:
+        return None
+    describe_instance(record, model)
+    return record.context
 
 
 def _with_run_manager(runs: RunRegistry, index: int, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -285,7 +297,7 @@ def _with_run_manager(runs: RunRegistry, index: int, name: str) -> Callable[[Cal
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
         def run_body(*args: Any, **kwargs: Any) -> Any:
-            context = _run_context(runs, args[index] if len(args) > index else kwargs.get(name))
+            context = _run_context(runs, args[index] if len(args) > index else kwargs.get(name), args[0])
             if context is None:
                 return original(*args, **kwargs)
             token = otel_context.attach(context)
@@ -310,7 +322,7 @@ def _awith_run_manager(
         @functools.wraps(original)
         async def run_body(*args: Any, **kwargs: Any) -> Any:
             manager = args[index] if len(args) > index else kwargs.get(name)
-            context = _run_context(runs, manager)
+            context = _run_context(runs, manager, args[0])
             token = otel_context.attach(context) if context is not None else None
             try:
                 return await original(*args, **kwargs)

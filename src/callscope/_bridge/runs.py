@@ -70,6 +70,12 @@ class RunRecord:
     #: retrieval run (``metrics``); None means nothing is measured for it.
     metric_attributes: Mapping[str, Any] | None = None
     last_chunk_monotonic: float = 0.0
+    #: A model run started by ``stream()``/``astream()`` of a model that streams its request: so
+    #: said on its span even when it fails before the first chunk.
+    streamed_request: bool = False
+    #: The endpoint read from the model itself when LangChain could not serialize it
+    #: (``instances``), for metrics that start after it was read.
+    model_server: tuple[str, int] | None = None
 
     def add_stream_timing(self, attributes: dict[str, Any]) -> None:
         """Put a streamed run's timing among its span's end attributes (nothing if unstreamed)."""

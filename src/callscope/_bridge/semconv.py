@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from urllib.parse import urlsplit
 from itertools import islice
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
+from opentelemetry.semconv._incubating.attributes import aws_attributes, openai_attributes
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes, server_attributes
 
@@ -45,8 +47,11 @@ SERVER_PORT = server_attributes.SERVER_PORT
 # Where provider integrations keep a non-default endpoint among the constructor fields LangChain
 # serializes (only fields set away from their default are there): langchain-openai, -ollama,
 # Azure, -anthropic, Bedrock, -groq, -mistralai.
-_ENDPOINT_FIELDS = ("openai_api_base", "base_url", "azure_endpoint", "anthropic_api_url", "endpoint_url", "groq_api_base", "endpoint")
+ENDPOINT_FIELDS = ("openai_api_base", "base_url", "azure_endpoint", "anthropic_api_url", "endpoint_url", "groq_api_base", "endpoint")
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+
+_GCP_GEMINI = gen_ai.GenAiProviderNameValues.GCP_GEMINI.value
+_GCP_VERTEX_AI = gen_ai.GenAiProviderNameValues.GCP_VERTEX_AI.value
 
 # LangChain's provider ids (``ls_provider``) that differ from the semconv well-known values.
 _PROVIDERS = {
@@ -58,7 +63,6 @@ _PROVIDERS = {
     "bedrock": "aws.bedrock",
     "amazon_bedrock": "aws.bedrock",
     "bedrock_converse": "aws.bedrock",
-    "google_genai": "gcp.gen_ai",
     "google_vertexai": "gcp.vertex_ai",
     "google_gemini": "gcp.gemini",
     "cohere": "cohere",
@@ -72,7 +76,8 @@ _PROVIDERS = {
     "ibm": "ibm.watsonx.ai",
 }
 
-# Request parameters LangChain puts in invocation params, under the names providers use.
+# Request parameters under the names provider packages give them, in LangChain's invocation
+# params or among the model's constructor fields (``random_seed``: Mistral; ``num_predict``: Ollama).
 _REQUEST_PARAMS: tuple[tuple[str, tuple[str, ...], type], ...] = (
     (gen_ai.GEN_AI_REQUEST_TEMPERATURE, ("temperature",), float),
     (gen_ai.GEN_AI_REQUEST_MAX_TOKENS, ("max_tokens", "max_output_tokens", "max_completion_tokens", "num_predict"), int),
@@ -80,11 +85,14 @@ _REQUEST_PARAMS: tuple[tuple[str, tuple[str, ...], type], ...] = (
     (gen_ai.GEN_AI_REQUEST_TOP_K, ("top_k",), float),
     (gen_ai.GEN_AI_REQUEST_FREQUENCY_PENALTY, ("frequency_penalty",), float),
     (gen_ai.GEN_AI_REQUEST_PRESENCE_PENALTY, ("presence_penalty",), float),
-    (gen_ai.GEN_AI_REQUEST_SEED, ("seed",), int),
+    (gen_ai.GEN_AI_REQUEST_SEED, ("seed", "random_seed"), int),
     (gen_ai.GEN_AI_REQUEST_CHOICE_COUNT, ("n",), int),
 )
 
 _REQUEST_PARAM_NAMES = frozenset(name for _, names, _ in _REQUEST_PARAMS for name in names)
+_STOP_FIELDS = ("stop", "stop_sequences")
+#: Every model field a request parameter is read from.
+REQUEST_FIELD_NAMES = _REQUEST_PARAM_NAMES | frozenset(_STOP_FIELDS) | {"model_kwargs"}
 
 
 def component_name(serialized: Mapping[str, Any] | None, name: Any, default: str) -> str:
@@ -143,36 +151,19 @@ def model_attributes(
     params = params if isinstance(params, Mapping) else {}
     component = component_name(serialized, None, "model")
     model = request_model(metadata, params)
+    fields = constructor_fields(serialized)
     attributes: Attributes = {
         gen_ai.GEN_AI_OPERATION_NAME: operation,
-        gen_ai.GEN_AI_PROVIDER_NAME: provider_name(metadata.get("ls_provider"), component),
+        gen_ai.GEN_AI_PROVIDER_NAME: provider_name(metadata.get("ls_provider"), component, fields),
         RUN_TYPE: "llm",
         COMPONENT: component,
     }
     if model:
         attributes[gen_ai.GEN_AI_REQUEST_MODEL] = model
-    server = server_of(serialized)
+    server = server_of(fields)
     if server is not None:
         attributes[SERVER_ADDRESS], attributes[SERVER_PORT] = server
-    sources = ({"temperature": metadata.get("ls_temperature"), "max_tokens": metadata.get("ls_max_tokens")}, params)
-    requested = sources[0]["temperature"] is not None or sources[0]["max_tokens"] is not None or not _REQUEST_PARAM_NAMES.isdisjoint(params)
-    for key, names, kind in _REQUEST_PARAMS if requested else ():
-        # Most parameters are absent: look names up first, convert only what is there.
-        present = [found for source in sources for n in names if (found := source.get(n)) is not None]
-        if present:
-            value = _first_number(kind, *present)
-            if value is not None:
-                attributes[key] = value
-    stop = _first_present(metadata.get("ls_stop"), params.get("stop"))
-    if isinstance(stop, str):
-        attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = (short_label(stop),)
-    elif isinstance(stop, Sequence) and stop and all(isinstance(s, str) for s in stop):
-        stops = tuple(stop) if len(stop) <= _MAX_STOP_SEQUENCES else tuple(islice(stop, _MAX_STOP_SEQUENCES))
-        # Usually a few short ASCII strings: one joined check instead of one per sequence.
-        joined = "".join(stops)
-        if len(joined) > 12 or not joined.isascii():
-            stops = tuple([short_label(s) for s in stops])
-        attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = stops
+    add_request_parameters(attributes, metadata, params, fields)
     if params.get("stream") is True or params.get("streaming") is True:
         attributes[gen_ai.GEN_AI_REQUEST_STREAM] = True
     _add_run_context(attributes, tags, metadata)
@@ -204,18 +195,26 @@ def model_identity(
     metadata = metadata if isinstance(metadata, Mapping) else {}
     params = kwargs.get("invocation_params")
     params = params if isinstance(params, Mapping) else {}
-    provider = provider_name(metadata.get("ls_provider"), component_name(serialized, None, "model"))
-    return provider, request_model(metadata, params), server_of(serialized)
+    fields = constructor_fields(serialized)
+    provider = provider_name(metadata.get("ls_provider"), component_name(serialized, None, "model"), fields)
+    return provider, request_model(metadata, params), server_of(fields)
 
 
-def server_of(serialized: Mapping[str, Any] | None) -> tuple[str, int] | None:
-    """``server.address`` and ``server.port`` of the endpoint a model was constructed with, when
-    LangChain serialized one; only host and port are taken from the URL, never credentials or
-    paths. A model on its provider's default endpoint says nothing, so nothing is guessed."""
+def constructor_fields(serialized: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The constructor fields LangChain serialized for a model (only those set away from their
+    defaults); empty for a model LangChain could not serialize (see ``instances``)."""
     fields = serialized.get("kwargs") if isinstance(serialized, Mapping) else None
-    if not isinstance(fields, Mapping):
-        return None
-    for name in _ENDPOINT_FIELDS:
+    return fields if isinstance(fields, Mapping) else _NO_FIELDS
+
+
+_NO_FIELDS: Mapping[str, Any] = {}
+
+
+def server_of(fields: Mapping[str, Any]) -> tuple[str, int] | None:
+    """``server.address`` and ``server.port`` of the endpoint a model was constructed with, when
+    its constructor fields name one; only host and port are taken from the URL, never credentials
+    or paths. A model on its provider's default endpoint says nothing, so nothing is guessed."""
+    for name in ENDPOINT_FIELDS:
         url = fields.get(name)
         if not isinstance(url, str) or not url:
             continue
@@ -228,11 +227,60 @@ def server_of(serialized: Mapping[str, Any] | None) -> tuple[str, int] | None:
     return None
 
 
-def provider_name(ls_provider: Any, component: str) -> str:
+def add_request_parameters(
+    attributes: Attributes, metadata: Mapping[str, Any], params: Mapping[str, Any], fields: Mapping[str, Any]
+) -> None:
+    """``gen_ai.request.*`` parameters, each from the first place that has it: LangChain's
+    ``ls_*`` metadata and invocation params (which see a call's own overrides), then the model's
+    constructor fields and the ``model_kwargs`` a package sends as they are (ChatGroq keeps
+    ``top_p`` and ``seed`` only there)."""
+    extra = fields.get("model_kwargs") if fields else None
+    extra = extra if type(extra) is dict and extra else _NO_FIELDS
+    ls = {"temperature": metadata.get("ls_temperature"), "max_tokens": metadata.get("ls_max_tokens")}
+    sources = (ls, params, fields, extra)
+    # Most parameters are absent: look names up first, convert only what is there.
+    if ls["temperature"] is not None or ls["max_tokens"] is not None or not all(_REQUEST_PARAM_NAMES.isdisjoint(source) for source in sources[1:]):
+        for key, names, kind in _REQUEST_PARAMS:
+            present = [found for source in sources for n in names if (found := source.get(n)) is not None]
+            if present:
+                value = _first_number(kind, *present)
+                if value is not None:
+                    attributes[key] = value
+    stop = _first_present(metadata.get("ls_stop"), params.get("stop"), fields.get("stop"), fields.get("stop_sequences"), extra.get("stop"))
+    if isinstance(stop, str):
+        attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = (short_label(stop),)
+    elif isinstance(stop, Sequence) and stop and all(isinstance(s, str) for s in stop):
+        stops = tuple(stop) if len(stop) <= _MAX_STOP_SEQUENCES else tuple(islice(stop, _MAX_STOP_SEQUENCES))
+        # Usually a few short ASCII strings: one joined check instead of one per sequence.
+        joined = "".join(stops)
+        if len(joined) > 12 or not joined.isascii():
+            stops = tuple([short_label(s) for s in stops])
+        attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = stops
+
+
+def provider_name(ls_provider: Any, component: str, fields: Mapping[str, Any] = _NO_FIELDS) -> str:
     if isinstance(ls_provider, str) and ls_provider:
         provider = ls_provider.lower()
+        if provider == "google_genai":
+            return _google_backend(fields)
         return _PROVIDERS.get(provider) or short_label(provider)
     return component.lower() or "langchain"
+
+
+def _google_backend(fields: Mapping[str, Any]) -> str:
+    """langchain-google-genai says ``google_genai`` for both of its backends: which one a model
+    calls is decided as the package decides it (``vertexai``, then ``GOOGLE_GENAI_USE_VERTEXAI``,
+    then credentials or a project mean Vertex AI; otherwise the Gemini Developer API)."""
+    vertexai = fields.get("vertexai")
+    if vertexai is None:
+        switch = os.environ.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower()
+        if switch in ("true", "1", "yes"):
+            vertexai = True
+        elif switch in ("false", "0", "no"):
+            vertexai = False
+        else:
+            vertexai = fields.get("credentials") is not None or fields.get("project") is not None
+    return _GCP_VERTEX_AI if vertexai else _GCP_GEMINI
 
 
 def model_end_attributes(response: Any) -> Attributes:
@@ -243,16 +291,19 @@ def model_end_attributes(response: Any) -> Attributes:
     input_tokens = output_tokens = cache_read = cache_creation = reasoning = 0
     saw_usage = False
     response_model = response_id = None
+    provider_facts: Attributes = {}
     for generation_list in generations:
         for generation in generation_list or ():
             info = as_mapping(getattr(generation, "generation_info", None))
             message = getattr(generation, "message", None) if has_message(type(generation)) else None
             response_metadata = as_mapping(getattr(message, "response_metadata", None))
-            reason = first_str(info.get("finish_reason"), response_metadata.get("finish_reason"), response_metadata.get("stop_reason"))
+            reason = finish_reason(info, response_metadata)
             if reason:
                 finish_reasons.append(reason)
             response_model = response_model or first_str(response_metadata.get("model_name"), response_metadata.get("model"))
             response_id = response_id or first_str(response_metadata.get("id"))
+            if response_metadata and not provider_facts:
+                provider_facts = _provider_response_attributes(response_metadata)
             usage = getattr(message, "usage_metadata", None)
             if isinstance(usage, Mapping):
                 saw_usage = True
@@ -260,7 +311,10 @@ def model_end_attributes(response: Any) -> Attributes:
                 output_tokens += _int(usage.get("output_tokens"))
                 details = as_mapping(usage.get("input_token_details"))
                 cache_read += _int(details.get("cache_read"))
-                cache_creation += _int(details.get("cache_creation"))
+                # langchain-anthropic zeroes cache_creation when the API splits it by cache TTL.
+                cache_creation += _int(details.get("cache_creation")) or (
+                    _int(details.get("ephemeral_5m_input_tokens")) + _int(details.get("ephemeral_1h_input_tokens"))
+                )
                 reasoning += _int(as_mapping(usage.get("output_token_details")).get("reasoning"))
     llm_output = getattr(response, "llm_output", None)
     if isinstance(llm_output, Mapping):
@@ -270,6 +324,7 @@ def model_end_attributes(response: Any) -> Attributes:
             saw_usage = True
             input_tokens = _int(token_usage.get("prompt_tokens", token_usage.get("input_tokens")))
             output_tokens = _int(token_usage.get("completion_tokens", token_usage.get("output_tokens")))
+    attributes.update(provider_facts)
     if response_model:
         attributes[gen_ai.GEN_AI_RESPONSE_MODEL] = response_model
     if response_id:
@@ -286,6 +341,37 @@ def model_end_attributes(response: Any) -> Attributes:
         if reasoning:
             attributes[gen_ai.GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = reasoning
     return attributes
+
+
+def _provider_response_attributes(response_metadata: Mapping[str, Any]) -> Attributes:
+    """A provider's own response attributes, from the response metadata its package fills:
+    OpenAI's (and Azure OpenAI's) system fingerprint and service tier, Bedrock's request id."""
+    attributes: Attributes = {}
+    if response_metadata.get("model_provider") == "openai":
+        fingerprint = first_str(response_metadata.get("system_fingerprint"))
+        if fingerprint:
+            attributes[openai_attributes.OPENAI_RESPONSE_SYSTEM_FINGERPRINT] = fingerprint
+        tier = first_str(response_metadata.get("service_tier"))
+        if tier:
+            attributes[openai_attributes.OPENAI_RESPONSE_SERVICE_TIER] = tier
+    request = response_metadata.get("ResponseMetadata")
+    if isinstance(request, Mapping):
+        request_id = first_str(request.get("RequestId"))
+        if request_id:
+            attributes[aws_attributes.AWS_REQUEST_ID] = request_id
+    return attributes
+
+
+def finish_reason(generation_info: Mapping[str, Any], response_metadata: Mapping[str, Any]) -> str | None:
+    """Why a generation ended, as its provider said it: ``finish_reason`` (OpenAI, Groq, Mistral,
+    Gemini), ``stop_reason`` (Anthropic), ``done_reason`` (Ollama), ``stopReason`` (Bedrock)."""
+    return first_str(
+        generation_info.get("finish_reason"),
+        response_metadata.get("finish_reason"),
+        response_metadata.get("stop_reason"),
+        response_metadata.get("done_reason"),
+        response_metadata.get("stopReason"),
+    )
 
 
 def describe_tool(

@@ -226,7 +226,7 @@ class RunStarts:
             self._failures.apply_pending(record, run_id)
         if parent is not None:
             self._registry.adopt(parent, run_id)
-        claim_run_body(record.operation, record.context)
+        claim_run_body(record)
         for processor in record.handlers.processors:
             try:
                 processor.on_start(record.span, parent_context)
@@ -240,7 +240,7 @@ class RunStarts:
         self._registry.add(run_id, record)
         if parent is not None:
             self._registry.adopt(parent, run_id)
-        claim_run_body(record.operation, record.context)
+        claim_run_body(record)
         return record
 
     def _dropped_before_start(self, run_id: UUID, operation: str) -> bool:
@@ -275,7 +275,7 @@ class RunStarts:
         if isinstance(marker, MeasuredUnsampledTrace):
             # Its later events reach the span handler through the marker: not twice.
             self._unsampled.leave(run_id, marker)
-        claim_run_body(operation, context)
+        claim_run_body(record)
         return record
 
     def _leave_trace(self, run_id: UUID, context: Context) -> None:
