@@ -240,6 +240,45 @@ def message_history(h: Handlers):
     return with_history | saved, [{"question": "hi"}]
 
 
+_loopback_servers: dict[str, Any] = {}
+
+
+def _loopback(api: Any) -> str:
+    """The URL of a loopback server speaking ``api`` (tests/fakes), started once per session."""
+    from tests.fakes.loopback import LoopbackServer
+
+    name = api.__name__
+    if name not in _loopback_servers:
+        _loopback_servers[name] = LoopbackServer(api.route).__enter__()
+    return _loopback_servers[name].url
+
+
+def ollama_chat(h: Handlers):
+    """A model LangChain cannot serialize: callscope reads its fields from the instance."""
+    from langchain_ollama import ChatOllama
+
+    from tests.fakes import ollama_api
+
+    model = ChatOllama(model="llama3.2", base_url=_loopback(ollama_api), num_predict=64, top_p=0.5, callbacks=h.constructor)
+    return model.with_config(callbacks=h.bound), ["What is the capital of France?"]
+
+
+def anthropic_tool_call(h: Handlers):
+    """A provider package over HTTP, its reply a tool call kept twice in the message."""
+    from langchain_anthropic import ChatAnthropic
+
+    from tests.fakes import anthropic_api
+
+    def get_weather(city: str) -> str:
+        """Today's weather in a city."""
+        return "sunny"
+
+    model = ChatAnthropic(
+        model="claude-sonnet-4-5", base_url=_loopback(anthropic_api), api_key="sk-ant-test", max_retries=0, stop_sequences=["END"], callbacks=h.constructor
+    )
+    return model.bind_tools([get_weather]).with_config(callbacks=h.bound), ["What is the weather in Paris?"]
+
+
 WORKLOADS: dict[str, Workload] = {
     f.__name__: f
     for f in (
@@ -261,6 +300,8 @@ WORKLOADS: dict[str, Workload] = {
         worker_thread,
         message_history,
         langgraph_agent,
+        ollama_chat,
+        anthropic_tool_call,
     )
 }
 
@@ -369,7 +410,7 @@ DROPPING = {
 }
 #: Workloads whose root is a model or retriever run: their dropped trace is not left (the run's
 #: span is current in its provider code, and it is measured), only recorded without a span.
-BARE_ROOTS = {"chat_model", "attached_chat_model", "text_llm", "streaming_text_llm", "retriever"}
+BARE_ROOTS = {"chat_model", "attached_chat_model", "text_llm", "streaming_text_llm", "retriever", "ollama_chat", "anthropic_tool_call"}
 
 DROPPED_CASES = [
     pytest.param(*case.values, sampler, id=f"{case.id}-{sampler}")
