@@ -40,7 +40,7 @@ PEER_PACKAGES = (
     ("openinference", "openinference.instrumentation.langchain", "openinference-instrumentation-langchain"),
     ("otel-genai-official", "opentelemetry.instrumentation.genai.langchain", "opentelemetry-instrumentation-genai-langchain"),
 )
-WORKLOADS = ("invoke", "langgraph", "stream", "ainvoke-llm")
+WORKLOADS = ("invoke", "langgraph", "stream", "ainvoke-llm", "model")
 
 
 def log(message: str) -> None:

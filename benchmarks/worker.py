@@ -224,6 +224,7 @@ def _median_ns(call: Callable[[], Any], iterations: int) -> float:
 
 def build_workloads() -> dict[str, Callable[[], Any]]:
     chain, graph, llm_chain = build_chain(), build_graph(), build_llm_chain()
+    model = NamedFakeChatModel(responses=["OpenTelemetry traces LangChain."])
     loop = asyncio.new_event_loop()
     counter = StartCounter()
     return {
@@ -231,6 +232,7 @@ def build_workloads() -> dict[str, Callable[[], Any]]:
         "langgraph": lambda: graph.invoke({"topic": "tracing", "answer": ""}),
         "stream": lambda: list(chain.stream({"topic": "tracing"})),
         "ainvoke-llm": lambda: loop.run_until_complete(llm_chain.ainvoke({"topic": "tracing"}, {"callbacks": [counter]})),
+        "model": lambda: model.invoke("Tell me about tracing."),
     }
 
 

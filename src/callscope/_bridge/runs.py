@@ -89,7 +89,9 @@ class RunRecord:
         """End the span, and tell processors attached to this component."""
         span = self.span
         if self.owns_scope and span.is_recording():
-            span.set_attributes(self.scope.missed_attributes())
+            missed = self.scope.missed_attributes()
+            if missed:  # the usual root: every handler saw every run
+                span.set_attributes(missed)
         span.end()
         for processor in self.handlers.processors:
             try:
