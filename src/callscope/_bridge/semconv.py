@@ -48,6 +48,7 @@ SERVER_PORT = server_attributes.SERVER_PORT
 # serializes (only fields set away from their default are there): langchain-openai, -ollama,
 # Azure, -anthropic, Bedrock, -groq, -mistralai.
 ENDPOINT_FIELDS = ("openai_api_base", "base_url", "azure_endpoint", "anthropic_api_url", "endpoint_url", "groq_api_base", "endpoint")
+_ENDPOINT_FIELD_SET = frozenset(ENDPOINT_FIELDS)
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
 _GCP_GEMINI = gen_ai.GenAiProviderNameValues.GCP_GEMINI.value
@@ -214,6 +215,8 @@ def server_of(fields: Mapping[str, Any]) -> tuple[str, int] | None:
     """``server.address`` and ``server.port`` of the endpoint a model was constructed with, when
     its constructor fields name one; only host and port are taken from the URL, never credentials
     or paths. A model on its provider's default endpoint says nothing, so nothing is guessed."""
+    if _ENDPOINT_FIELD_SET.isdisjoint(fields):  # the usual model: on its provider's default endpoint
+        return None
     for name in ENDPOINT_FIELDS:
         url = fields.get(name)
         if not isinstance(url, str) or not url:
@@ -234,19 +237,27 @@ def add_request_parameters(
     ``ls_*`` metadata and invocation params (which see a call's own overrides), then the model's
     constructor fields and the ``model_kwargs`` a package sends as they are (ChatGroq keeps
     ``top_p`` and ``seed`` only there)."""
+    # Runs on every model start: most sources are empty or hold no parameter, so each is
+    # looked at once with a C-level set check before any name is looked up in it.
     extra = fields.get("model_kwargs") if fields else None
     extra = extra if type(extra) is dict and extra else _NO_FIELDS
-    ls = {"temperature": metadata.get("ls_temperature"), "max_tokens": metadata.get("ls_max_tokens")}
-    sources = (ls, params, fields, extra)
-    # Most parameters are absent: look names up first, convert only what is there.
-    if ls["temperature"] is not None or ls["max_tokens"] is not None or not all(_REQUEST_PARAM_NAMES.isdisjoint(source) for source in sources[1:]):
-        for key, names, kind in _REQUEST_PARAMS:
-            present = [found for source in sources for n in names if (found := source.get(n)) is not None]
+    temperature, max_tokens = metadata.get("ls_temperature"), metadata.get("ls_max_tokens")
+    names = _REQUEST_PARAM_NAMES
+    if temperature is not None or max_tokens is not None or not (names.isdisjoint(params) and names.isdisjoint(fields) and names.isdisjoint(extra)):
+        sources = ({"temperature": temperature, "max_tokens": max_tokens}, params, fields, extra)
+        for key, keys, kind in _REQUEST_PARAMS:
+            present = [found for source in sources for n in keys if (found := source.get(n)) is not None]
             if present:
                 value = _first_number(kind, *present)
                 if value is not None:
                     attributes[key] = value
-    stop = _first_present(metadata.get("ls_stop"), params.get("stop"), fields.get("stop"), fields.get("stop_sequences"), extra.get("stop"))
+    stop = metadata.get("ls_stop")
+    if stop is None:
+        stop = params.get("stop")
+        if stop is None and (fields or extra):
+            stop = _first_present(fields.get("stop"), fields.get("stop_sequences"), extra.get("stop"))
+    if stop is None:
+        return
     if isinstance(stop, str):
         attributes[gen_ai.GEN_AI_REQUEST_STOP_SEQUENCES] = (short_label(stop),)
     elif isinstance(stop, Sequence) and stop and all(isinstance(s, str) for s in stop):
@@ -297,13 +308,15 @@ def model_end_attributes(response: Any) -> Attributes:
             info = as_mapping(getattr(generation, "generation_info", None))
             message = getattr(generation, "message", None) if has_message(type(generation)) else None
             response_metadata = as_mapping(getattr(message, "response_metadata", None))
-            reason = finish_reason(info, response_metadata)
-            if reason:
-                finish_reasons.append(reason)
-            response_model = response_model or first_str(response_metadata.get("model_name"), response_metadata.get("model"))
-            response_id = response_id or first_str(response_metadata.get("id"))
-            if response_metadata and not provider_facts:
-                provider_facts = _provider_response_attributes(response_metadata)
+            if info or response_metadata:  # a model that reports nothing (the fakes) skips the lookups
+                reason = finish_reason(info, response_metadata)
+                if reason:
+                    finish_reasons.append(reason)
+            if response_metadata:
+                response_model = response_model or first_str(response_metadata.get("model_name"), response_metadata.get("model"))
+                response_id = response_id or first_str(response_metadata.get("id"))
+                if not provider_facts:
+                    provider_facts = _provider_response_attributes(response_metadata)
             usage = getattr(message, "usage_metadata", None)
             if isinstance(usage, Mapping):
                 saw_usage = True
