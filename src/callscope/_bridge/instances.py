@@ -15,12 +15,12 @@ import functools
 import logging
 from typing import Any
 
-from callscope._bridge import semconv as sc
+from callscope._bridge import providers
 from callscope._bridge.runs import RunRecord
 
 _log = logging.getLogger("callscope")
 
-_READ_FIELDS = frozenset(sc.REQUEST_FIELD_NAMES) | frozenset(sc.ENDPOINT_FIELDS)
+_READ_FIELDS = frozenset(providers.REQUEST_FIELD_NAMES) | frozenset(providers.ENDPOINT_FIELDS)
 
 
 @functools.lru_cache(maxsize=256)
@@ -43,11 +43,11 @@ def describe_instance(record: RunRecord, model: Any) -> None:
     try:
         chosen = model.model_fields_set
         fields = {name: getattr(model, name) for name in names if name in chosen}
-        attributes: sc.Attributes = {}
-        server = sc.server_of(fields)
+        attributes: providers.Attributes = {}
+        server = providers.server_of(fields)
         if server is not None:
-            attributes[sc.SERVER_ADDRESS], attributes[sc.SERVER_PORT] = server
-        sc.add_request_parameters(attributes, {}, {}, fields)
+            attributes[providers.SERVER_ADDRESS], attributes[providers.SERVER_PORT] = server
+        providers.add_request_parameters(attributes, {}, {}, fields)
         if not attributes:
             return
         if record.sampled:
@@ -56,8 +56,8 @@ def describe_instance(record: RunRecord, model: Any) -> None:
         if server is not None:
             record.model_server = server
             measured = record.metric_attributes
-            if measured is not None and sc.SERVER_ADDRESS not in measured:
-                record.metric_attributes = {**measured, sc.SERVER_ADDRESS: server[0], sc.SERVER_PORT: server[1]}
+            if measured is not None and providers.SERVER_ADDRESS not in measured:
+                record.metric_attributes = {**measured, providers.SERVER_ADDRESS: server[0], providers.SERVER_PORT: server[1]}
     except Exception:  # a model whose fields misbehave: the run keeps what its start said
         _log.debug("callscope: could not read the fields of %s", type(model).__qualname__, exc_info=True)
 

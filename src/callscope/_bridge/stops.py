@@ -28,7 +28,8 @@ from callscope._attributes import (
     STREAM_ABANDONED,
 )
 from callscope._bridge.runs import RunRecord, RunRegistry
-from callscope._bridge.semconv import Attributes, short_label
+from callscope._bridge.attribute_values import short_label
+from callscope._bridge.semconv import Attributes
 
 _MAX_LISTED = 32
 #: How far up ``mark_enclosing_runs_interrupted`` walks: a bound, should a parent chain ever loop.
