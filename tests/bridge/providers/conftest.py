@@ -62,6 +62,19 @@ class Traced:
         assert len(found) == 1, f"expected one model span, got {[s.name for s in found]} among {self.spans.names()}"
         return found[0]
 
+    def assert_metrics(self, request: dict[str, Any], *, response_model: str | None = None, error_type: str | None = None) -> None:
+        """One duration point with the request's attributes (and the response model, or the
+        error type), and, for a reply, one token usage point per token type with the same."""
+        durations = self.metrics("gen_ai.client.operation.duration")
+        if error_type is not None:
+            assert durations == [{**request, "error.type": error_type}]
+            assert self.metrics("gen_ai.client.token.usage") == []
+            return
+        answered = {**request, "gen_ai.response.model": response_model}
+        assert durations == [answered]
+        tokens = sorted(self.metrics("gen_ai.client.token.usage"), key=lambda point: point["gen_ai.token.type"])
+        assert tokens == [{**answered, "gen_ai.token.type": kind} for kind in ("input", "output")]
+
     def metrics(self, name: str) -> list[dict[str, Any]]:
         """The attribute sets of ``name``'s data points."""
         data = self._reader.get_metrics_data()
@@ -72,6 +85,29 @@ class Traced:
                     if metric.name == name:
                         points.extend(dict(p.attributes) for p in metric.data.data_points)
         return points
+
+
+class Checks:
+    """Collects every mismatch of a test, then fails once listing them all."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def equal(self, what: str, actual: Any, expected: Any) -> None:
+        if actual != expected:
+            self.failures.append(f"{what}: got {actual!r}, expected {expected!r}")
+
+    def true(self, what: str, condition: bool) -> None:
+        if not condition:
+            self.failures.append(what)
+
+    def done(self) -> None:
+        assert not self.failures, "\n".join(self.failures)
+
+
+def chat_request(provider: str, model: str, server: Any) -> dict[str, Any]:
+    """The attributes every metric point of a chat call to ``server`` carries."""
+    return {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider, "gen_ai.request.model": model, "server.address": server.host, "server.port": server.port}
 
 
 @pytest.fixture

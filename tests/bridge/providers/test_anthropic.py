@@ -17,7 +17,7 @@ from langchain_core.tools import tool
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.bridge.providers.conftest import MODES, drive, expected_response_id
+from tests.bridge.providers.conftest import MODES, chat_request, drive, expected_response_id
 from tests.fakes import anthropic_api as api
 from tests.fakes.loopback import LoopbackServer
 
@@ -117,25 +117,6 @@ def assert_response_attributes(span: Any, mode: str, stop_reason: str) -> None:
     assert attributes.get("gen_ai.usage.cache_creation.input_tokens") == api.CACHE_CREATION_INPUT_TOKENS
 
 
-def assert_metrics(traced: Any, server: LoopbackServer, error_type: str | None = None) -> None:
-    common = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": "anthropic",
-        "gen_ai.request.model": MODEL,
-        "server.address": server.host,
-        "server.port": server.port,
-    }
-    durations = traced.metrics("gen_ai.client.operation.duration")
-    if error_type is None:
-        assert durations == [{**common, "gen_ai.response.model": api.RESPONSE_MODEL}]
-        tokens = traced.metrics("gen_ai.client.token.usage")
-        expected = [{**common, "gen_ai.response.model": api.RESPONSE_MODEL, "gen_ai.token.type": kind} for kind in ("input", "output")]
-        assert sorted(tokens, key=lambda p: p["gen_ai.token.type"]) == expected
-    else:
-        assert durations == [{**common, "error.type": error_type}]
-        assert traced.metrics("gen_ai.client.token.usage") == []
-
-
 def output_messages(span: Any) -> list[dict[str, Any]]:
     return json.loads(span.attributes["gen_ai.output.messages"])
 
@@ -156,7 +137,7 @@ def test_plain_reply(traced, server, mode):
     assert output["finish_reason"] == "end_turn"
     assert [p["type"] for p in output["parts"]] == ["text"]
     assert "".join(p["content"] for p in output["parts"]) == api.TEXT
-    assert_metrics(traced, server)
+    traced.assert_metrics(chat_request("anthropic", MODEL, server), response_model=api.RESPONSE_MODEL)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -190,7 +171,7 @@ def test_tool_call_reply(traced, server, mode):
     assert "partial_json" not in span.attributes["gen_ai.output.messages"]
     assert_request_attributes(span, server, body)
     assert_response_attributes(span, mode, "tool_use")
-    assert_metrics(traced, server)
+    traced.assert_metrics(chat_request("anthropic", MODEL, server), response_model=api.RESPONSE_MODEL)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -206,7 +187,7 @@ def test_error_reply(traced, server, mode):
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes["error.type"] == type(error).__qualname__
     assert_request_attributes(span, server, body)
-    assert_metrics(traced, server, error_type=type(error).__qualname__)
+    traced.assert_metrics(chat_request("anthropic", MODEL, server), error_type=type(error).__qualname__)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -23,7 +23,7 @@ from langchain_google_genai.chat_models import GoogleInvalidRequestError
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.bridge.providers.conftest import MODES, drive, expected_response_id
+from tests.bridge.providers.conftest import MODES, chat_request, drive, expected_response_id
 from tests.fakes import gemini_api as api
 from tests.fakes.loopback import LoopbackServer, Request
 
@@ -148,25 +148,6 @@ def assert_response_attributes(span: Any, mode: str, finish_reason: str) -> None
     assert "gen_ai.usage.cache_creation.input_tokens" not in attributes  # Gemini does not report it
 
 
-def assert_metrics(traced: Any, server: LoopbackServer, provider: str, error_type: str | None = None) -> None:
-    common = {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": provider,
-        "gen_ai.request.model": MODEL,
-        "server.address": server.host,
-        "server.port": server.port,
-    }
-    durations = traced.metrics("gen_ai.client.operation.duration")
-    if error_type is None:
-        response = {**common, "gen_ai.response.model": api.model_version(MODEL)}
-        assert durations == [response]
-        tokens = traced.metrics("gen_ai.client.token.usage")
-        assert sorted(tokens, key=lambda p: p["gen_ai.token.type"]) == [{**response, "gen_ai.token.type": kind} for kind in ("input", "output")]
-    else:
-        assert durations == [{**common, "error.type": error_type}]
-        assert traced.metrics("gen_ai.client.token.usage") == []
-
-
 def output_messages(span: Any) -> list[dict[str, Any]]:
     return json.loads(span.attributes["gen_ai.output.messages"])
 
@@ -187,7 +168,7 @@ def test_plain_reply(traced, server, mode):
     assert output["finish_reason"] == api.FINISH_STOP
     assert [p["type"] for p in output["parts"]] == ["text"]
     assert output["parts"][0]["content"] == api.REPLY_TEXT
-    assert_metrics(traced, server, "gcp.gemini")
+    traced.assert_metrics(chat_request("gcp.gemini", MODEL, server), response_model=api.model_version(MODEL))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -217,7 +198,7 @@ def test_tool_call_reply(traced, server, mode):
     # functionCall (additional_kwargs["function_call"]) or its thought signature.
     assert output["parts"] == [{"type": "tool_call", "id": api.TOOL_CALL_ID, "name": api.TOOL_NAME, "arguments": api.TOOL_ARGUMENTS}]
     assert api.THOUGHT_SIGNATURE not in span.attributes["gen_ai.output.messages"]
-    assert_metrics(traced, server, "gcp.gemini")
+    traced.assert_metrics(chat_request("gcp.gemini", MODEL, server), response_model=api.model_version(MODEL))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -235,7 +216,7 @@ def test_error_reply(traced, server, mode):
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes.get("error.type") == type(error).__qualname__
     assert_request_attributes(span, server, request, "gcp.gemini")
-    assert_metrics(traced, server, "gcp.gemini", error_type=type(error).__qualname__)
+    traced.assert_metrics(chat_request("gcp.gemini", MODEL, server), error_type=type(error).__qualname__)
 
 
 VERTEX_BACKENDS = {
@@ -261,7 +242,7 @@ def test_vertex_ai_plain_reply(traced, server, mode, backend):
     span = traced.model_span()
     assert_request_attributes(span, server, request, "gcp.vertex_ai")
     assert_response_attributes(span, mode, api.FINISH_STOP)
-    assert_metrics(traced, server, "gcp.vertex_ai")
+    traced.assert_metrics(chat_request("gcp.vertex_ai", MODEL, server), response_model=api.model_version(MODEL))
 
 
 @pytest.fixture

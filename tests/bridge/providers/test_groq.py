@@ -14,7 +14,7 @@ from langchain_groq import ChatGroq
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.bridge.providers.conftest import MODES, drive, expected_response_id, expected_response_model
+from tests.bridge.providers.conftest import MODES, Checks, chat_request, drive, expected_response_id, expected_response_model
 from tests.fakes import groq_api as api
 from tests.fakes.loopback import LoopbackServer
 
@@ -38,24 +38,6 @@ STREAMED = ("stream", "astream")
 def get_weather(city: str) -> str:
     """The weather in a city."""
     return "sunny"
-
-
-class Checks:
-    """Collects every mismatch, then fails once listing them all."""
-
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-
-    def equal(self, what: str, actual: Any, expected: Any) -> None:
-        if actual != expected:
-            self.failures.append(f"{what}: got {actual!r}, expected {expected!r}")
-
-    def true(self, what: str, condition: bool) -> None:
-        if not condition:
-            self.failures.append(what)
-
-    def done(self) -> None:
-        assert not self.failures, "\n".join(self.failures)
 
 
 @pytest.fixture(scope="module")
@@ -117,23 +99,6 @@ def check_response(checks: Checks, span: Any, mode: str, finish_reason: str, usa
     checks.true("gen_ai.usage.cache_creation.input_tokens set though Groq reports none", "gen_ai.usage.cache_creation.input_tokens" not in span.attributes)
 
 
-def check_metrics(checks: Checks, traced: Any, server: LoopbackServer, mode: str, error_type: str | None = None) -> None:
-    common = {"gen_ai.provider.name": PROVIDER, "gen_ai.request.model": MODEL, "server.address": server.host, "server.port": server.port}
-    if error_type is None:
-        common["gen_ai.response.model"] = expected_response_model(PACKAGE, mode, api.RESPONSE_MODEL, MODEL)
-    durations = traced.metrics("gen_ai.client.operation.duration")
-    checks.true("a gen_ai.client.operation.duration point", bool(durations))
-    for point in durations:
-        checks.equal("duration point attributes", {k: point.get(k) for k in common}, common)
-        checks.equal("duration point error.type", point.get("error.type"), error_type)
-    if error_type is not None:
-        return
-    tokens = traced.metrics("gen_ai.client.token.usage")
-    checks.equal("token usage point types", sorted(p.get("gen_ai.token.type") for p in tokens), ["input", "output"])
-    for point in tokens:
-        checks.equal(f"token usage point ({point.get('gen_ai.token.type')}) attributes", {k: point.get(k) for k in common}, common)
-
-
 @pytest.mark.parametrize("mode", MODES)
 def test_plain_reply(traced: Any, server: LoopbackServer, mode: str) -> None:
     message = drive(make_model(server), mode, "Say hello")
@@ -145,8 +110,8 @@ def test_plain_reply(traced: Any, server: LoopbackServer, mode: str) -> None:
     check_response(checks, span, mode, "stop", api.USAGE)
     output = json.loads(span.attributes.get("gen_ai.output.messages", "[]"))
     checks.equal("output parts", [part for m in output for part in m["parts"]], [{"type": "text", "content": api.TEXT}])
-    check_metrics(checks, traced, server, mode)
     checks.done()
+    traced.assert_metrics(chat_request(PROVIDER, MODEL, server), response_model=expected_response_model(PACKAGE, mode, api.RESPONSE_MODEL, MODEL))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -167,8 +132,8 @@ def test_tool_call_reply(traced: Any, server: LoopbackServer, mode: str) -> None
         [{"type": "tool_call", "id": api.TOOL_CALL_ID, "name": api.TOOL_NAME, "arguments": api.TOOL_ARGUMENTS}],
     )
     checks.equal("other parts repeating the tool call", [p for p in parts if p["type"] != "tool_call" and api.TOOL_NAME in json.dumps(p)], [])
-    check_metrics(checks, traced, server, mode)
     checks.done()
+    traced.assert_metrics(chat_request(PROVIDER, MODEL, server), response_model=expected_response_model(PACKAGE, mode, api.RESPONSE_MODEL, MODEL))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -183,8 +148,8 @@ def test_error_reply(traced: Any, server: LoopbackServer, mode: str) -> None:
     check_request(checks, span, server, mode)
     checks.equal("span status", span.status.status_code, StatusCode.ERROR)
     checks.equal("error.type", span.attributes.get("error.type"), type(raised.value).__qualname__)
-    check_metrics(checks, traced, server, mode, error_type=type(raised.value).__qualname__)
     checks.done()
+    traced.assert_metrics(chat_request(PROVIDER, MODEL, server), error_type=type(raised.value).__qualname__)
 
 
 @pytest.fixture
