@@ -18,6 +18,8 @@ from callscope._exceptions import CallscopeError, ConfigError
 from callscope.version import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from opentelemetry.metrics import MeterProvider
     from opentelemetry.trace import TracerProvider
 
@@ -67,6 +69,7 @@ def instrument(
     include_internal_handlers: bool | None = None,
     meter_provider: MeterProvider | None = None,
     metrics: bool | None = None,
+    conversation_keys: Sequence[str] | None = None,
 ) -> None:
     """Trace every LangChain run in this process, and measure its GenAI operations.
 
@@ -77,7 +80,9 @@ def instrument(
     recorded as GenAI client metrics (``gen_ai.client.operation.duration``, ``…token.usage``,
     ``…time_to_first_chunk``, ``…time_per_output_chunk``) with ``meter_provider``, ``None``
     meaning the global one; they cost nothing while no meter provider is configured, and
-    ``metrics=False`` (or ``CALLSCOPE_METRICS=false``) turns them off. The other options override
+    ``metrics=False`` (or ``CALLSCOPE_METRICS=false``) turns them off. ``conversation_keys``
+    names the ``configurable`` keys whose value is a run's ``gen_ai.conversation.id`` (default
+    ``thread_id``, ``session_id``, ``conversation_id``). The other options override
     their environment variables (see ``callscope.environment_variables``); an invalid value
     raises :class:`ConfigError`.
 
@@ -96,6 +101,7 @@ def instrument(
         run_ttl_seconds=run_ttl_seconds,
         max_attribute_length=max_attribute_length,
         include_internal_handlers=include_internal_handlers,
+        conversation_keys=conversation_keys,
     )
 
 

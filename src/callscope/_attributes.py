@@ -50,6 +50,9 @@ COMPONENT = "callscope.component"
 INPUT = "callscope.input"
 OUTPUT = "callscope.output"
 RETRY_ATTEMPT = "callscope.retry.attempt"
+#: The user's RunnableConfig tags and metadata set on this run (not inherited from its parent).
+RUN_TAGS = "callscope.run.tags"
+RUN_METADATA_PREFIX = "callscope.run.metadata."
 #: With content capture on: a custom event's payload.
 EVENT_DATA = "callscope.event.data"
 STREAM_CHUNKS = "callscope.stream.chunks"

@@ -46,3 +46,13 @@ CALLSCOPE_MAX_ATTRIBUTE_LENGTH = "CALLSCOPE_MAX_ATTRIBUTE_LENGTH"
 Longest string callscope writes into one attribute (captured content, error messages); longer
 values are cut and marked ``…[N more chars]``. Default: ``8192``.
 """
+
+CALLSCOPE_CONVERSATION_KEYS = "CALLSCOPE_CONVERSATION_KEYS"
+"""
+.. envvar:: CALLSCOPE_CONVERSATION_KEYS
+
+Comma-separated ``configurable`` / metadata keys whose value names the conversation a run
+belongs to (``gen_ai.conversation.id``), first match wins. Default:
+``thread_id,session_id,conversation_id`` (LangGraph's thread, ``RunnableWithMessageHistory``'s
+session).
+"""

@@ -18,8 +18,9 @@ from uuid import UUID
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.trace import Status, StatusCode
 
-from callscope._attributes import LANGGRAPH_INTERRUPTED, OUTPUT
+from callscope._attributes import INPUT, LANGGRAPH_INTERRUPTED, OUTPUT
 from callscope._bridge import semconv as sc
+from callscope._bridge.agents import agent_at_end
 from callscope._bridge.labels import LabelsByTrace
 from callscope._bridge.messages import output_messages
 from callscope._bridge.metrics import Metrics
@@ -75,9 +76,18 @@ class RunEnds:
         if record is not None:
             end_runs_stopped_with(self._registry, record, stopped)  # type: ignore[arg-type]
 
+    def streamed_input(self, run_id: UUID, inputs: Any) -> None:
+        """A streamed chain starts with LangChain's placeholder input (``{"input": ""}``) and is
+        told its real input only as it ends: record that one, as ``invoke``'s start does."""
+        record = self._registry.get(run_id)
+        if record is not None and record.span.is_recording():
+            record.span.set_attribute(INPUT, to_json(inputs, self._limit))
+
     def annotate_chain(self, record: RunRecord, outputs: Any) -> None:
         if self._content:
             record.span.set_attribute(OUTPUT, to_json(outputs, self._limit))
+        if record.agent is not None:
+            agent_at_end(record, outputs, self._content, self._limit)
 
     def annotate_model(self, record: RunRecord, response: Any) -> None:
         attributes = sc.model_end_attributes(response)
@@ -97,6 +107,8 @@ class RunEnds:
             record.span.set_attribute(gen_ai.GEN_AI_RETRIEVAL_DOCUMENTS, to_json(_documents(documents), self._limit))
 
     def _annotate_failure(self, record: RunRecord, error: BaseException) -> None:
+        if record.agent is not None:
+            agent_at_end(record, None, self._content, self._limit)
         span = record.span
         attributes: dict[str, Any] = {}
         record.add_stream_timing(attributes)

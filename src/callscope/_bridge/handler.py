@@ -218,6 +218,8 @@ class SpanHandler(BaseCallbackHandler):
 
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         try:  # fenced here, as on_chain_start is
+            if self._content and "inputs" in kwargs:
+                self._ends.streamed_input(run_id, kwargs["inputs"])
             self._ends.end(run_id, self._ends.annotate_chain, outputs)
         except Exception:
             self.fence.note("on_chain_end", "the chain is unaffected", level=logging.ERROR)
@@ -236,6 +238,8 @@ class SpanHandler(BaseCallbackHandler):
 
     @absorb
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        if self._content and "inputs" in kwargs:
+            self._ends.streamed_input(run_id, kwargs["inputs"])
         self._ends.fail(run_id, error)
 
     @absorb

@@ -68,6 +68,8 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             ``callscope.environment_variables``.
         include_internal_handlers: also list LangChain's and LangGraph's internal handlers
             (streaming, event and log stream, listener tracers) among the handlers a run reached.
+        conversation_keys: the ``configurable``/metadata keys naming a run's conversation;
+            overrides ``CALLSCOPE_CONVERSATION_KEYS``.
     """
 
     _handler: SpanHandler | None = None
@@ -108,6 +110,7 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             max_attribute_length=kwargs.get("max_attribute_length"),
             include_internal_handlers=kwargs.get("include_internal_handlers"),
             metrics=kwargs.get("metrics"),
+            conversation_keys=kwargs.get("conversation_keys"),
         )
         tracer = trace.get_tracer(
             TRACER_NAME,
@@ -174,6 +177,7 @@ _OPTIONS = frozenset(
         "run_ttl_seconds",
         "max_attribute_length",
         "include_internal_handlers",
+        "conversation_keys",
     }
 )
 

@@ -93,7 +93,7 @@ def server_of(fields: Mapping[str, Any]) -> tuple[str, int] | None:
     """``server.address`` and ``server.port`` of the endpoint a model was constructed with, when
     its constructor fields name one; only host and port are taken from the URL, never credentials
     or paths. A model on its provider's default endpoint says nothing, so nothing is guessed."""
-    if _ENDPOINT_FIELD_SET.isdisjoint(fields):  # the usual model: on its provider's default endpoint
+    if type(fields) is dict and _ENDPOINT_FIELD_SET.isdisjoint(fields):  # the usual model: on its default endpoint
         return None
     for name in ENDPOINT_FIELDS:
         url = fields.get(name)

@@ -76,6 +76,16 @@ class RunRecord:
     #: The endpoint read from the model itself when LangChain could not serialize it
     #: (``instances``), for metrics that start after it was read.
     model_server: tuple[str, int] | None = None
+    #: What this run's config said (``run_config``), for its children to compare theirs with:
+    #: the user's tags and metadata, the metadata as LangChain passed it, the conversation.
+    user_tags: frozenset[str] = frozenset()
+    user_metadata: Mapping[str, Any] | None = None
+    raw_metadata: Any = None
+    conversation: str | None = None
+    #: LangGraph task -> attempts started, for the node runs under this run (``run_config``).
+    node_attempts: dict[str, int] | None = None
+    #: An ``agents.AgentRun`` when this run is, or may turn out to be, an agent invocation.
+    agent: Any = None
 
     def add_stream_timing(self, attributes: dict[str, Any]) -> None:
         """Put a streamed run's timing among its span's end attributes (nothing if unstreamed)."""

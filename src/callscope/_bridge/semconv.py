@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from uuid import UUID
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes
@@ -248,10 +247,6 @@ def _add_run_context(attributes: Attributes, tags: Iterable[str] | None, metadat
             if attempt.isdigit():
                 attributes[RETRY_ATTEMPT] = int(attempt)
     if metadata and isinstance(metadata, Mapping):
-        # LangGraph's thread: a resumed run (after an interrupt) continues the same conversation.
-        thread = metadata.get("thread_id")
-        if isinstance(thread, (str, int, UUID)) and not isinstance(thread, bool):
-            attributes[gen_ai.GEN_AI_CONVERSATION_ID] = short_label(str(thread))
         node = metadata.get("langgraph_node")
         if isinstance(node, str):
             attributes[LANGGRAPH_NODE] = short_label(node)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from callscope import environment_variables as env
@@ -35,6 +36,10 @@ _CONTENT_VALUES = {
 }
 
 
+#: LangGraph's thread, RunnableWithMessageHistory's session, and the generic name.
+_CONVERSATION_KEYS = ("thread_id", "session_id", "conversation_id")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     capture_content: ContentCapture = ContentCapture.NO_CONTENT
@@ -43,6 +48,7 @@ class Settings:
     max_attribute_length: int = 8192
     include_internal_handlers: bool = False
     metrics: bool = True
+    conversation_keys: tuple[str, ...] = _CONVERSATION_KEYS
 
     @classmethod
     def resolve(
@@ -54,6 +60,7 @@ class Settings:
         max_attribute_length: int | None = None,
         include_internal_handlers: bool | None = None,
         metrics: bool | None = None,
+        conversation_keys: Sequence[str] | None = None,
     ) -> Settings:
         return cls(
             capture_content=_content_from(capture_content),
@@ -70,6 +77,7 @@ class Settings:
             ),
             include_internal_handlers=_flag("include_internal_handlers", include_internal_handlers),
             metrics=_metrics_from(metrics),
+            conversation_keys=_conversation_keys_from(conversation_keys),
         )
 
 
@@ -141,6 +149,21 @@ def _metrics_from(argument: bool | None) -> bool:
         return False
     _log.warning("%s=%r is not true or false; metrics stay on.", env.CALLSCOPE_METRICS, raw)
     return True
+
+
+def _conversation_keys_from(argument: Sequence[str] | None) -> tuple[str, ...]:
+    if argument is not None:
+        if isinstance(argument, str) or not all(isinstance(key, str) and key for key in argument):
+            raise ConfigError(f"conversation_keys must be a list of key names, e.g. ['thread_id', 'session_id'], got {argument!r}")
+        return tuple(argument)
+    raw = os.environ.get(env.CALLSCOPE_CONVERSATION_KEYS, "").strip()
+    if not raw:
+        return _CONVERSATION_KEYS
+    keys = tuple(key.strip() for key in raw.split(",") if key.strip())
+    if not keys:
+        _log.warning("%s=%r names no key; using %s.", env.CALLSCOPE_CONVERSATION_KEYS, raw, ",".join(_CONVERSATION_KEYS))
+        return _CONVERSATION_KEYS
+    return keys
 
 
 def _flag(name: str, argument: bool | None) -> bool:

@@ -37,9 +37,11 @@ from callscope._bridge.fence import Fence
 from callscope._bridge.labels import LabelsByTrace
 from callscope._bridge.metrics import Metrics
 from callscope._bridge.probe import starting_manager
+from callscope._bridge.agents import agent_at_start, note_model_call
 from callscope._bridge.run_bodies import claim_run_body
+from callscope._bridge.run_config import RunConfigReader
 from callscope._bridge.runs import RunRecord, RunRegistry
-from callscope._bridge.semconv import CHAIN
+from callscope._bridge.semconv import CHAIN, CHAT, TEXT_COMPLETION
 from callscope._bridge.settings import Settings
 from callscope._bridge.unsampled import MeasuredUnsampledTrace, UnsampledTrace, UnsampledTraces, marker_on, read_sampler
 
@@ -53,6 +55,12 @@ _LOSES_CHILDREN = frozenset({"RunnableWithFallbacks"})
 _DROPPED_SCOPE = _scope.TraceScope()
 
 Describe = Callable[[Any, Mapping[str, Any], Any, Any], tuple[str, dict[str, Any]]]
+
+
+_MODELS = frozenset({CHAT, TEXT_COMPLETION})
+
+#: What a run whose config could not be read passes down: nothing.
+_NOT_CONFIGURED: tuple[frozenset[str], None, None, None] = (frozenset(), None, None, None)
 
 
 class RunStarts:
@@ -78,6 +86,7 @@ class RunStarts:
         self._fence = fence
         # A dropped trace's model, tool and retrieval runs are still measured while metrics are live.
         self._metrics = metrics
+        self._run_config = RunConfigReader(registry, settings.conversation_keys, settings.max_attribute_length)
         # What the sampler does, read again on each run start until it is known for good.
         self._sampling_follows_parent, self._dropped_without_asking, self._sampler_settled = read_sampler(tracer)
 
@@ -99,7 +108,9 @@ class RunStarts:
             return None
         if not self._sampler_settled:
             self._sampling_follows_parent, self._dropped_without_asking, self._sampler_settled = read_sampler(self._tracer)
-        parent, step = self._parent_and_step(parent_run_id)
+        # The config of the step this run is started from, as LangChain's config context says.
+        config = var_child_runnable_config.get()
+        parent, step = self._parent_and_step(parent_run_id, config)
         if parent is not None and not parent.sampled and self._sampling_follows_parent:
             # The sampler would drop this run as it dropped its parent: skip the whole span, but
             # keep a record so that children and step bodies still find the (unsampled) trace.
@@ -120,6 +131,16 @@ class RunStarts:
         # span of the step this run was started from, which the step context made current there.
         parent_context = parent.context if parent is not None else None
         step, enclosing, scope = self._enclosing(parent, step)
+        try:
+            configured = self._run_config.add(attributes, tags, metadata, config, enclosing)
+        except Exception:  # a config no mapping anticipated costs the span its labels, never the span
+            self._fence.note(f"reading a {operation} run's config", "the span was kept without its tags and metadata")
+            configured = _NOT_CONFIGURED
+        agent = None
+        if operation == CHAIN:
+            name, agent = agent_at_start(name, attributes, metadata, enclosing)
+        elif operation in _MODELS:
+            note_model_call(self._registry, parent, attributes, kwargs.get("invocation_params"))
         # Classified before the span starts so the labels go in with the other start attributes
         # (one attribute-cleaning pass in the SDK instead of a set_attribute call per list).
         handlers = scope.handlers_of(manager, operation)
@@ -141,6 +162,8 @@ class RunStarts:
             passes_down=getattr(manager, "inheritable_handlers", None),
             dropped=dropped,
         )
+        record.user_tags, record.user_metadata, record.raw_metadata, record.conversation = configured
+        record.agent = agent
         scope.record_run(name, operation, handlers, dropped, run_id)
         if dropped_in is not None:
             scope.record_dropped(dropped_in, dropped)
@@ -148,12 +171,10 @@ class RunStarts:
             self._labels_by_trace.remember(span.get_span_context().trace_id, scope.labels)
         return self._keep(run_id, record, parent, parent_context)
 
-    def _parent_and_step(self, parent_run_id: UUID | None) -> tuple[RunRecord | None, RunRecord | None]:
+    def _parent_and_step(self, parent_run_id: UUID | None, config: Any) -> tuple[RunRecord | None, RunRecord | None]:
         """The run's parent run and the run owning the step it is started from, if callscope
         knows them."""
         runs = self._registry
-        # The step this run is started from, as LangChain's config context says.
-        config = var_child_runnable_config.get()
         step = runs.get(getattr(config.get("callbacks"), "parent_run_id", None)) if config else None
         parent = runs.get(parent_run_id)
         if parent is not None and step is not None and step is not parent and step.loses_children and step.parent_run_id == parent_run_id:

@@ -1,0 +1,149 @@
+"""What a run's ``RunnableConfig`` says about it: the user's tags and metadata, the conversation it
+belongs to, and which attempt of a retried LangGraph node it is.
+
+LangChain passes every run the tags and metadata of its config, merged with those of the runs
+above it and with its own bookkeeping (``seq:step:2``, ``ls_provider``, ``langgraph_node``…). A
+span records only the user's, and only where they were set: a tag or metadata value the parent
+run already had is not repeated on every run below it (Jaeger finds a trace by any of its spans).
+
+The conversation (``gen_ai.conversation.id``) is on every run that belongs to one: LangGraph's
+``thread_id`` is in each run's metadata; ``RunnableWithMessageHistory``'s ``session_id`` is only
+in the ``configurable`` of the config the run executes in, which LangChain never passes to
+callbacks, so it is read from the run's config context, and the runs above it that started
+before it was known get it too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
+
+from callscope._attributes import RETRY_ATTEMPT, RUN_METADATA_PREFIX, RUN_TAGS
+from callscope._bridge.attribute_values import Attributes, short_label
+from callscope._bridge.runs import RunRecord, RunRegistry
+from callscope._bridge.serialize import REDACTED, bound_text, is_secret_key, to_json
+
+_MAX_TAGS = 32
+_MAX_METADATA = 32
+_MAX_KEY = 64
+_MAX_VALUE = 256
+_INT64 = 2**63 - 1
+
+# Tags LangChain and LangGraph add to a child run for their own bookkeeping.
+_INTERNAL_TAG_PREFIXES = ("seq:step:", "map:key:", "condition:", "branch:", "retry:attempt:", "graph:step:", "langsmith:")
+# Metadata LangChain, LangSmith and LangGraph add: LangSmith's ``ls_*`` and ``lc_*``, LangGraph's
+# node and checkpoint keys, and the configurable keys LangGraph copies for its own tracing.
+_INTERNAL_KEY_PREFIXES = ("ls_", "lc_", "langgraph_", "checkpoint_", "__")
+_INTERNAL_KEYS = frozenset({"checkpoint_id", "checkpoint_ns", "checkpoint_map", "task_id", "run_id", "assistant_id", "graph_id"})
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+class RunConfigReader:
+    """Reads tags, metadata and the conversation of each run as it starts."""
+
+    def __init__(self, registry: RunRegistry, conversation_keys: Sequence[str], max_length: int) -> None:
+        self._registry = registry
+        self._max_value = min(_MAX_VALUE, max_length)
+        self._conversation_keys = tuple(conversation_keys)
+        self._not_user_keys = _INTERNAL_KEYS.union(self._conversation_keys)
+
+    def add(self, attributes: Attributes, tags: Any, metadata: Any, config: Any, parent: RunRecord | None) -> tuple[frozenset[str], Mapping[str, Any], Mapping[str, Any], str | None]:
+        """Put this run's own tags, metadata and conversation among its start attributes, and
+        its LangGraph node attempt; return what its children compare theirs with."""
+        metadata = metadata if type(metadata) is dict or isinstance(metadata, Mapping) else _EMPTY
+        parent_tags = parent.user_tags if parent is not None else frozenset()
+        user_tags = _user_tags(tags) if tags else frozenset()
+        if user_tags and user_tags != parent_tags:
+            new = [tag for tag in user_tags if tag not in parent_tags]
+            if new:
+                attributes[RUN_TAGS] = tuple([bound_text(tag, self._max_value) for tag in sorted(new)[:_MAX_TAGS]])
+        if parent is not None and (metadata is parent.raw_metadata or metadata == parent.raw_metadata):
+            user_metadata = parent.user_metadata or _EMPTY  # LangChain's usual child: its parent's metadata
+        else:
+            user_metadata = self._user_metadata(metadata) if metadata else _EMPTY
+            if user_metadata:
+                parent_metadata = (parent.user_metadata if parent is not None else None) or _EMPTY
+                changed = {k: v for k, v in user_metadata.items() if parent_metadata.get(k, _EMPTY) != v}
+                _add_metadata(attributes, changed, self._max_value)
+        conversation = self._conversation(metadata, config)
+        if conversation is None and parent is not None:
+            conversation = parent.conversation
+        if conversation is not None:
+            attributes[gen_ai.GEN_AI_CONVERSATION_ID] = conversation
+            if parent is not None and parent.conversation is None:
+                self._tell_runs_above(parent, conversation)
+        if tags and parent is not None:
+            _add_node_attempt(attributes, tags, metadata, parent)
+        return user_tags, user_metadata, metadata, conversation
+
+    def _conversation(self, metadata: Mapping[str, Any], config: Any) -> str | None:
+        configurable = config.get("configurable") if config else None
+        for key in self._conversation_keys:
+            value = metadata.get(key)
+            if value is None and configurable:
+                value = configurable.get(key)
+            if value is not None and not isinstance(value, bool) and isinstance(value, (str, int, UUID)):
+                return short_label(str(value))
+        return None
+
+    def _tell_runs_above(self, record: RunRecord | None, conversation: str) -> None:
+        """The runs above that started before the conversation was known (the history wrapper
+        itself, whose own start has no config context) belong to it too."""
+        while record is not None and record.conversation is None:
+            record.conversation = conversation
+            if record.sampled and record.span.is_recording():
+                record.span.set_attribute(gen_ai.GEN_AI_CONVERSATION_ID, conversation)
+            record = self._registry.get(record.parent_run_id)
+
+    def _user_metadata(self, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
+        internal = self._not_user_keys
+        user = {
+            key: value
+            for key, value in metadata.items()
+            if type(key) is str and key not in internal and not key.startswith(_INTERNAL_KEY_PREFIXES)
+        }
+        return user or _EMPTY
+
+
+def _user_tags(tags: Any) -> frozenset[str]:
+    try:
+        return frozenset(tag for tag in tags if type(tag) is str and tag and not tag.startswith(_INTERNAL_TAG_PREFIXES))
+    except TypeError:  # not iterable: a payload LangChain never sends
+        return frozenset()
+
+
+def _add_metadata(attributes: Attributes, metadata: Mapping[str, Any], limit: int) -> None:
+    for key in sorted(metadata)[:_MAX_METADATA]:
+        name = RUN_METADATA_PREFIX + short_label(key[:_MAX_KEY])
+        attributes[name] = REDACTED if is_secret_key(key) else _value(metadata[key], limit)
+
+
+def _value(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        return bound_text(value, limit)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and abs(value) <= _INT64:
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return to_json(value, limit)
+
+
+def _add_node_attempt(attributes: Attributes, tags: Any, metadata: Mapping[str, Any], parent: RunRecord) -> None:
+    """A LangGraph node retried by its ``RetryPolicy`` starts again as a new run of the same task
+    (same parent, same ``langgraph_checkpoint_ns``) and nothing says which attempt it is: count."""
+    task = metadata.get("langgraph_checkpoint_ns")
+    if not isinstance(task, str) or not any(type(tag) is str and tag.startswith("graph:step:") for tag in tags):
+        return
+    attempts = parent.node_attempts
+    if attempts is None:
+        attempts = parent.node_attempts = {}
+    attempt = attempts[task] = attempts.get(task, 0) + 1
+    if attempt > 1:  # as LangChain's with_retry tags it: nothing on the first attempt
+        attributes[RETRY_ATTEMPT] = attempt
