@@ -13,7 +13,6 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 import callscope
-from callscope._bridge import semconv as sc
 from tests.spans import SpanTree
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "semconv" / "v1.41.1" / "docs" / "gen-ai"
@@ -128,10 +127,3 @@ def test_genai_span_names_are_operation_then_identifier(spans):
     # execute_tool {gen_ai.tool.name}
     assert by_operation["execute_tool"].name == "execute_tool add"
     assert by_operation["execute_tool"].attributes[gen_ai.GEN_AI_TOOL_NAME] == "add"
-
-
-def test_thread_id_becomes_the_conversation_id():
-    _, attributes = sc.describe_chain(None, {"name": "LangGraph"}, [], {"thread_id": "t-42"})
-    assert attributes[gen_ai.GEN_AI_CONVERSATION_ID] == "t-42"
-    _, attributes = sc.describe_chain(None, {"name": "LangGraph"}, [], {"thread_id": {"not": "an id"}})
-    assert gen_ai.GEN_AI_CONVERSATION_ID not in attributes
