@@ -195,6 +195,24 @@ def langgraph_agent(h: Handlers):
     return graph.compile(), inputs
 
 
+def create_agent_with_labels(h: Handlers):
+    """langchain's create_agent (an invoke_agent span), named, in a conversation, run with the
+    user's tags and metadata: what callscope reads of each run's config changes nothing."""
+    from langchain.agents import create_agent
+
+    class ToolCallingModel(LookupAgentModel):
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+            return self
+
+    def lookup(city: str) -> str:
+        """Weather for a city."""
+        return f"sunny in {city}"
+
+    agent = create_agent(ToolCallingModel(callbacks=h.constructor), [StructuredTool.from_function(lookup, callbacks=h.constructor)], name="weather")
+    labelled = agent.with_config(tags=["prod"], metadata={"tenant": "acme"}, configurable={"thread_id": "t-1"})
+    return labelled, [{"messages": [("user", "weather in Paris")]}, {"messages": [("user", "weather in Lima")]}]
+
+
 def worker_thread(h: Handlers):
     """A step runs a chain in a worker thread without passing its config, the OTel context
     carried into the thread as OpenTelemetry's threading instrumentation carries it: a new
@@ -302,6 +320,7 @@ WORKLOADS: dict[str, Workload] = {
         langgraph_agent,
         ollama_chat,
         anthropic_tool_call,
+        create_agent_with_labels,
     )
 }
 
