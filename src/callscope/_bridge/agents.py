@@ -23,7 +23,7 @@ from typing import Any
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 from callscope._bridge.attribute_values import Attributes, short_label
-from callscope._bridge.runs import RunRecord, RunRegistry
+from callscope._bridge.runs import RunRecord
 from callscope._bridge.serialize import json_text, to_jsonable
 
 INVOKE_AGENT = gen_ai.GenAiOperationNameValues.INVOKE_AGENT.value
@@ -32,6 +32,7 @@ _LANGGRAPH = "langgraph"
 #: LangGraph's name for a compiled graph nobody named: no agent name.
 _DEFAULT_GRAPH_NAME = "LangGraph"
 _MAX_TOOLS = 64
+_NOTHING: Mapping[str, Any] = {}
 
 
 class AgentRun:
@@ -51,12 +52,16 @@ class AgentRun:
 def agent_at_start(name: str, attributes: Attributes, metadata: Any, parent: RunRecord | None) -> tuple[str, AgentRun | None]:
     """The span name of a chain run, and its ``AgentRun`` when it is (or may be) an agent; an
     agent's start attributes are added to ``attributes``."""
-    if not isinstance(metadata, Mapping):
+    if type(metadata) is not dict and not isinstance(metadata, Mapping):
         return name, None
-    above = parent.raw_metadata if parent is not None else None
-    above = above if isinstance(above, Mapping) else {}
     agent_name = metadata.get("lc_agent_name")
     integration = metadata.get("ls_integration")
+    if agent_name is None and integration is None:
+        return name, None
+    above = parent.raw_metadata if parent is not None else None
+    above = above if type(above) is dict or isinstance(above, Mapping) else _NOTHING
+    if agent_name == above.get("lc_agent_name") and integration == above.get("ls_integration"):
+        return name, None  # inherited from the run above, as LangChain passes metadata down
     if isinstance(agent_name, str) and agent_name:
         if above.get("lc_agent_name") == agent_name:
             return name, None  # inherited from the agent above
@@ -64,7 +69,8 @@ def agent_at_start(name: str, attributes: Attributes, metadata: Any, parent: Run
     elif integration == _CREATE_AGENT and above.get("ls_integration") != _CREATE_AGENT:
         label = name if name != _DEFAULT_GRAPH_NAME else None
     elif integration == _LANGGRAPH and above.get("ls_integration") != _LANGGRAPH:
-        return name, AgentRun(name if name != _DEFAULT_GRAPH_NAME else None, confirmed=False)
+        # A graph root: an agent if it writes messages under its own name. Unnamed, it cannot.
+        return name, (AgentRun(name, confirmed=False) if name != _DEFAULT_GRAPH_NAME else None)
     else:
         return name, None
     attributes[gen_ai.GEN_AI_OPERATION_NAME] = INVOKE_AGENT
@@ -73,20 +79,14 @@ def agent_at_start(name: str, attributes: Attributes, metadata: Any, parent: Run
     return (f"{INVOKE_AGENT} {label}" if label else INVOKE_AGENT), AgentRun(label, confirmed=True)
 
 
-def note_model_call(registry: RunRegistry, parent: RunRecord | None, attributes: Attributes, invocation_params: Any) -> None:
+def note_model_call(agent: AgentRun, attributes: Attributes, invocation_params: Any) -> None:
     """Give the agent a model call is made in that call's provider, model and tools, if it has
     none yet."""
-    record = parent
-    while record is not None:
-        agent = record.agent
-        if agent is not None:
-            if agent.provider is None:
-                agent.provider = attributes.get(gen_ai.GEN_AI_PROVIDER_NAME)
-                agent.model = attributes.get(gen_ai.GEN_AI_REQUEST_MODEL)
-                tools = invocation_params.get("tools") if isinstance(invocation_params, Mapping) else None
-                agent.tools = tools if isinstance(tools, Sequence) and not isinstance(tools, str) else None
-            return
-        record = registry.get(record.parent_run_id)
+    if agent.provider is None:
+        agent.provider = attributes.get(gen_ai.GEN_AI_PROVIDER_NAME)
+        agent.model = attributes.get(gen_ai.GEN_AI_REQUEST_MODEL)
+        tools = invocation_params.get("tools") if isinstance(invocation_params, Mapping) else None
+        agent.tools = tools if isinstance(tools, Sequence) and not isinstance(tools, str) else None
 
 
 def agent_at_end(record: RunRecord, outputs: Any, content: bool, limit: int) -> None:

@@ -1,5 +1,5 @@
 """What a run's ``RunnableConfig`` says about it: the user's tags and metadata, the conversation it
-belongs to, and which attempt of a retried LangGraph node it is.
+belongs to, the LangGraph node and step it runs in, and which attempt of a retry it is.
 
 LangChain passes every run the tags and metadata of its config, merged with those of the runs
 above it and with its own bookkeeping (``seq:step:2``, ``ls_provider``, ``langgraph_node``…). A
@@ -22,7 +22,7 @@ from uuid import UUID
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
-from callscope._attributes import RETRY_ATTEMPT, RUN_METADATA_PREFIX, RUN_TAGS
+from callscope._attributes import LANGGRAPH_NODE, LANGGRAPH_STEP, RETRY_ATTEMPT, RUN_METADATA_PREFIX, RUN_TAGS
 from callscope._bridge.attribute_values import Attributes, short_label
 from callscope._bridge.runs import RunRecord, RunRegistry
 from callscope._bridge.serialize import REDACTED, bound_text, is_secret_key, to_json
@@ -41,6 +41,8 @@ _INTERNAL_KEY_PREFIXES = ("ls_", "lc_", "langgraph_", "checkpoint_", "__")
 _INTERNAL_KEYS = frozenset({"checkpoint_id", "checkpoint_ns", "checkpoint_map", "task_id", "run_id", "assistant_id", "graph_id"})
 
 _EMPTY: Mapping[str, Any] = {}
+_NO_TAGS: frozenset[str] = frozenset()
+_MAX_REMEMBERED = 4096
 
 
 class RunConfigReader:
@@ -50,43 +52,78 @@ class RunConfigReader:
         self._registry = registry
         self._max_value = min(_MAX_VALUE, max_length)
         self._conversation_keys = tuple(conversation_keys)
+        self._conversation_key_set = frozenset(self._conversation_keys)
         self._not_user_keys = _INTERNAL_KEYS.union(self._conversation_keys)
+        # LangChain's and LangGraph's own metadata keys and tags, as met: they repeat on every run.
+        self._internal_keys_seen: set[Any] = set()
+        self._internal_tags_seen: set[Any] = set()
 
-    def add(self, attributes: Attributes, tags: Any, metadata: Any, config: Any, parent: RunRecord | None) -> tuple[frozenset[str], Mapping[str, Any], Mapping[str, Any], str | None]:
+    def add(self, attributes: Attributes, tags: Any, metadata: Any, config: Any, parent: RunRecord | None) -> tuple[frozenset[str], Mapping[str, Any], Any, str | None]:
         """Put this run's own tags, metadata and conversation among its start attributes, and
         its LangGraph node attempt; return what its children compare theirs with."""
-        metadata = metadata if type(metadata) is dict or isinstance(metadata, Mapping) else _EMPTY
-        parent_tags = parent.user_tags if parent is not None else frozenset()
-        user_tags = _user_tags(tags) if tags else frozenset()
-        if user_tags and user_tags != parent_tags:
-            new = [tag for tag in user_tags if tag not in parent_tags]
-            if new:
-                attributes[RUN_TAGS] = tuple([bound_text(tag, self._max_value) for tag in sorted(new)[:_MAX_TAGS]])
-        if parent is not None and (metadata is parent.raw_metadata or metadata == parent.raw_metadata):
-            user_metadata = parent.user_metadata or _EMPTY  # LangChain's usual child: its parent's metadata
+        # On every run start. LangChain's usual child carries its parent's labels unchanged:
+        # each check below finds that first, with a C-level comparison.
+        if type(metadata) is not dict:
+            metadata = metadata if isinstance(metadata, Mapping) else _EMPTY
+        if parent is None:
+            parent_tags, parent_metadata, raw_above, conversation = _NO_TAGS, _EMPTY, None, None
         else:
-            user_metadata = self._user_metadata(metadata) if metadata else _EMPTY
-            if user_metadata:
-                parent_metadata = (parent.user_metadata if parent is not None else None) or _EMPTY
+            parent_tags, parent_metadata = parent.user_tags, parent.user_metadata or _EMPTY
+            raw_above, conversation = parent.raw_metadata, parent.conversation
+        user_tags = _NO_TAGS
+        if tags:
+            try:
+                only_internal = self._internal_tags_seen.issuperset(tags)  # seq:step:N, graph:step:N…
+            except TypeError:  # an unhashable tag: a payload LangChain never sends
+                only_internal = True
+            if not only_internal:
+                user_tags = self._user_tags(tags, attributes)
+        if user_tags and user_tags != parent_tags:
+            new = sorted(tag for tag in user_tags if tag not in parent_tags)
+            if new:
+                attributes[RUN_TAGS] = tuple([bound_text(tag, self._max_value) for tag in new[:_MAX_TAGS]])
+        inherited = metadata is raw_above or (raw_above is not None and metadata == raw_above)
+        if inherited:
+            user_metadata = parent_metadata
+        else:
+            # Usually every key is one LangChain or LangGraph has used before (one C-level subset
+            # test); only a key met for the first time is judged in Python.
+            if not metadata or self._internal_keys_seen.issuperset(metadata):
+                user_metadata = _EMPTY
+            else:
+                user_metadata = self._user_metadata(metadata, metadata.keys() - self._internal_keys_seen)
+            if user_metadata and user_metadata != parent_metadata:
                 changed = {k: v for k, v in user_metadata.items() if parent_metadata.get(k, _EMPTY) != v}
                 _add_metadata(attributes, changed, self._max_value)
-        conversation = self._conversation(metadata, config)
-        if conversation is None and parent is not None:
-            conversation = parent.conversation
+        keys = self._conversation_key_set
+        named = self._named_in(metadata) if not inherited and not keys.isdisjoint(metadata) else None
+        if named is not None:
+            conversation = named
+        elif conversation is None and config:
+            configurable = config.get("configurable")
+            if configurable and not keys.isdisjoint(configurable):
+                conversation = self._named_in(configurable)
         if conversation is not None:
             attributes[gen_ai.GEN_AI_CONVERSATION_ID] = conversation
             if parent is not None and parent.conversation is None:
                 self._tell_runs_above(parent, conversation)
-        if tags and parent is not None:
-            _add_node_attempt(attributes, tags, metadata, parent)
+        if metadata:
+            node = metadata.get("langgraph_node")
+            if node is not None and type(node) is str:
+                attributes[LANGGRAPH_NODE] = short_label(node)
+                step = metadata.get("langgraph_step")
+                if type(step) is int:
+                    attributes[LANGGRAPH_STEP] = step
+        if parent is not None and type(tags) is list and tags:
+            first = tags[0]  # LangGraph's graph:step:N, the run's own tag, comes first
+            if type(first) is str and first.startswith("graph:step:"):
+                _add_node_attempt(attributes, metadata, parent)
         return user_tags, user_metadata, metadata, conversation
 
-    def _conversation(self, metadata: Mapping[str, Any], config: Any) -> str | None:
-        configurable = config.get("configurable") if config else None
+    def _named_in(self, mapping: Mapping[str, Any]) -> str | None:
+        """The conversation ``mapping`` names under the first conversation key it has."""
         for key in self._conversation_keys:
-            value = metadata.get(key)
-            if value is None and configurable:
-                value = configurable.get(key)
+            value = mapping.get(key)
             if value is not None and not isinstance(value, bool) and isinstance(value, (str, int, UUID)):
                 return short_label(str(value))
         return None
@@ -100,21 +137,31 @@ class RunConfigReader:
                 record.span.set_attribute(gen_ai.GEN_AI_CONVERSATION_ID, conversation)
             record = self._registry.get(record.parent_run_id)
 
-    def _user_metadata(self, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
-        internal = self._not_user_keys
-        user = {
-            key: value
-            for key, value in metadata.items()
-            if type(key) is str and key not in internal and not key.startswith(_INTERNAL_KEY_PREFIXES)
-        }
+    def _user_metadata(self, metadata: Mapping[str, Any], unknown: set[Any]) -> Mapping[str, Any]:
+        user: dict[str, Any] = {}
+        for key in unknown:
+            if type(key) is str and key not in self._not_user_keys and not key.startswith(_INTERNAL_KEY_PREFIXES):
+                user[key] = metadata[key]
+            elif len(self._internal_keys_seen) < _MAX_REMEMBERED:
+                self._internal_keys_seen.add(key)
         return user or _EMPTY
 
-
-def _user_tags(tags: Any) -> frozenset[str]:
-    try:
-        return frozenset(tag for tag in tags if type(tag) is str and tag and not tag.startswith(_INTERNAL_TAG_PREFIXES))
-    except TypeError:  # not iterable: a payload LangChain never sends
-        return frozenset()
+    def _user_tags(self, tags: Any, attributes: Attributes) -> frozenset[str]:
+        user = None
+        for tag in tags:
+            if type(tag) is str and tag and not tag.startswith(_INTERNAL_TAG_PREFIXES):
+                if user is None:
+                    user = [tag]
+                else:
+                    user.append(tag)
+            elif type(tag) is str and tag.startswith("retry:attempt:"):
+                # LCEL's with_retry tags attempts 2, 3…: never remembered, so always read here.
+                attempt = tag.rpartition(":")[2]
+                if attempt.isdigit():
+                    attributes[RETRY_ATTEMPT] = int(attempt)
+            elif len(self._internal_tags_seen) < _MAX_REMEMBERED:
+                self._internal_tags_seen.add(tag)
+        return frozenset(user) if user else _NO_TAGS
 
 
 def _add_metadata(attributes: Attributes, metadata: Mapping[str, Any], limit: int) -> None:
@@ -135,11 +182,11 @@ def _value(value: Any, limit: int) -> Any:
     return to_json(value, limit)
 
 
-def _add_node_attempt(attributes: Attributes, tags: Any, metadata: Mapping[str, Any], parent: RunRecord) -> None:
+def _add_node_attempt(attributes: Attributes, metadata: Mapping[str, Any], parent: RunRecord) -> None:
     """A LangGraph node retried by its ``RetryPolicy`` starts again as a new run of the same task
     (same parent, same ``langgraph_checkpoint_ns``) and nothing says which attempt it is: count."""
     task = metadata.get("langgraph_checkpoint_ns")
-    if not isinstance(task, str) or not any(type(tag) is str and tag.startswith("graph:step:") for tag in tags):
+    if not isinstance(task, str):
         return
     attempts = parent.node_attempts
     if attempts is None:

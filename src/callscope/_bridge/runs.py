@@ -84,8 +84,10 @@ class RunRecord:
     conversation: str | None = None
     #: LangGraph task -> attempts started, for the node runs under this run (``run_config``).
     node_attempts: dict[str, int] | None = None
-    #: An ``agents.AgentRun`` when this run is, or may turn out to be, an agent invocation.
+    #: An ``agents.AgentRun`` when this run is, or may turn out to be, an agent invocation;
+    #: ``in_agent`` is the nearest one at or above this run (the agent its model calls serve).
     agent: Any = None
+    in_agent: Any = None
 
     def add_stream_timing(self, attributes: dict[str, Any]) -> None:
         """Put a streamed run's timing among its span's end attributes (nothing if unstreamed)."""

@@ -20,7 +20,7 @@ from typing import Any
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.semconv.attributes import error_attributes
 
-from callscope._attributes import COMPONENT, LANGGRAPH_NODE, LANGGRAPH_STEP, RETRY_ATTEMPT, RUN_TYPE
+from callscope._attributes import COMPONENT, RUN_TYPE
 from callscope._bridge import providers
 from callscope._bridge.attribute_values import Attributes, as_mapping, bounded_int, first_str, short_label
 from callscope._bridge.providers import SERVER_ADDRESS, SERVER_PORT
@@ -59,7 +59,6 @@ def describe_chain(
     name = component_name(serialized, kwargs.get("name"), "chain")
     run_type = kwargs.get("run_type")
     attributes: Attributes = {RUN_TYPE: short_label(run_type) if isinstance(run_type, str) and run_type else CHAIN}
-    _add_run_context(attributes, tags, metadata)
     return name, attributes
 
 
@@ -91,7 +90,6 @@ def model_attributes(
     providers.add_request_parameters(attributes, metadata, params, fields)
     if params.get("stream") is True or params.get("streaming") is True:
         attributes[gen_ai.GEN_AI_REQUEST_STREAM] = True
-    _add_run_context(attributes, tags, metadata)
     return (f"{operation} {model}" if model else operation), attributes
 
 
@@ -209,7 +207,6 @@ def describe_tool(
     call_id = kwargs.get("tool_call_id")
     if isinstance(call_id, str) and call_id:
         attributes[gen_ai.GEN_AI_TOOL_CALL_ID] = short_label(call_id)
-    _add_run_context(attributes, tags, metadata)
     return f"{EXECUTE_TOOL} {name}", attributes
 
 
@@ -236,23 +233,7 @@ def describe_retriever(
     if isinstance(source, str) and source:
         attributes[gen_ai.GEN_AI_DATA_SOURCE_ID] = source = short_label(source)
         name = f"{RETRIEVAL} {source}"
-    _add_run_context(attributes, tags, metadata)
     return name, attributes
-
-
-def _add_run_context(attributes: Attributes, tags: Iterable[str] | None, metadata: Mapping[str, Any] | None) -> None:
-    for tag in tags or ():
-        if isinstance(tag, str) and tag.startswith("retry:attempt:"):
-            attempt = tag.rpartition(":")[2]
-            if attempt.isdigit():
-                attributes[RETRY_ATTEMPT] = int(attempt)
-    if metadata and isinstance(metadata, Mapping):
-        node = metadata.get("langgraph_node")
-        if isinstance(node, str):
-            attributes[LANGGRAPH_NODE] = short_label(node)
-            step = metadata.get("langgraph_step")
-            if isinstance(step, int) and not isinstance(step, bool):
-                attributes[LANGGRAPH_STEP] = step
 
 
 @functools.lru_cache(maxsize=256)

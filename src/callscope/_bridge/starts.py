@@ -137,10 +137,16 @@ class RunStarts:
             self._fence.note(f"reading a {operation} run's config", "the span was kept without its tags and metadata")
             configured = _NOT_CONFIGURED
         agent = None
+        in_agent = parent.in_agent if parent is not None else None
         if operation == CHAIN:
-            name, agent = agent_at_start(name, attributes, metadata, enclosing)
-        elif operation in _MODELS:
-            note_model_call(self._registry, parent, attributes, kwargs.get("invocation_params"))
+            # An agent's marker differs from the run above's; runs below it inherit the same.
+            above = enclosing.raw_metadata if enclosing is not None else None
+            if metadata and (
+                not above or metadata.get("ls_integration") != above.get("ls_integration") or metadata.get("lc_agent_name") != above.get("lc_agent_name")
+            ):
+                name, agent = agent_at_start(name, attributes, metadata, enclosing)
+        elif in_agent is not None and operation in _MODELS:
+            note_model_call(in_agent, attributes, kwargs.get("invocation_params"))
         # Classified before the span starts so the labels go in with the other start attributes
         # (one attribute-cleaning pass in the SDK instead of a set_attribute call per list).
         handlers = scope.handlers_of(manager, operation)
@@ -163,7 +169,7 @@ class RunStarts:
             dropped=dropped,
         )
         record.user_tags, record.user_metadata, record.raw_metadata, record.conversation = configured
-        record.agent = agent
+        record.agent, record.in_agent = agent, agent or in_agent
         scope.record_run(name, operation, handlers, dropped, run_id)
         if dropped_in is not None:
             scope.record_dropped(dropped_in, dropped)
