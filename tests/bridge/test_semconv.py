@@ -127,3 +127,27 @@ def test_genai_span_names_are_operation_then_identifier(spans):
     # execute_tool {gen_ai.tool.name}
     assert by_operation["execute_tool"].name == "execute_tool add"
     assert by_operation["execute_tool"].attributes[gen_ai.GEN_AI_TOOL_NAME] == "add"
+
+
+# --- the agent span (span.gen_ai.invoke_agent.internal of v1.41.1) ---------------------------------
+
+
+def test_the_agent_span_is_the_registrys_in_process_agent_invocation(spans):
+    """Kind, name and required attributes as spans.yaml gives them for an agent invoked within
+    the same process (LangChain's own example)."""
+    import yaml
+    from langchain.agents import create_agent
+
+    from tests.bridge.test_agents import get_weather, weather_model
+
+    path = SCHEMAS.parents[1] / "model" / "gen-ai" / "spans.yaml"
+    if not path.exists():
+        pytest.skip(f"the semantic-conventions registry is read from {path}, which this checkout lacks")
+    group = next(g for g in yaml.safe_load(path.read_text())["groups"] if g["id"] == "span.gen_ai.invoke_agent.internal")
+    create_agent(weather_model(), [get_weather], name="weather_agent").invoke({"messages": [("user", "weather in Paris?")]})
+    [span] = [s for s in spans.all if s.attributes.get(gen_ai.GEN_AI_OPERATION_NAME) == "invoke_agent"]
+    assert span.kind.name.lower() == group["span_kind"]
+    assert span.name == "invoke_agent weather_agent"  # "invoke_agent {gen_ai.agent.name}"
+    required = [a["ref"] for a in group["attributes"] if a.get("requirement_level") == "required"]
+    assert required and all(span.attributes.get(name) for name in required), (required, dict(span.attributes))
+    assert span.attributes[gen_ai.GEN_AI_AGENT_NAME] == "weather_agent"
