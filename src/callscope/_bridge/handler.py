@@ -93,7 +93,8 @@ class SpanHandler(BaseCallbackHandler):
         try:
             content = (lambda: {INPUT: to_json(inputs, self._limit)}) if self._content else None
             record = self._starts.start(run_id, parent_run_id, sc.CHAIN, SpanKind.INTERNAL, sc.describe_chain, serialized, kwargs, tags, metadata, content)
-            if record is not None and is_resume(inputs) and record.span.is_recording():
+            # A LangGraph Command is the only resume: checked by class name before any call.
+            if record is not None and type(inputs).__name__ == "Command" and is_resume(inputs) and record.span.is_recording():
                 record.span.set_attribute(LANGGRAPH_RESUMED, True)
         except Exception:
             self.fence.note("on_chain_start", "the chain is unaffected", level=logging.ERROR)

@@ -48,6 +48,10 @@ _run_body: contextvars.ContextVar[RunBody | None] = contextvars.ContextVar("call
 _BODY_OPERATIONS = frozenset({"chat", "text_completion", "retrieval"})
 
 
+#: The body being run, if any: read by the span handler before it calls ``claim_run_body``.
+open_run_body = _run_body.get
+
+
 def claim_run_body(record: RunRecord) -> None:
     """Called by the span handler as a run starts: if this is the first run started inside a
     ``RunBody`` (the wrapped method's own run, which LangChain always starts first), make its

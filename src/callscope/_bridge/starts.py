@@ -38,7 +38,7 @@ from callscope._bridge.labels import LabelsByTrace
 from callscope._bridge.metrics import Metrics
 from callscope._bridge.probe import starting_manager
 from callscope._bridge.agents import agent_at_start, note_model_call
-from callscope._bridge.run_bodies import claim_run_body
+from callscope._bridge.run_bodies import claim_run_body, open_run_body
 from callscope._bridge.run_config import RunConfigReader
 from callscope._bridge.runs import RunRecord, RunRegistry
 from callscope._bridge.semconv import CHAIN, CHAT, TEXT_COMPLETION
@@ -114,7 +114,13 @@ class RunStarts:
             self._sampling_follows_parent, self._dropped_without_asking, self._sampler_settled = read_sampler(self._tracer)
         # The config of the step this run is started from, as LangChain's config context says.
         config = var_child_runnable_config.get()
-        parent, step = self._parent_and_step(parent_run_id, config)
+        runs = self._registry
+        # The run owning the step this run is started from, and its parent run.
+        step = runs.get(getattr(config.get("callbacks"), "parent_run_id", None)) if config else None
+        parent = runs.get(parent_run_id)
+        if parent is not None and step is not None and step is not parent and step.loses_children and step.parent_run_id == parent_run_id:
+            # LangChain reported the mislabelling run's own parent: the step's run is the parent.
+            parent = step
         if parent is not None and not parent.sampled and self._sampling_follows_parent:
             # The sampler would drop this run as it dropped its parent: skip the whole span, but
             # keep a record so that children and step bodies still find the (unsampled) trace.
@@ -129,12 +135,22 @@ class RunStarts:
                 return self._start_in_dropped_trace(run_id, operation, marker)
             if operation == CHAIN and self._dropped_before_start(run_id, operation):
                 return None
-        name, attributes = self._describe(operation, describe, serialized, kwargs, tags, metadata, content)
+        try:
+            name, attributes = describe(serialized, kwargs, tags, metadata)
+        except Exception:
+            # A payload no mapping anticipated must cost the span its details, never the span.
+            self._fence.note(f"describing a {operation} run", "the span was kept with fewer details")
+            name, attributes = operation, {}
+        if content is not None:
+            self._add_content(operation, attributes, content)
         # A known parent run decides the parent span. Otherwise (a root run, or a run whose parent
         # LangChain lost) the current context decides: the caller's span at the top level, or the
         # span of the step this run was started from, which the step context made current there.
         parent_context = parent.context if parent is not None else None
-        step, enclosing, scope = self._enclosing(parent, step)
+        if parent is not None:  # the usual run: its parent decides
+            enclosing, scope = parent, parent.scope
+        else:
+            step, enclosing, scope = self._enclosing(parent, step)
         try:
             configured = self._run_config.add(attributes, tags, metadata, config, enclosing)
         except Exception:  # a config no mapping anticipated costs the span its labels, never the span
@@ -154,7 +170,10 @@ class RunStarts:
         # Classified before the span starts so the labels go in with the other start attributes
         # (one attribute-cleaning pass in the SDK instead of a set_attribute call per list).
         handlers = scope.handlers_of(manager, operation)
-        dropped, dropped_in = _add_scope_attributes(attributes, scope, handlers, manager, parent, step)
+        if handlers is _scope.EMPTY and (not parent.dropped if parent is not None else step is None or not step.sampled):
+            dropped, dropped_in = (), None  # no handler of the user's, nothing dropped: the usual run
+        else:
+            dropped, dropped_in = _add_scope_attributes(attributes, scope, handlers, manager, parent, step)
         span = self._tracer.start_span(name, context=parent_context, kind=kind, attributes=attributes)
         context = set_span_in_context(span, parent_context)
         if not span.is_recording():
@@ -180,17 +199,6 @@ class RunStarts:
         if enclosing is None:
             self._labels_by_trace.remember(span.get_span_context().trace_id, scope.labels)
         return self._keep(run_id, record, parent, parent_context)
-
-    def _parent_and_step(self, parent_run_id: UUID | None, config: Any) -> tuple[RunRecord | None, RunRecord | None]:
-        """The run's parent run and the run owning the step it is started from, if callscope
-        knows them."""
-        runs = self._registry
-        step = runs.get(getattr(config.get("callbacks"), "parent_run_id", None)) if config else None
-        parent = runs.get(parent_run_id)
-        if parent is not None and step is not None and step is not parent and step.loses_children and step.parent_run_id == parent_run_id:
-            # LangChain reported the mislabelling run's own parent: the step's run is the parent.
-            parent = step
-        return parent, step
 
     def _enclosing(self, parent: RunRecord | None, step: RunRecord | None) -> tuple[RunRecord | None, RunRecord | None, _scope.TraceScope]:
         """The step the run started in, the run it belongs to (its parent, else that step) and
@@ -225,30 +233,13 @@ class RunStarts:
         record = RunRecord(span=span, context=context, operation=operation, name=name, scope=scope, sampled=False, parent_run_id=parent_run_id)
         return self._keep_unsampled(run_id, record, parent)
 
-    def _describe(
-        self,
-        operation: str,
-        describe: Describe,
-        serialized: Any,
-        kwargs: Mapping[str, Any],
-        tags: Any,
-        metadata: Any,
-        content: Callable[[], dict[str, Any]] | None,
-    ) -> tuple[str, dict[str, Any]]:
-        """The span's name and start attributes, content included when it is captured."""
+    def _add_content(self, operation: str, attributes: dict[str, Any], content: Callable[[], dict[str, Any]]) -> None:
+        """Captured content joins the other start attributes: one attribute-cleaning pass in
+        the SDK, not two."""
         try:
-            name, attributes = describe(serialized, kwargs, tags, metadata)
+            attributes.update(content())
         except Exception:
-            # A payload no mapping anticipated must cost the span its details, never the span.
-            self._fence.note(f"describing a {operation} run", "the span was kept with fewer details")
-            name, attributes = operation, {}
-        if content is not None:
-            # With the other start attributes: one attribute-cleaning pass in the SDK, not two.
-            try:
-                attributes.update(content())
-            except Exception:
-                self._fence.note(f"capturing a {operation} run's content", "the span was kept without it")
-        return name, attributes
+            self._fence.note(f"capturing a {operation} run's content", "the span was kept without it")
 
     def _keep(self, run_id: UUID, record: RunRecord, parent: RunRecord | None, parent_context: Context | None) -> RunRecord:
         """Register a recording run, and tell whatever waited for its start."""
@@ -257,7 +248,8 @@ class RunStarts:
             self._failures.apply_pending(record, run_id)
         if parent is not None:
             self._registry.adopt(parent, run_id)
-        claim_run_body(record)
+        if open_run_body() is not None:  # a model's, LLM's or retriever's own run
+            claim_run_body(record)
         for processor in record.handlers.processors:
             try:
                 processor.on_start(record.span, parent_context)
@@ -271,7 +263,8 @@ class RunStarts:
         self._registry.add(run_id, record)
         if parent is not None:
             self._registry.adopt(parent, run_id)
-        claim_run_body(record)
+        if open_run_body() is not None:  # a model's, LLM's or retriever's own run
+            claim_run_body(record)
         return record
 
     def _dropped_before_start(self, run_id: UUID, operation: str) -> bool:
@@ -306,7 +299,8 @@ class RunStarts:
         if isinstance(marker, MeasuredUnsampledTrace):
             # Its later events reach the span handler through the marker: not twice.
             self._unsampled.leave(run_id, marker)
-        claim_run_body(record)
+        if open_run_body() is not None:  # a model's, LLM's or retriever's own run
+            claim_run_body(record)
         return record
 
     def _leave_trace(self, run_id: UUID, context: Context) -> None:
