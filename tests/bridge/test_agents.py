@@ -7,7 +7,6 @@ what the test set up (the agent's name, the model's provider and model, the tool
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +21,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from opentelemetry.trace import SpanKind
 
 import callscope
-from tests.bridge.providers.conftest import MODES
+from tests.modes import MODES, outputs
 from tests.spans import SpanTree
 
 PROVIDER = "anthropic"
@@ -65,21 +64,7 @@ def get_weather(city: str) -> str:
     return f"sunny in {city}"
 
 
-def run(runnable: Any, mode: str, value: Any, **kwargs: Any) -> list[Any]:
-    """Run ``runnable`` in ``mode``; a graph streams dicts, so the chunks are returned as a list."""
-    if mode == "invoke":
-        return [runnable.invoke(value, **kwargs)]
-    if mode == "ainvoke":
-        return [asyncio.run(runnable.ainvoke(value, **kwargs))]
-    if mode == "stream":
-        return list(runnable.stream(value, **kwargs))
-    if mode == "astream":
-
-        async def collect() -> list[Any]:
-            return [chunk async for chunk in runnable.astream(value, **kwargs)]
-
-        return asyncio.run(collect())
-    raise ValueError(mode)
+run = outputs
 
 
 def thread(thread_id: str = THREAD) -> dict[str, Any]:

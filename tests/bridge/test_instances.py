@@ -15,7 +15,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import callscope
 from callscope._bridge.instances import streams_its_request
-from tests.bridge.providers.conftest import MODES, drive
+from tests.modes import MODES, drive
 
 
 class SelfHostedChat(GenericFakeChatModel):

@@ -4,7 +4,6 @@ attempt number of a retried LangGraph node."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import operator
 from collections.abc import Callable, Iterator
@@ -22,8 +21,8 @@ from langgraph.types import RetryPolicy
 from opentelemetry.trace import StatusCode
 
 import callscope
-from tests.bridge.providers.conftest import MODES
 from tests.models import chat_model
+from tests.modes import MODES, outputs
 from tests.spans import SpanTree
 
 TAGS = "callscope.run.tags"
@@ -36,20 +35,7 @@ CONVERSATION = "gen_ai.conversation.id"
 pytestmark = pytest.mark.filterwarnings("ignore::langchain_core._api.deprecation.LangChainDeprecationWarning")
 
 
-def run(runnable: Any, mode: str, value: Any, **kwargs: Any) -> list[Any]:
-    if mode == "invoke":
-        return [runnable.invoke(value, **kwargs)]
-    if mode == "ainvoke":
-        return [asyncio.run(runnable.ainvoke(value, **kwargs))]
-    if mode == "stream":
-        return list(runnable.stream(value, **kwargs))
-    if mode == "astream":
-
-        async def collect() -> list[Any]:
-            return [chunk async for chunk in runnable.astream(value, **kwargs)]
-
-        return asyncio.run(collect())
-    raise ValueError(mode)
+run = outputs
 
 
 @pytest.fixture

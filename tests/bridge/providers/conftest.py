@@ -8,7 +8,6 @@ fake server received or sent on the wire, never a value copied from callscope's 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,35 +17,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 
 import callscope
+from tests.modes import MODES
 from tests.spans import SpanTree
-
-MODES = ("invoke", "ainvoke", "stream", "astream")
-
-
-def drive(runnable: Any, mode: str, value: Any, **kwargs: Any) -> Any:
-    """Run ``runnable`` in ``mode`` and return its output; a stream's chunks are added up, as
-    LangChain's own aggregation does, so every mode returns one message."""
-    if mode == "invoke":
-        return runnable.invoke(value, **kwargs)
-    if mode == "ainvoke":
-        return asyncio.run(runnable.ainvoke(value, **kwargs))
-    if mode == "stream":
-        return _added(list(runnable.stream(value, **kwargs)))
-    if mode == "astream":
-
-        async def collect() -> list[Any]:
-            return [chunk async for chunk in runnable.astream(value, **kwargs)]
-
-        return _added(asyncio.run(collect()))
-    raise ValueError(mode)
-
-
-def _added(chunks: list[Any]) -> Any:
-    assert chunks, "the stream yielded nothing"
-    total = chunks[0]
-    for chunk in chunks[1:]:
-        total = total + chunk
-    return total
 
 
 class Traced:

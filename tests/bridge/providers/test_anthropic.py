@@ -17,9 +17,10 @@ from langchain_core.tools import tool
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.bridge.providers.conftest import MODES, chat_request, drive, expected_response_id
+from tests.bridge.providers.conftest import chat_request, expected_response_id
 from tests.fakes import anthropic_api as api
 from tests.fakes.loopback import LoopbackServer
+from tests.modes import MODES, drive
 
 MODEL = "claude-sonnet-4-5"
 TEMPERATURE = 0.25

@@ -18,9 +18,10 @@ from langchain_aws import ChatBedrockConverse
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.bridge.providers.conftest import MODES, Traced, drive
+from tests.bridge.providers.conftest import Traced
 from tests.fakes import bedrock_api
 from tests.fakes.loopback import LoopbackServer, Request
+from tests.modes import MODES, drive
 
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 TEMPERATURE, MAX_TOKENS, TOP_P, STOP = 0.25, 77, 0.875, ["END", "###"]

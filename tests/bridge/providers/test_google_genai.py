@@ -23,9 +23,10 @@ from langchain_google_genai.chat_models import GoogleInvalidRequestError
 from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.bridge.providers.conftest import MODES, chat_request, drive, expected_response_id
+from tests.bridge.providers.conftest import chat_request, expected_response_id
 from tests.fakes import gemini_api as api
 from tests.fakes.loopback import LoopbackServer, Request
+from tests.modes import MODES, drive
 
 MODEL = "gemini-2.5-flash"
 API_KEY = "test-gemini-key"

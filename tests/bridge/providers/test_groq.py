@@ -14,9 +14,15 @@ from langchain_groq import ChatGroq
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.bridge.providers.conftest import MODES, Checks, chat_request, drive, expected_response_id, expected_response_model
+from tests.bridge.providers.conftest import (
+    Checks,
+    chat_request,
+    expected_response_id,
+    expected_response_model,
+)
 from tests.fakes import groq_api as api
 from tests.fakes.loopback import LoopbackServer
+from tests.modes import MODES, drive
 
 PROVIDER = "groq"
 MODEL = "llama-3.3-70b-versatile"

@@ -15,9 +15,15 @@ from langchain_mistralai import ChatMistralAI
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.bridge.providers.conftest import MODES, Checks, chat_request, drive, expected_response_id, expected_response_model
+from tests.bridge.providers.conftest import (
+    Checks,
+    chat_request,
+    expected_response_id,
+    expected_response_model,
+)
 from tests.fakes import mistral_api as api
 from tests.fakes.loopback import LoopbackServer
+from tests.modes import MODES, drive
 
 PROVIDER = "mistral_ai"
 MODEL = "mistral-small-latest"

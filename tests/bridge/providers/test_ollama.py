@@ -23,9 +23,9 @@ from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.bridge.providers.conftest import MODES, drive
 from tests.fakes import ollama_api
 from tests.fakes.loopback import LoopbackServer, Request
+from tests.modes import MODES, drive
 
 MODEL = "llama3.2"
 EMBED_MODEL = "nomic-embed-text"

@@ -21,13 +21,17 @@ from langchain_core.tools import tool
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_openai import AzureChatOpenAI, ChatOpenAI, OpenAIEmbeddings
 from langchain_openai.chat_models.base import OpenAIInvalidRequestError
-from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor, HTTPXClientInstrumentor
+from opentelemetry.instrumentation.httpx import (
+    HTTPX2ClientInstrumentor,
+    HTTPXClientInstrumentor,
+)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.bridge.providers.conftest import MODES, drive, expected_response_id
+from tests.bridge.providers.conftest import expected_response_id
 from tests.fakes import openai_api as api
 from tests.fakes.loopback import LoopbackServer, Request
+from tests.modes import MODES, drive
 
 MODEL = "gpt-4o-mini"
 EMBEDDING_MODEL = "text-embedding-3-small"
