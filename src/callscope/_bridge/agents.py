@@ -32,7 +32,6 @@ _LANGGRAPH = "langgraph"
 #: LangGraph's name for a compiled graph nobody named: no agent name.
 _DEFAULT_GRAPH_NAME = "LangGraph"
 _MAX_TOOLS = 64
-_NOTHING: Mapping[str, Any] = {}
 
 
 class AgentRun:
@@ -58,17 +57,16 @@ def agent_at_start(name: str, attributes: Attributes, metadata: Any, parent: Run
     integration = metadata.get("ls_integration")
     if agent_name is None and integration is None:
         return name, None
-    above = parent.raw_metadata if parent is not None else None
-    above = above if type(above) is dict or isinstance(above, Mapping) else _NOTHING
-    if agent_name == above.get("lc_agent_name") and integration == above.get("ls_integration"):
+    above_integration, above_name = (parent.markers if parent is not None else None) or (None, None)
+    if agent_name == above_name and integration == above_integration:
         return name, None  # inherited from the run above, as LangChain passes metadata down
     if isinstance(agent_name, str) and agent_name:
-        if above.get("lc_agent_name") == agent_name:
+        if above_name == agent_name:
             return name, None  # inherited from the agent above
         label = short_label(agent_name)
-    elif integration == _CREATE_AGENT and above.get("ls_integration") != _CREATE_AGENT:
+    elif integration == _CREATE_AGENT and above_integration != _CREATE_AGENT:
         label = name if name != _DEFAULT_GRAPH_NAME else None
-    elif integration == _LANGGRAPH and above.get("ls_integration") != _LANGGRAPH:
+    elif integration == _LANGGRAPH and above_integration != _LANGGRAPH:
         # A graph root: an agent if it writes messages under its own name. Unnamed, it cannot.
         return name, (AgentRun(name, confirmed=False) if name != _DEFAULT_GRAPH_NAME else None)
     else:

@@ -58,7 +58,7 @@ class RunConfigReader:
         self._internal_keys_seen: set[Any] = set()
         self._internal_tags_seen: set[Any] = set()
 
-    def add(self, attributes: Attributes, tags: Any, metadata: Any, config: Any, parent: RunRecord | None) -> tuple[frozenset[str], Mapping[str, Any], Any, str | None]:
+    def add(self, attributes: Attributes, tags: Any, metadata: Any, config: Any, parent: RunRecord | None) -> tuple[frozenset[str], Mapping[str, Any], tuple[Any, Any] | None, str | None]:
         """Put this run's own tags, metadata and conversation among its start attributes, and
         its LangGraph node attempt; return what its children compare theirs with."""
         # On every run start. LangChain's usual child carries its parent's labels unchanged:
@@ -66,10 +66,9 @@ class RunConfigReader:
         if type(metadata) is not dict:
             metadata = metadata if isinstance(metadata, Mapping) else _EMPTY
         if parent is None:
-            parent_tags, parent_metadata, raw_above, conversation = _NO_TAGS, _EMPTY, None, None
+            parent_tags, parent_metadata, conversation = _NO_TAGS, _EMPTY, None
         else:
-            parent_tags, parent_metadata = parent.user_tags, parent.user_metadata or _EMPTY
-            raw_above, conversation = parent.raw_metadata, parent.conversation
+            parent_tags, parent_metadata, conversation = parent.user_tags, parent.user_metadata or _EMPTY, parent.conversation
         user_tags = _NO_TAGS
         if tags:
             try:
@@ -82,21 +81,17 @@ class RunConfigReader:
             new = sorted(tag for tag in user_tags if tag not in parent_tags)
             if new:
                 attributes[RUN_TAGS] = tuple([bound_text(tag, self._max_value) for tag in new[:_MAX_TAGS]])
-        inherited = metadata is raw_above or (raw_above is not None and metadata == raw_above)
-        if inherited:
-            user_metadata = parent_metadata
+        # Usually every key is one LangChain or LangGraph has used before (one C-level subset
+        # test); only the user's keys, and a key met for the first time, are judged in Python.
+        if not metadata or self._internal_keys_seen.issuperset(metadata):
+            user_metadata = _EMPTY
         else:
-            # Usually every key is one LangChain or LangGraph has used before (one C-level subset
-            # test); only a key met for the first time is judged in Python.
-            if not metadata or self._internal_keys_seen.issuperset(metadata):
-                user_metadata = _EMPTY
-            else:
-                user_metadata = self._user_metadata(metadata, metadata.keys() - self._internal_keys_seen)
+            user_metadata = self._user_metadata(metadata, metadata.keys() - self._internal_keys_seen)
             if user_metadata and user_metadata != parent_metadata:
                 changed = {k: v for k, v in user_metadata.items() if parent_metadata.get(k, _EMPTY) != v}
                 _add_metadata(attributes, changed, self._max_value)
         keys = self._conversation_key_set
-        named = self._named_in(metadata) if not inherited and not keys.isdisjoint(metadata) else None
+        named = self._named_in(metadata) if metadata and not keys.isdisjoint(metadata) else None
         if named is not None:
             conversation = named
         elif conversation is None and config:
@@ -118,7 +113,8 @@ class RunConfigReader:
             first = tags[0]  # LangGraph's graph:step:N, the run's own tag, comes first
             if type(first) is str and first.startswith("graph:step:"):
                 _add_node_attempt(attributes, metadata, parent)
-        return user_tags, user_metadata, metadata, conversation
+        markers = (metadata.get("ls_integration"), metadata.get("lc_agent_name")) if metadata else None
+        return user_tags, user_metadata, markers, conversation
 
     def _named_in(self, mapping: Mapping[str, Any]) -> str | None:
         """The conversation ``mapping`` names under the first conversation key it has."""

@@ -77,10 +77,12 @@ class RunRecord:
     #: (``instances``), for metrics that start after it was read.
     model_server: tuple[str, int] | None = None
     #: What this run's config said (``run_config``), for its children to compare theirs with:
-    #: the user's tags and metadata, the metadata as LangChain passed it, the conversation.
+    #: the user's tags and metadata, its agent markers (``ls_integration``, ``lc_agent_name``),
+    #: the conversation. Not LangChain's metadata dict itself: holding every run's until its end
+    #: costs more than reading it again.
     user_tags: frozenset[str] = frozenset()
     user_metadata: Mapping[str, Any] | None = None
-    raw_metadata: Any = None
+    markers: tuple[Any, Any] | None = None
     conversation: str | None = None
     #: LangGraph task -> attempts started, for the node runs under this run (``run_config``).
     node_attempts: dict[str, int] | None = None

@@ -160,10 +160,8 @@ class RunStarts:
         in_agent = parent.in_agent if parent is not None else None
         if operation == CHAIN:
             # An agent's marker differs from the run above's; runs below it inherit the same.
-            above = enclosing.raw_metadata if enclosing is not None else None
-            if metadata and (
-                not above or metadata.get("ls_integration") != above.get("ls_integration") or metadata.get("lc_agent_name") != above.get("lc_agent_name")
-            ):
+            above = enclosing.markers if enclosing is not None else None
+            if metadata and (not above or metadata.get("ls_integration") != above[0] or metadata.get("lc_agent_name") != above[1]):
                 name, agent = agent_at_start(name, attributes, metadata, enclosing)
         elif in_agent is not None and operation in _MODELS:
             note_model_call(in_agent, attributes, kwargs.get("invocation_params"))
@@ -191,7 +189,7 @@ class RunStarts:
             passes_down=getattr(manager, "inheritable_handlers", None),
             dropped=dropped,
         )
-        record.user_tags, record.user_metadata, record.raw_metadata, record.conversation = configured
+        record.user_tags, record.user_metadata, record.markers, record.conversation = configured
         record.agent, record.in_agent = agent, agent or in_agent
         scope.record_run(name, operation, handlers, dropped, run_id)
         if dropped_in is not None:
