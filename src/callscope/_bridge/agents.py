@@ -48,21 +48,16 @@ class AgentRun:
         self.tools: Any = None
 
 
-def agent_at_start(name: str, attributes: Attributes, metadata: Any, parent: RunRecord | None) -> tuple[str, AgentRun | None]:
+def agent_at_start(name: str, attributes: Attributes, markers: tuple[Any, Any], above: tuple[Any, Any] | None) -> tuple[str, AgentRun | None]:
     """The span name of a chain run, and its ``AgentRun`` when it is (or may be) an agent; an
-    agent's start attributes are added to ``attributes``."""
-    if type(metadata) is not dict and not isinstance(metadata, Mapping):
-        return name, None
-    agent_name = metadata.get("lc_agent_name")
-    integration = metadata.get("ls_integration")
-    if agent_name is None and integration is None:
-        return name, None
-    above_integration, above_name = (parent.markers if parent is not None else None) or (None, None)
-    if agent_name == above_name and integration == above_integration:
-        return name, None  # inherited from the run above, as LangChain passes metadata down
+    agent's start attributes are added to ``attributes``. ``markers`` are the run's
+    (``ls_integration``, ``lc_agent_name``), ``above`` the enclosing run's; asked only where
+    they differ (runs below an agent inherit its markers)."""
+    integration, agent_name = markers
+    above_integration, above_name = above or (None, None)
     if isinstance(agent_name, str) and agent_name:
         if above_name == agent_name:
-            return name, None  # inherited from the agent above
+            return name, None  # the agent above's name, inherited
         label = short_label(agent_name)
     elif integration == _CREATE_AGENT and above_integration != _CREATE_AGENT:
         label = name if name != _DEFAULT_GRAPH_NAME else None

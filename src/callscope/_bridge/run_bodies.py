@@ -48,16 +48,16 @@ _run_body: contextvars.ContextVar[RunBody | None] = contextvars.ContextVar("call
 _BODY_OPERATIONS = frozenset({"chat", "text_completion", "retrieval"})
 
 
-#: The body being run, if any: read by the span handler before it calls ``claim_run_body``.
+#: The body being run, if any: the span handler asks before it calls ``claim_run_body``, so a
+#: run outside any body (most runs) costs no Python call.
 open_run_body = _run_body.get
 
 
-def claim_run_body(record: RunRecord) -> None:
-    """Called by the span handler as a run starts: if this is the first run started inside a
-    ``RunBody`` (the wrapped method's own run, which LangChain always starts first), make its
-    span current there. The wrapper that opened the body restores the caller's context."""
-    body = _run_body.get()
-    if body is None or body.started:
+def claim_run_body(body: RunBody, record: RunRecord) -> None:
+    """Called by the span handler as a run starts inside ``body``: if it is the first run started
+    there (the wrapped method's own run, which LangChain always starts first), make its span
+    current there. The wrapper that opened the body restores the caller's context."""
+    if body.started:
         return
     body.started = True
     if record.operation in _BODY_OPERATIONS:

@@ -61,8 +61,8 @@ class RunConfigReader:
     def add(self, attributes: Attributes, tags: Any, metadata: Any, config: Any, parent: RunRecord | None) -> tuple[frozenset[str], Mapping[str, Any], tuple[Any, Any] | None, str | None]:
         """Put this run's own tags, metadata and conversation among its start attributes, and
         its LangGraph node attempt; return what its children compare theirs with."""
-        # On every run start. LangChain's usual child carries its parent's labels unchanged:
-        # each check below finds that first, with a C-level comparison.
+        # On every run start: most runs carry only LangChain's and LangGraph's own tags and keys,
+        # and each check below settles that first with a C-level set operation.
         if type(metadata) is not dict:
             metadata = metadata if isinstance(metadata, Mapping) else _EMPTY
         if parent is None:

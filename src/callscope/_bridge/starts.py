@@ -58,6 +58,7 @@ Describe = Callable[[Any, Mapping[str, Any], Any, Any], tuple[str, dict[str, Any
 
 
 _MODELS = frozenset({CHAT, TEXT_COMPLETION})
+_NO_MARKERS = (None, None)
 
 #: What a run whose config could not be read passes down: nothing.
 _NOT_CONFIGURED: tuple[frozenset[str], None, None, None] = (frozenset(), None, None, None)
@@ -159,10 +160,11 @@ class RunStarts:
         agent = None
         in_agent = parent.in_agent if parent is not None else None
         if operation == CHAIN:
-            # An agent's marker differs from the run above's; runs below it inherit the same.
+            # An agent's markers differ from the run above's; runs below it inherit the same.
+            markers = configured[2]
             above = enclosing.markers if enclosing is not None else None
-            if metadata and (not above or metadata.get("ls_integration") != above[0] or metadata.get("lc_agent_name") != above[1]):
-                name, agent = agent_at_start(name, attributes, metadata, enclosing)
+            if markers is not None and markers != above and markers != _NO_MARKERS:
+                name, agent = agent_at_start(name, attributes, markers, above)
         elif in_agent is not None and operation in _MODELS:
             note_model_call(in_agent, attributes, kwargs.get("invocation_params"))
         # Classified before the span starts so the labels go in with the other start attributes
@@ -246,8 +248,9 @@ class RunStarts:
             self._failures.apply_pending(record, run_id)
         if parent is not None:
             self._registry.adopt(parent, run_id)
-        if open_run_body() is not None:  # a model's, LLM's or retriever's own run
-            claim_run_body(record)
+        body = open_run_body()
+        if body is not None:  # a model's, LLM's or retriever's own run
+            claim_run_body(body, record)
         for processor in record.handlers.processors:
             try:
                 processor.on_start(record.span, parent_context)
@@ -261,8 +264,9 @@ class RunStarts:
         self._registry.add(run_id, record)
         if parent is not None:
             self._registry.adopt(parent, run_id)
-        if open_run_body() is not None:  # a model's, LLM's or retriever's own run
-            claim_run_body(record)
+        body = open_run_body()
+        if body is not None:  # a model's, LLM's or retriever's own run
+            claim_run_body(body, record)
         return record
 
     def _dropped_before_start(self, run_id: UUID, operation: str) -> bool:
@@ -297,8 +301,9 @@ class RunStarts:
         if isinstance(marker, MeasuredUnsampledTrace):
             # Its later events reach the span handler through the marker: not twice.
             self._unsampled.leave(run_id, marker)
-        if open_run_body() is not None:  # a model's, LLM's or retriever's own run
-            claim_run_body(record)
+        body = open_run_body()
+        if body is not None:  # a model's, LLM's or retriever's own run
+            claim_run_body(body, record)
         return record
 
     def _leave_trace(self, run_id: UUID, context: Context) -> None:
