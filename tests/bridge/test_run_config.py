@@ -150,6 +150,36 @@ def test_langgraph_thread_is_every_spans_conversation(mode, spans):
     assert [(s.name, s.attributes.get(CONVERSATION)) for s in spans.all] == [(s.name, "t-7") for s in spans.all]
 
 
+def test_each_invoke_carries_its_own_thread(spans):
+    """A conversation key is read on every run that has one, however often it was met before."""
+    model = chat_model("graph answer")
+
+    def ask(state: Counter) -> dict[str, Any]:
+        return {"seen": [model.invoke("hello").content]}
+
+    graph = StateGraph(Counter)
+    graph.add_node("ask", ask)
+    graph.add_edge(START, "ask")
+    graph.add_edge("ask", END)
+    app = graph.compile(checkpointer=InMemorySaver())
+    for thread in ("t-1", "t-2", "t-1", "t-3"):
+        app.invoke({"count": 0, "seen": []}, config={"configurable": {"thread_id": thread}})
+    per_trace: dict[int, set[Any]] = {}
+    for span in spans.all:
+        per_trace.setdefault(span.context.trace_id, set()).add(span.attributes.get(CONVERSATION))
+    roots = sorted((s for s in spans.all if s.parent is None), key=lambda s: s.start_time)
+    assert [per_trace[root.context.trace_id] for root in roots] == [{"t-1"}, {"t-2"}, {"t-1"}, {"t-3"}]
+
+
+def test_each_invoke_carries_its_own_session_from_metadata(spans):
+    chain = ChatPromptTemplate.from_messages([("human", "{question}")]) | chat_model("ok") | StrOutputParser()
+    for session in ("s-1", "s-2", "s-1"):
+        chain.invoke({"question": "hi"}, config={"metadata": {"session_id": session}})
+    roots = sorted((s for s in spans.all if s.parent is None), key=lambda s: s.start_time)
+    by_trace = {root.context.trace_id: {s.attributes.get(CONVERSATION) for s in spans.all if s.context.trace_id == root.context.trace_id} for root in roots}
+    assert [by_trace[root.context.trace_id] for root in roots] == [{"s-1"}, {"s-2"}, {"s-1"}]
+
+
 def history_chain(get_session_history: Callable[..., InMemoryChatMessageHistory] | None = None, **kwargs: Any) -> RunnableWithMessageHistory:
     prompt = ChatPromptTemplate.from_messages([MessagesPlaceholder("history"), ("human", "{question}")])
     store: dict[str, InMemoryChatMessageHistory] = {}

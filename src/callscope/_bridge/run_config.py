@@ -57,6 +57,7 @@ class RunConfigReader:
         # LangChain's and LangGraph's own metadata keys and tags, as met: they repeat on every run.
         self._internal_keys_seen: set[Any] = set()
         self._internal_tags_seen: set[Any] = set()
+        self._node_labels: dict[str, str] = {}
 
     def add(self, attributes: Attributes, tags: Any, metadata: Any, config: Any, parent: RunRecord | None) -> tuple[frozenset[str], Mapping[str, Any], tuple[Any, Any] | None, str | None]:
         """Put this run's own tags, metadata and conversation among its start attributes, and
@@ -82,21 +83,23 @@ class RunConfigReader:
             if new:
                 attributes[RUN_TAGS] = tuple([bound_text(tag, self._max_value) for tag in new[:_MAX_TAGS]])
         # Usually every key is one LangChain or LangGraph has used before (one C-level subset
-        # test); only the user's keys, and a key met for the first time, are judged in Python.
+        # test); only the user's keys, the conversation's, and a key met for the first time are
+        # judged in Python.
         if not metadata or self._internal_keys_seen.issuperset(metadata):
             user_metadata = _EMPTY
+            named = None
         else:
-            user_metadata = self._user_metadata(metadata, metadata.keys() - self._internal_keys_seen)
+            unknown = metadata.keys() - self._internal_keys_seen
+            user_metadata = self._user_metadata(metadata, unknown)
             if user_metadata and user_metadata != parent_metadata:
                 changed = {k: v for k, v in user_metadata.items() if parent_metadata.get(k, _EMPTY) != v}
                 _add_metadata(attributes, changed, self._max_value)
-        keys = self._conversation_key_set
-        named = self._named_in(metadata) if metadata and not keys.isdisjoint(metadata) else None
+            named = None if self._conversation_key_set.isdisjoint(unknown) else self._named_in(metadata)
         if named is not None:
             conversation = named
         elif conversation is None and config:
             configurable = config.get("configurable")
-            if configurable and not keys.isdisjoint(configurable):
+            if configurable:
                 conversation = self._named_in(configurable)
         if conversation is not None:
             attributes[gen_ai.GEN_AI_CONVERSATION_ID] = conversation
@@ -105,7 +108,12 @@ class RunConfigReader:
         if metadata:
             node = metadata.get("langgraph_node")
             if node is not None and type(node) is str:
-                attributes[LANGGRAPH_NODE] = short_label(node)
+                label = self._node_labels.get(node)
+                if label is None:
+                    label = short_label(node)
+                    if len(self._node_labels) < _MAX_REMEMBERED:
+                        self._node_labels[node] = label
+                attributes[LANGGRAPH_NODE] = label
                 step = metadata.get("langgraph_step")
                 if type(step) is int:
                     attributes[LANGGRAPH_STEP] = step
@@ -138,6 +146,8 @@ class RunConfigReader:
         for key in unknown:
             if type(key) is str and key not in self._not_user_keys and not key.startswith(_INTERNAL_KEY_PREFIXES):
                 user[key] = metadata[key]
+            elif key in self._conversation_key_set:
+                continue  # never remembered: a run that has one is always read
             elif len(self._internal_keys_seen) < _MAX_REMEMBERED:
                 self._internal_keys_seen.add(key)
         return user or _EMPTY
