@@ -76,6 +76,36 @@ def test_langgraph_graph_and_nodes_are_spans(spans):
         assert span.attributes["callscope.langgraph.step"] == step
 
 
+def test_langgraph_node_and_step_are_on_the_node_run_not_repeated_inside_it(spans):
+    """Runs inside a node inherit its node and step in their metadata: only the node run, and a
+    subgraph's own nodes, record them."""
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    class State(TypedDict):
+        text: str
+
+    model = chat_model("inner")
+    inner = StateGraph(State)
+    inner.add_node("ask", lambda s: {"text": model.invoke(s["text"]).content})
+    inner.add_edge(START, "ask")
+    inner.add_edge("ask", END)
+    subgraph = inner.compile(name="inner")
+    outer = StateGraph(State)
+    outer.add_node("prepare", RunnableLambda(lambda s: {"text": s["text"] + "!"}, name="prepare_body") | RunnableLambda(lambda s: s))
+    outer.add_node("delegate", subgraph)
+    outer.add_edge(START, "prepare")
+    outer.add_edge("prepare", "delegate")
+    outer.add_edge("delegate", END)
+    outer.compile().invoke({"text": "hi"})
+    noded = {(s.name, s.attributes.get("callscope.langgraph.node"), s.attributes.get("callscope.langgraph.step")) for s in spans.all if "callscope.langgraph.node" in s.attributes}
+    assert noded == {("prepare", "prepare", 1), ("delegate", "delegate", 2), ("ask", "ask", 1)}, spans.names()
+    for inside in ("prepare_body", "chat gpt-test", "inner"):
+        assert "callscope.langgraph.node" not in spans.one(inside).attributes, inside
+        assert "callscope.langgraph.step" not in spans.one(inside).attributes, inside
+
+
 def test_chat_span_follows_genai_conventions(spans):
     model = chat_model()
     model.invoke("What is the capital of France?", stop=["\n\n"])

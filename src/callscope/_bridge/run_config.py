@@ -105,24 +105,38 @@ class RunConfigReader:
             attributes[gen_ai.GEN_AI_CONVERSATION_ID] = conversation
             if parent is not None and parent.conversation is None:
                 self._tell_runs_above(parent, conversation)
-        if metadata:
-            node = metadata.get("langgraph_node")
-            if node is not None and type(node) is str:
-                label = self._node_labels.get(node)
-                if label is None:
-                    label = short_label(node)
-                    if len(self._node_labels) < _MAX_REMEMBERED:
-                        self._node_labels[node] = label
-                attributes[LANGGRAPH_NODE] = label
-                step = metadata.get("langgraph_step")
-                if type(step) is int:
-                    attributes[LANGGRAPH_STEP] = step
         if parent is not None and type(tags) is list and tags:
-            first = tags[0]  # LangGraph's graph:step:N, the run's own tag, comes first
+            first = tags[0]  # LangGraph's graph:step:N, a node run's own tag, comes first
             if type(first) is str and first.startswith("graph:step:"):
-                _add_node_attempt(attributes, metadata, parent)
+                self._add_node(attributes, metadata, parent)
         markers = (metadata.get("ls_integration"), metadata.get("lc_agent_name")) if metadata else None
         return user_tags, user_metadata, markers, conversation
+
+    def _add_node(self, attributes: Attributes, metadata: Mapping[str, Any], parent: RunRecord) -> None:
+        """A LangGraph node's run: its node, step and attempt. Runs inside the node carry the same
+        node and step in their metadata; as with the user's own labels, only the run where they
+        are set records them (the runs inside are its descendants in the trace)."""
+        node = metadata.get("langgraph_node")
+        if type(node) is str:
+            label = self._node_labels.get(node)
+            if label is None:
+                label = short_label(node)
+                if len(self._node_labels) < _MAX_REMEMBERED:
+                    self._node_labels[node] = label
+            attributes[LANGGRAPH_NODE] = label
+            step = metadata.get("langgraph_step")
+            if type(step) is int:
+                attributes[LANGGRAPH_STEP] = step
+        # A node retried by its RetryPolicy starts again as a new run of the same task (same
+        # parent, same langgraph_checkpoint_ns) and nothing says which attempt it is: count.
+        task = metadata.get("langgraph_checkpoint_ns")
+        if type(task) is str:
+            attempts = parent.node_attempts
+            if attempts is None:
+                attempts = parent.node_attempts = {}
+            attempt = attempts[task] = attempts.get(task, 0) + 1
+            if attempt > 1:  # as LangChain's with_retry tags it: nothing on the first attempt
+                attributes[RETRY_ATTEMPT] = attempt
 
     def _named_in(self, mapping: Mapping[str, Any]) -> str | None:
         """The conversation ``mapping`` names under the first conversation key it has."""
@@ -186,17 +200,3 @@ def _value(value: Any, limit: int) -> Any:
     if isinstance(value, float) and math.isfinite(value):
         return value
     return to_json(value, limit)
-
-
-def _add_node_attempt(attributes: Attributes, metadata: Mapping[str, Any], parent: RunRecord) -> None:
-    """A LangGraph node retried by its ``RetryPolicy`` starts again as a new run of the same task
-    (same parent, same ``langgraph_checkpoint_ns``) and nothing says which attempt it is: count."""
-    task = metadata.get("langgraph_checkpoint_ns")
-    if not isinstance(task, str):
-        return
-    attempts = parent.node_attempts
-    if attempts is None:
-        attempts = parent.node_attempts = {}
-    attempt = attempts[task] = attempts.get(task, 0) + 1
-    if attempt > 1:  # as LangChain's with_retry tags it: nothing on the first attempt
-        attributes[RETRY_ATTEMPT] = attempt
