@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from callscope._bridge.export import configure
     from callscope._bridge.instrumentor import CallscopeInstrumentor
     from callscope._bridge.processors import attach, detach
+    from callscope._bridge.trace_file import OTLPJsonLinesExporter
 
 #: Loaded on first use: they import LangChain and the SDK, which `callscope tree` never needs
 #: (it starts printing a 150 MB file's first trace within a second only without them).
@@ -34,6 +35,7 @@ _LAZY = {
     "attach": "callscope._bridge.processors",
     "detach": "callscope._bridge.processors",
     "configure": "callscope._bridge.export",
+    "OTLPJsonLinesExporter": "callscope._bridge.trace_file",
 }
 
 
@@ -55,6 +57,7 @@ __all__ = [
     "current_handlers",
     "detach",
     "instrument",
+    "OTLPJsonLinesExporter",
     "uninstrument",
 ]
 

@@ -56,3 +56,13 @@ belongs to (``gen_ai.conversation.id``), first match wins. Default:
 ``thread_id,session_id,conversation_id`` (LangGraph's thread, ``RunnableWithMessageHistory``'s
 session).
 """
+
+CALLSCOPE_TRACE_FILE = "CALLSCOPE_TRACE_FILE"
+"""
+.. envvar:: CALLSCOPE_TRACE_FILE
+
+A path: every span is also appended there as OTLP/JSON lines, the file ``callscope tree``
+reads. :func:`callscope.configure`, :func:`callscope.instrument` and the zero-code path
+(``opentelemetry-instrument``, ``callscope run``) add the exporter to the OpenTelemetry SDK tracer
+provider they use, behind a ``BatchSpanProcessor``. Default: unset (no file).
+"""

@@ -47,3 +47,69 @@ def test_export_failure_is_reported_not_raised(tmp_path: Path) -> None:
     exporter.shutdown()
     assert exporter.export(memory.get_finished_spans()) is SpanExportResult.FAILURE
     provider.shutdown()
+
+
+def _one_span(provider: TracerProvider, name: str = "s") -> None:
+    with provider.get_tracer("t").start_as_current_span(name):
+        pass
+
+
+def test_configure_adds_the_trace_file_the_environment_names(tmp_path: Path, monkeypatch) -> None:
+    from callscope._bridge.export import build_tracer_provider
+
+    path = tmp_path / "from-env.jsonl"
+    monkeypatch.setenv("CALLSCOPE_TRACE_FILE", str(path))
+    provider = build_tracer_provider(service_name="svc")
+    _one_span(provider, "configured")
+    provider.shutdown()
+    (line,) = path.read_text().splitlines()
+    assert json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"] == "configured"
+
+
+def test_the_trace_file_is_added_once_per_provider_and_path(tmp_path: Path, monkeypatch) -> None:
+    from callscope._bridge.trace_file import add_trace_file_from_env
+
+    path = tmp_path / "once.jsonl"
+    monkeypatch.setenv("CALLSCOPE_TRACE_FILE", str(path))
+    provider = TracerProvider()
+    assert add_trace_file_from_env(provider) == path
+    assert add_trace_file_from_env(provider) == path  # configure() then instrument(): still one
+    _one_span(provider)
+    provider.shutdown()
+    assert len(path.read_text().splitlines()) == 1
+
+
+def test_instrument_adds_the_trace_file_to_the_provider_it_is_given(tmp_path: Path, monkeypatch) -> None:
+    import callscope
+    from langchain_core.runnables import RunnableLambda
+
+    path = tmp_path / "instrumented.jsonl"
+    monkeypatch.setenv("CALLSCOPE_TRACE_FILE", str(path))
+    provider = TracerProvider()
+    callscope.instrument(provider)
+    try:
+        RunnableLambda(lambda x: x, name="traced_step").invoke(1)
+    finally:
+        callscope.uninstrument()
+    provider.shutdown()
+    assert "traced_step" in path.read_text()
+
+
+def test_no_trace_file_without_the_variable_or_on_a_provider_that_is_not_the_sdks(tmp_path: Path, monkeypatch, caplog) -> None:
+    from opentelemetry.trace import NoOpTracerProvider
+
+    from callscope._bridge.trace_file import add_trace_file_from_env
+
+    monkeypatch.delenv("CALLSCOPE_TRACE_FILE", raising=False)
+    assert add_trace_file_from_env(TracerProvider()) is None
+    monkeypatch.setenv("CALLSCOPE_TRACE_FILE", str(tmp_path / "never.jsonl"))
+    assert add_trace_file_from_env(NoOpTracerProvider()) is None
+    assert "not the OpenTelemetry SDK's" in caplog.text and "callscope.configure()" in caplog.text
+    assert not (tmp_path / "never.jsonl").exists()
+
+
+def test_the_exporter_is_public() -> None:
+    import callscope
+
+    assert callscope.OTLPJsonLinesExporter is OTLPJsonLinesExporter
+    assert "OTLPJsonLinesExporter" in callscope.__all__

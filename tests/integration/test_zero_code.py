@@ -56,6 +56,26 @@ def test_opentelemetry_instrument_traces_an_unmodified_app(tmp_path: Path):
     assert "Error in" not in done.stderr and "Failed to detach" not in done.stderr
 
 
+def test_opentelemetry_instrument_writes_the_trace_file_the_environment_names(tmp_path: Path):
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    trace_file = tmp_path / "zero-code.jsonl"
+    instrument = Path(sys.executable).with_name("opentelemetry-instrument")
+    env = {
+        **os.environ,
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "CALLSCOPE_TRACE_FILE": str(trace_file),
+    }
+    done = subprocess.run([str(instrument), sys.executable, str(app)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    tree = subprocess.run([sys.executable, "-m", "callscope", "tree", str(trace_file)], capture_output=True, text=True, timeout=60)
+    assert tree.returncode == 0, tree.stderr
+    for name in ("RunnableSequence", "ChatPromptTemplate", "chat", "step", "app.inside_step"):
+        assert name in tree.stdout
+
+
 def _console_spans(stdout: str) -> list[dict]:
     """The console exporter prints one pretty-printed JSON object per span."""
     decoder = json.JSONDecoder()

@@ -41,6 +41,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from callscope._bridge.delivery import DeadlineBatchSpanProcessor, RefusalAwareMetricReader
 from callscope._bridge.metrics import global_meter_provider_is_set
+from callscope._bridge.trace_file import add_trace_file_from_env
 
 _log = logging.getLogger("callscope")
 
@@ -83,7 +84,9 @@ def configure(
       when the collector is down or hangs.
 
     ``span_processors`` are added to a newly built provider as well (e.g. a console or file
-    exporter); they are ignored when the provider already existed.
+    exporter); they are ignored when the provider already existed. ``CALLSCOPE_TRACE_FILE``
+    adds the trace file ``callscope tree`` reads (``callscope.instrument()`` adds it to a provider
+    that already existed).
 
     Metrics likewise: when no global meter provider is set and ``OTEL_EXPORTER_OTLP_ENDPOINT``
     or ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` is set (and ``OTEL_METRICS_EXPORTER``, if set,
@@ -169,6 +172,7 @@ def build_tracer_provider(
     provider = TracerProvider(resource=resource_from_env(service_name))
     for processor in span_processors:
         provider.add_span_processor(processor)
+    add_trace_file_from_env(provider)
     exporter = otlp_exporter_from_env()
     if exporter is not None:
         provider.add_span_processor(

@@ -34,6 +34,7 @@ from callscope._bridge.run_bodies import RunBodyPropagator
 from callscope._bridge.runs import RunRegistry
 from callscope._bridge.settings import Settings
 from callscope._bridge.steps import StepContextPropagator
+from callscope._bridge.trace_file import add_trace_file_from_env
 from callscope.package import _instruments
 from callscope.version import __version__
 
@@ -112,12 +113,9 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             metrics=kwargs.get("metrics"),
             conversation_keys=kwargs.get("conversation_keys"),
         )
-        tracer = trace.get_tracer(
-            TRACER_NAME,
-            __version__,
-            kwargs.get("tracer_provider"),
-            schema_url=SCHEMA_URL,
-        )
+        tracer_provider = kwargs.get("tracer_provider")
+        add_trace_file_from_env(tracer_provider if tracer_provider is not None else trace.get_tracer_provider())
+        tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider, schema_url=SCHEMA_URL)
         registry = RunRegistry(max_runs=settings.max_in_flight_runs, ttl_seconds=settings.run_ttl_seconds)
         metrics = Metrics.create(kwargs.get("meter_provider"), schema_url=SCHEMA_URL) if settings.metrics else None
         handler = SpanHandler(tracer, settings, registry, metrics)

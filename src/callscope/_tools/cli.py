@@ -1,8 +1,10 @@
-"""The ``callscope`` command line: ``callscope demo`` and ``callscope tree``.
+"""The ``callscope`` command line: ``callscope demo``, ``callscope run`` and ``callscope tree``.
 
 ::
 
     callscope demo [--output PATH]             run the built-in example, write and show its spans
+    callscope run [--file PATH] [--live | --no-tree] -- COMMAND [ARGS...]
+                                               run a Python command traced, show what it wrote
     callscope tree FILE [--trace ID | --limit N] [--errors-only] [--depth N]
                                                show traces from an OTLP/JSON lines file (- = stdin)
     callscope tree --jaeger URL --trace ID     show one trace from Jaeger v2's query API
@@ -35,7 +37,9 @@ from rich.text import Text
 
 from callscope._exceptions import CallscopeError
 from callscope._tools.jaeger import Jaeger, JaegerNotFoundError, JaegerUnavailableError
-from callscope._tools.otlp_json import SpansFile, SpansRead, TraceDataError, read_spans_file
+from callscope._tools.otlp_json import SpanRecord, SpansFile, SpansRead, TraceDataError, read_spans_file
+from callscope._tools.run import DEFAULT_FILE as DEFAULT_RUN_FILE
+from callscope._tools.run import CommandNotFound, run_command
 from callscope._tools.tree import TREE_ATTRIBUTES, Layout, TraceView, build_traces, render_legend, render_trace
 from callscope.version import __version__
 
@@ -68,6 +72,8 @@ class Exit(IntEnum):
     BAD_INPUT = 3
     #: A server (Jaeger) could not be reached or answered with an error.
     UNAVAILABLE = 4
+    #: ``callscope run``'s command could not be started (as a shell reports it).
+    COMMAND_NOT_FOUND = 127
     #: Ctrl-C (128 + SIGINT).
     INTERRUPTED = 130
 
@@ -84,12 +90,17 @@ class UnavailableError(CallscopeError):
     """A server that could not be reached, timed out, or answered with an error."""
 
 
+class CommandError(CallscopeError):
+    """``callscope run``'s command could not be started."""
+
+
 _EXIT_BY_ERROR: tuple[tuple[type[BaseException], Exit], ...] = (
     (UsageError, Exit.USAGE),
     (TraceDataError, Exit.BAD_INPUT),
     (InputError, Exit.BAD_INPUT),
     (JaegerNotFoundError, Exit.BAD_INPUT),
     (UnavailableError, Exit.UNAVAILABLE),
+    (CommandError, Exit.COMMAND_NOT_FOUND),
     (JaegerUnavailableError, Exit.UNAVAILABLE),
     (CallscopeError, Exit.ERROR),
 )
@@ -122,6 +133,24 @@ def _parser() -> argparse.ArgumentParser:
         "--output", "-o", type=Path, default=None, metavar="PATH", help="spans file (default: ./callscope-traces.jsonl)"
     )
 
+    run = commands.add_parser(
+        "run",
+        help="run a Python command (a script, python -m, pytest, uvicorn) traced, and show its trace tree",
+        description=(
+            "Run COMMAND with callscope in each of its Python processes and no code change, append every "
+            "span to a trace file, and when the command ends (normally, by an exception, Ctrl-C or SIGTERM) "
+            "print the tree of the traces it wrote on standard error. The command's own output and exit "
+            "status are untouched. Spans also go over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set."
+        ),
+    )
+    run.add_argument(
+        "--file", "-f", type=Path, default=None, metavar="PATH", help=f"trace file to append to (default: ./{DEFAULT_RUN_FILE})"
+    )
+    shown = run.add_mutually_exclusive_group()
+    shown.add_argument("--live", action="store_true", help="print each trace as soon as it completes (for servers)")
+    shown.add_argument("--no-tree", action="store_true", help="only write the trace file")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]", help="the command, after --")
+
     tree = commands.add_parser(
         "tree",
         help="show traces from an OTLP/JSON lines file or from Jaeger",
@@ -149,9 +178,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="AGE",
         help=f"with --service: traces started in the last AGE, e.g. 30s, 15m, 2h, 7d (default {DEFAULT_SINCE})",
     )
-    tree.add_argument("--errors-only", action="store_true", help="only failing spans, with their ancestors")
-    tree.add_argument("--depth", type=_positive_int, metavar="N", help="only N levels of each tree (1 = its root spans)")
-    for command in (demo, tree):
+    for shows_trees in (run, tree):
+        shows_trees.add_argument("--errors-only", action="store_true", help="only failing spans, with their ancestors")
+        shows_trees.add_argument("--depth", type=_positive_int, metavar="N", help="only N levels of each tree (1 = its root spans)")
+    for command in (demo, run, tree):
         # Accepted after the command too; the top-level flag would otherwise be "unrecognized".
         command.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
@@ -213,7 +243,7 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
-def _run(argv: list[str]) -> Exit:
+def _run(argv: list[str]) -> Exit | int:
     """The program without error handling."""
     parser = _parser()
     args = parser.parse_args(argv)
@@ -223,6 +253,8 @@ def _run(argv: list[str]) -> Exit:
     out = _stdout_console()
     if args.command == "demo":
         return _demo(out, args.output)
+    if args.command == "run":
+        return _run_command(args)
     show = _Shown(out, max_depth=args.depth, errors_only=args.errors_only)
     if args.jaeger is not None:
         if args.file is not None:
@@ -235,8 +267,12 @@ def _run(argv: list[str]) -> Exit:
 
 
 def _stdout_console() -> Console:
+    return _console(stderr=False)
+
+
+def _console(*, stderr: bool) -> Console:
     # no_color=None lets rich honour NO_COLOR (and FORCE_COLOR); a pipe gets plain text anyway.
-    console = Console(no_color=None, highlight=False)
+    console = Console(stderr=stderr, no_color=None, highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = _PIPE_WIDTH
     return console
@@ -335,6 +371,55 @@ def _is_local(endpoint: str) -> bool:
     except ValueError:
         return False
     return parts.hostname in ("localhost", "127.0.0.1", "::1") and port in (4317, 4318, 14317, 14318)
+
+
+# --- run --------------------------------------------------------------------------------------
+
+
+def _run_command(args: argparse.Namespace) -> Exit | int:
+    command = list(args.argv)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise UsageError("no command to run; e.g. `callscope run -- python app.py`")
+    trace_file = (args.file if args.file is not None else Path(DEFAULT_RUN_FILE)).expanduser().absolute()
+    if not trace_file.parent.is_dir():
+        raise UsageError(f"--file {args.file}: the directory {trace_file.parent} does not exist; create it or pick another path")
+    # The command owns standard output: callscope's lines and trees go to standard error.
+    err = _console(stderr=True)
+    err.print(Text(f"callscope run: spans go to {trace_file}", style="dim"), markup=False)
+    show = _Shown(err, max_depth=args.depth, errors_only=args.errors_only)
+
+    def show_live(spans: list[SpanRecord]) -> None:
+        show.all(build_traces(spans))
+
+    try:
+        status, new_spans = run_command(command, trace_file, live=show_live if args.live else None)
+    except CommandNotFound as error:
+        raise CommandError(f"cannot run {error}; check the command's name, or give its path") from None
+    read = new_spans.read
+    views = build_traces(read.spans)
+    if not args.live and not args.no_tree:
+        show.all(views)
+    if show.traces:
+        show.finish(str(trace_file))
+    if not read.spans:
+        err.print(
+            Text(
+                f"callscope run: the command wrote no spans to {trace_file}: it ran no LangChain code, or its "
+                "Python cannot import callscope (said above if so)"
+            ),
+            markup=False,
+        )
+    else:
+        plural = "s" if len(views) != 1 else ""
+        err.print(
+            Text(f"callscope run: {len(read.spans)} spans in {len(views)} trace{plural}; again: callscope tree {shlex.quote(str(trace_file))} --limit {len(views)}", style="dim"),
+            markup=False,
+        )
+    if read.skipped_lines or read.skipped_spans:
+        _report_skipped(read, str(trace_file))
+    return status
 
 
 # --- tree -------------------------------------------------------------------------------------
