@@ -46,11 +46,13 @@ def start() -> None:
         return
     _started = True
     try:
-        import callscope
         from opentelemetry import trace
 
-        provider = callscope.configure(service_name=os.environ.get(SERVICE_ENV) or None)
-        callscope.instrument()
+        from callscope._bridge.export import configure
+        from callscope._bridge.instrumentor import CallscopeInstrumentor
+
+        provider = configure(service_name=os.environ.get(SERVICE_ENV) or None)
+        CallscopeInstrumentor().instrument()
         _say_when_the_application_sets_its_own_provider(trace, provider)
         _flush_before_sigterm(provider)
     except Exception as error:  # the application must run, traced or not
