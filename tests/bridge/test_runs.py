@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -108,3 +109,44 @@ def test_adopted_children_lists_stay_about_the_size_of_the_open_children():
         registry.adopt(parent, run_id)
         registry.pop(run_id)
     assert len(parent.children) < 64
+
+
+def _frozen_clocks():
+    import datetime
+
+    import freezegun
+    import time_machine
+
+    return [
+        ("freezegun", lambda: freezegun.freeze_time("2020-01-01")),
+        ("freezegun, ticking", lambda: freezegun.freeze_time("2031-06-01", tick=True)),
+        ("time-machine", lambda: time_machine.travel(datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc), tick=False)),
+    ]
+
+
+
+@pytest.mark.parametrize("clock", [name for name, _ in _frozen_clocks()])
+def test_a_frozen_or_moved_clock_does_not_make_open_runs_stale(clock, spans):
+    """Test suites freeze the clock (freezegun, time-machine): runs that started on the real clock
+    must not look old to the age check, and their timing must stay sane."""
+    from langchain_core.language_models import FakeListChatModel
+    from langchain_core.runnables import RunnableLambda
+
+    from callscope._bridge.instrumentor import CallscopeInstrumentor
+
+    freeze = dict(_frozen_clocks())[clock]
+    model = FakeListChatModel(responses=["streamed answer"])
+
+    def inside(x):
+        with freeze():
+            # Enough starts for the registry's age check to run while the clock is frozen.
+            for _ in range(70):
+                RunnableLambda(lambda y: y, name="inner").invoke(x)
+            return "".join(chunk.content for chunk in model.stream(x))
+
+    assert RunnableLambda(inside, name="outer").invoke("q") == "streamed answer"
+    assert CallscopeInstrumentor().handler.registry.evicted == 0
+    outer = spans.one("outer")
+    assert RUN_EVICTED not in outer.attributes and outer.status.status_code is not StatusCode.ERROR
+    chat = next(s for s in spans.all if s.name.startswith("chat"))
+    assert 0 <= chat.attributes["gen_ai.response.time_to_first_chunk"] < 60

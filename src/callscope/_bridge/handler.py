@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import time
 from typing import Any
 from uuid import UUID
 
@@ -34,7 +33,7 @@ from callscope._bridge.fence import Fence, absorb
 from callscope._bridge.labels import LabelsByTrace
 from callscope._bridge.messages import input_messages, prompt_messages
 from callscope._bridge.metrics import Metrics
-from callscope._bridge.runs import RunRegistry
+from callscope._bridge.runs import RunRegistry, monotonic
 from callscope._bridge.scope import step_manager
 from callscope._bridge.serialize import bound_text, to_json
 from callscope._bridge.settings import Settings
@@ -186,7 +185,7 @@ class SpanHandler(BaseCallbackHandler):
             if record is None:
                 return
             if record.first_chunk_monotonic is None:
-                record.first_chunk_monotonic = time.monotonic()
+                record.first_chunk_monotonic = monotonic()
             if record.metric_attributes is not None:
                 self._metrics.chunk(record)  # type: ignore[union-attr]
             record.chunks += 1

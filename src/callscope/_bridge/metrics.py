@@ -32,7 +32,6 @@ share a constant one); instruments are created once.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,7 +42,7 @@ from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.trace import INVALID_SPAN, set_span_in_context
 
 from callscope._bridge import semconv as sc
-from callscope._bridge.runs import RunRecord
+from callscope._bridge.runs import RunRecord, monotonic
 from callscope._bridge.serialize import encodable
 from callscope._bridge.stops import ended_without_failure
 from callscope.version import __version__
@@ -195,11 +194,11 @@ class Metrics:
         try:
             attributes = record.metric_attributes
             if record.chunks == 0:
-                first = record.first_chunk_monotonic or time.monotonic()
+                first = record.first_chunk_monotonic or monotonic()
                 self._first_chunk.record(first - record.started_monotonic, attributes, record.context)
                 record.last_chunk_monotonic = first
                 return
-            now = time.monotonic()
+            now = monotonic()
             self._per_chunk.record(now - record.last_chunk_monotonic, attributes, _NO_EXEMPLAR)
             record.last_chunk_monotonic = now
         except Exception:
@@ -208,7 +207,7 @@ class Metrics:
     def ended(self, record: RunRecord, payload: Any, *, failed: bool) -> None:
         """The run ended (``payload`` is its result) or failed (``payload`` is the exception)."""
         try:
-            duration = time.monotonic() - record.started_monotonic
+            duration = monotonic() - record.started_monotonic
             attributes: Any = record.metric_attributes
             context = record.context
             if failed:

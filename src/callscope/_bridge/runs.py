@@ -32,6 +32,12 @@ _AGE_CHECK_EVERY = 64
 
 _WARNING_INTERVAL_SECONDS = 60.0
 
+#: The monotonic clock every run's timing reads. Not ``time.monotonic`` itself: test suites freeze
+#: or move the clock (freezegun replaces ``time.monotonic``, and every module attribute that *is*
+#: it, with its fake), and a run started on the real clock would then look decades old and be
+#: evicted. freezegun leaves this bound wrapper alone; time-machine never mocks the monotonic clock.
+monotonic = time.monotonic.__call__
+
 
 @dataclass(slots=True, eq=False)
 class RunRecord:
@@ -63,7 +69,7 @@ class RunRecord:
     #: Labels of the handlers this run lacks because its LangChain root started inside a step
     #: without the step's config (``scope`` "dropped").
     dropped: tuple[str, ...] = ()
-    started_monotonic: float = field(default_factory=time.monotonic)
+    started_monotonic: float = field(default_factory=monotonic)
     first_chunk_monotonic: float | None = None
     chunks: int = 0
     #: The run's GenAI metric attributes while metrics are on and the run is a model, tool or
@@ -197,7 +203,7 @@ class RunRegistry:
             while len(self._runs) > self._max_runs:
                 victims.append(self._pop_oldest())
             if self._ttl:
-                deadline = time.monotonic() - self._ttl
+                deadline = monotonic() - self._ttl
                 while (oldest := self._peek_oldest()) is not None:
                     if oldest.started_monotonic > deadline:
                         break
@@ -206,7 +212,7 @@ class RunRegistry:
         for record in ended:
             _end_evicted(record, "callscope: run evicted, its end callback never arrived")
         self.evicted += len(ended)
-        now = time.monotonic()
+        now = monotonic()
         # Once a minute at most: a leak of thousands of runs must not become thousands of lines.
         if ended and now - self._last_warning >= _WARNING_INTERVAL_SECONDS:
             self._last_warning = now
