@@ -633,3 +633,42 @@ def test_reading_traces_loads_neither_langchain_nor_the_sdk(demo_file: Path) -> 
     assert done.returncode == 0, done.stderr
     assert "RunnableSequence" in done.stdout or "answer" in done.stdout
     assert "LOADED []" in done.stderr, done.stderr
+
+
+def test_a_reader_that_stops_early_ends_the_tree_quietly(demo_file: Path, tmp_path: Path) -> None:
+    """`callscope tree FILE | head -1`: no BrokenPipeError, no traceback, the shell's SIGPIPE status."""
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(demo_file.read_bytes() * 40)  # far more than a pipe holds
+    done = subprocess.run(
+        ["sh", "-c", f'"{sys.executable}" -m callscope tree "{big}" | head -1'],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.startswith("trace "), done.stdout
+    assert done.stderr == "", done.stderr
+    reader_gone = subprocess.Popen([sys.executable, "-m", "callscope", "tree", str(big)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader_gone.stdout.readline().startswith(b"trace ")
+    reader_gone.stdout.close()
+    _, stderr = reader_gone.communicate(timeout=120)
+    assert reader_gone.returncode == Exit.BROKEN_PIPE == 141
+    assert stderr == b""
+
+
+def test_other_libraries_log_lines_are_named_after_them_not_callscope() -> None:
+    import logging
+
+    from callscope._tools.cli import _LogLineFormatter
+
+    formatter = _LogLineFormatter()
+
+    def line(name: str, message: str) -> str:
+        return formatter.format(logging.LogRecord(name, logging.ERROR, __file__, 1, message, None, None))
+
+    assert line("opentelemetry.sdk.metrics._internal.export", "Exception while exporting metrics") == (
+        "opentelemetry.sdk.metrics._internal.export: ERROR: Exception while exporting metrics"
+    )
+    assert line("callscope", "callscope: 3 span(s) were not exported") == "callscope: ERROR: 3 span(s) were not exported"

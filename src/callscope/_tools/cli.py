@@ -76,6 +76,9 @@ class Exit(IntEnum):
     COMMAND_NOT_FOUND = 127
     #: Ctrl-C (128 + SIGINT).
     INTERRUPTED = 130
+    #: The reader of standard output went away (``callscope tree FILE | head``): 128 + SIGPIPE,
+    #: what a tool killed by the signal reports, without a word.
+    BROKEN_PIPE = 141
 
 
 class UsageError(CallscopeError):
@@ -221,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         err.print()
         return Exit.INTERRUPTED
+    except BrokenPipeError:
+        _stop_writing_to_stdout()
+        return Exit.BROKEN_PIPE
     except Exception as error:
         status, message = _describe(error)
         # --traceback is for bug reports: a mistake in the input or the command line stays one line.
@@ -228,6 +234,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         err.print(Text(f"callscope: error: {message}"), markup=False)
         return status
+
+
+def _stop_writing_to_stdout() -> None:
+    # Python flushes stdout again at exit and would report that write failing too: point the
+    # descriptor at /dev/null (the recipe in the docs of the signal module).
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _describe(error: Exception) -> tuple[Exit, str]:
@@ -290,14 +306,15 @@ def _route_library_logs() -> None:
 
 class _LogLineFormatter(logging.Formatter):
     """``callscope: WARNING: <message>`` for callscope's own records (whose messages already say
-    ``callscope:`` for apps that log them bare), ``callscope: ERROR: <logger>: <message>`` for
-    the libraries': one prefix per line."""
+    ``callscope:`` for apps that log them bare), ``<logger>: ERROR: <message>`` for the
+    libraries': one prefix per line, naming who said it."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         message = record.message.removeprefix("callscope: ")
         if record.name == "callscope" or record.name.startswith("callscope."):
             return f"callscope: {record.levelname}: {message}"
-        return f"callscope: {record.levelname}: {record.name}: {message}"
+        # Another library's (the OpenTelemetry SDK's): named after it, not read as callscope's.
+        return f"{record.name}: {record.levelname}: {message}"
 
 
 # --- demo -------------------------------------------------------------------------------------
