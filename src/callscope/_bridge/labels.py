@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.trace import get_current_span
@@ -17,6 +18,24 @@ from opentelemetry.trace import get_current_span
 MAX_LABELS_PER_TRACE = 256
 _MAX_TRACES_REMEMBERED = 4096
 _LABEL_LOCK = threading.Lock()
+#: Told each trace's labels once its trace id is known (``callscope.testing`` maps a handler
+#: instance to its label in each trace through them); empty otherwise.
+_watchers: list[Callable[[int, TraceLabels], None]] = []
+
+
+def watch(callback: Callable[[int, TraceLabels], None]) -> None:
+    """Call ``callback(trace_id, labels)`` for the labels of each trace that starts from now on."""
+    _watchers.append(callback)
+
+
+def unwatch(callback: Callable[[int, TraceLabels], None]) -> None:
+    if callback in _watchers:
+        _watchers.remove(callback)
+
+
+def _tell_watchers(trace_id: int, labels: TraceLabels) -> None:
+    for callback in list(_watchers):
+        callback(trace_id, labels)
 
 
 class TraceLabels:
@@ -58,6 +77,14 @@ class TraceLabels:
                         self._keep[key] = handler
         return label
 
+    def label_of(self, handler: Any) -> str | None:
+        """The label ``handler`` was given in this trace, or ``None`` if it met none of its runs."""
+        kept = self._keep.get(id(handler))
+        if kept is None:
+            return None
+        owner = kept() if isinstance(kept, weakref.ref) else kept
+        return self._labels.get(id(handler)) if owner is handler else None
+
     def _forget(self, key: int, ref: Any) -> None:
         # Called by the garbage collector, possibly while this thread holds _LABEL_LOCK: no lock
         # here, only single dict operations (atomic under the GIL). The collected object died
@@ -87,6 +114,8 @@ class LabelsByTrace:
                 if labels is None:
                     labels = self._by_trace[parent.trace_id] = TraceLabels()
                     self._forget_oldest()
+                    if _watchers:
+                        _tell_watchers(parent.trace_id, labels)
         return labels
 
     def remember(self, trace_id: int, labels: TraceLabels) -> None:
@@ -97,6 +126,8 @@ class LabelsByTrace:
         with _LABEL_LOCK:
             if self._by_trace.setdefault(trace_id, labels) is labels:
                 self._forget_oldest()
+                if _watchers:
+                    _tell_watchers(trace_id, labels)
 
     def forget(self, trace_id: int, labels: TraceLabels) -> None:
         """The root that started trace ``trace_id`` has ended: no run can start in that trace any
