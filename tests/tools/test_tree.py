@@ -227,6 +227,38 @@ def test_each_langchain_root_under_an_app_span_has_its_summary(span_exporter, in
     assert all("saw 1 of 3 runs" in line for line in summaries)
 
 
+def test_roots_with_the_same_summary_share_one_line(span_exporter, instrumented, user_tracer) -> None:
+    model = FakeListChatModel(responses=["3", "4"], callbacks=[LoggingHandler()])
+    chain = ChatPromptTemplate.from_template("What is 1 + {number}?") | model
+    with user_tracer.start_as_current_span("request"):
+        chain.invoke({"number": "2"}, config={"run_name": "answer"})
+        chain.invoke({"number": "3"}, config={"run_name": "answer"})
+    [view] = build_traces(_records(span_exporter))
+    _, text = _draw(view, 200)
+    summaries = [line for line in text.splitlines() if line.startswith(("missed", "failed"))]
+    assert len(summaries) == 1, text
+    assert summaries[0].startswith("missed (answer ×2): LoggingHandler saw 1 of 3 runs; scope: missed answer,")
+
+
+def test_a_handler_that_missed_nothing_but_failed_is_headed_failed(span_exporter, instrumented) -> None:
+    import logging
+
+    failing, missing = FailsOnLLMEnd(), LoggingHandler()
+    model = FakeListChatModel(responses=["3"], callbacks=[missing])
+    logging.getLogger("langchain_core.callbacks.manager").disabled = True
+    try:
+        (ChatPromptTemplate.from_template("What is 1 + {number}?") | model).invoke({"number": "2"}, config={"callbacks": [failing]})
+    finally:
+        logging.getLogger("langchain_core.callbacks.manager").disabled = False
+    [view] = build_traces(_records(span_exporter))
+    _, text = _draw(view, 300)
+    lines = text.splitlines()
+    assert next(line for line in lines if "FailsOnLLMEnd saw" in line).startswith(
+        "failed: FailsOnLLMEnd saw 3 of 3 runs; failed: raised in on_llm_end of chat"
+    )
+    assert next(line for line in lines if "LoggingHandler saw" in line).startswith("missed: LoggingHandler saw 1 of 3 runs")
+
+
 def test_a_model_span_shows_its_model_and_token_counts(span_exporter, instrumented) -> None:
     reply = AIMessage(
         content="3",

@@ -43,6 +43,7 @@ from rich.style import Style
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -641,18 +642,44 @@ def _trouble_lines(view: TraceView, span: SpanRecord, continuation: str, width: 
 
 
 def _summaries(view: TraceView, width: int) -> Iterator[list[Segment]]:
-    """The missed summaries of the trace's LangChain roots, the first few of them."""
-    summaries = view.missed_summaries()
-    for run, summary in summaries[:_MAX_SUMMARIES]:
-        label = "missed: " if len(summaries) == 1 else f"missed ({run}): "
-        for entry in summary:
+    """The missed summaries of the trace's LangChain roots, the first few of them; roots whose
+    summaries say the same thing share one."""
+    merged: dict[tuple[str, ...], list[str]] = {}
+    for run, summary in view.missed_summaries():
+        merged.setdefault(tuple(summary), []).append(run)
+    groups = list(merged.items())
+    for summary, runs in groups[:_MAX_SUMMARIES]:
+        named = runs if len(groups) > 1 or len(runs) > 1 else None
+        first = _summary_heading(summary[0], named) if summary else ""
+        for index, entry in enumerate(summary):
+            # One line per handler, headed by what happened to it; the roots named once.
+            label = first if index == 0 else _summary_heading(entry, None).ljust(len(first))
             wrapped = _wrap_summary(entry, max(width - len(label), 20))
             yield [(label, "bold"), (wrapped[0], "")]
             yield from ([(" " * len(label), ""), (text, "")] for text in wrapped[1:])
-            label = " " * len(label)
-    if len(summaries) > _MAX_SUMMARIES:
-        more = len(summaries) - _MAX_SUMMARIES
+    if len(groups) > _MAX_SUMMARIES:
+        more = sum(len(runs) for _, runs in groups[_MAX_SUMMARIES:])
         yield [(f"… and the missed summaries of {more} more root run{'s' if more != 1 else ''}", "dim")]
+
+
+_SAW = re.compile(r" saw (\d+) of (\d+) runs")
+
+
+def _summary_heading(entry: str, runs: list[str] | None) -> str:
+    """``missed:`` for a handler that missed runs, ``failed:`` for one that saw every run and
+    raised in some; with the root runs the summary is about when the trace has several."""
+    counts = _SAW.search(entry)
+    word = "failed" if counts is not None and counts.group(1) == counts.group(2) else "missed"
+    if runs is None:
+        return f"{word}: "
+    return f"{word} ({', '.join(_counted_names(runs))}): "
+
+
+def _counted_names(names: list[str]) -> list[str]:
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return [name if n == 1 else f"{name} ×{n}" for name, n in counts.items()]
 
 
 def _handler_cells(span: SpanRecord, labels: list[str], view: TraceView | None = None) -> list[str]:
