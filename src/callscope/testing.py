@@ -125,14 +125,15 @@ class RecordedRuns:
 
         out = io.StringIO()
         console = Console(file=out, width=width, no_color=True, color_system=None, highlight=False)
-        layouts = set()
+        layouts, outcomes = set(), set()
         for view in build_traces(self._spans()):
             layout = render_trace(view, console, width=width)
             if layout is not None:
                 layouts.add(layout)
+                outcomes |= view.outcomes()
                 out.write("\n")
         if layouts:
-            render_legend(console, layouts)
+            render_legend(console, layouts, outcomes)
         return out.getvalue()
 
     # --- how -----------------------------------------------------------------------------------

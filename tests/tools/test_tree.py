@@ -22,10 +22,12 @@ from callscope._tools.tree import (
     HANDLERS_INHERITED,
     HANDLERS_LOCAL,
     Layout,
+    _depth_first,
     build_traces,
     failure_lines,
     format_duration,
     handler_cell,
+    outcome_of,
     render_legend,
     render_trace,
     select_rows,
@@ -425,3 +427,80 @@ def test_a_failure_whose_run_name_is_ambiguous_stays_on_the_parent_and_names_the
     (parallel,) = [node for node, _ in view.walk() if node.span.name.startswith("RunnableParallel")]
     assert [line.split(" raised ")[0] for line in failure_lines(view, parallel.span)] == ["FailsOnLLMEnd.on_llm_end of chat"] * 2
     assert all(not failure_lines(view, child.span) for child in parallel.children)
+
+
+# --- how runs ended, the conversation, handler failures under --errors-only ---------------------
+
+
+def test_interrupted_resumed_cancelled_and_abandoned_runs_are_marked(span_exporter, instrumented) -> None:
+    import asyncio
+    import time
+    from typing import TypedDict
+
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Command, interrupt
+
+    class State(TypedDict):
+        answer: str
+
+    graph = StateGraph(State)
+    graph.add_node("ask_human", lambda s: {"answer": interrupt("approve?")})
+    graph.add_edge(START, "ask_human")
+    graph.add_edge("ask_human", END)
+    app = graph.compile(checkpointer=InMemorySaver())
+    thread = {"configurable": {"thread_id": "t-42"}}
+    app.invoke({"answer": ""}, config=thread)
+    app.invoke(Command(resume="yes"), config=thread)
+
+    stream = (RunnableLambda(lambda x: x, name="source") | FakeListChatModel(responses=["a long answer"])).stream("q")
+    next(stream)
+    stream.close()
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(RunnableLambda(lambda x: time.sleep(0.5), name="slow_step").ainvoke(1))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled())
+    views = build_traces(_records(span_exporter))
+    words = {(node.span.name, outcome_of(node.span)) for view in views for node in _depth_first(view.roots) if outcome_of(node.span)}
+    assert ("LangGraph", "interrupted") in words and ("LangGraph", "resumed") in words
+    assert ("chat", "abandoned") in words
+    assert ("slow_step", "cancelled") in words
+
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    for view in views:
+        render_trace(view, console)
+    render_legend(console, [Layout.FULL], set().union(*(view.outcomes() for view in views)))
+    text = out.getvalue()
+    assert re.search(r"LangGraph +[0-9.]+ m?s +interrupted", text), text
+    assert re.search(r"slow_step +[0-9.]+ m?s +cancelled", text), text
+    assert "· conversation t-42" in text  # the thread, in the title of both of its traces
+    assert text.count("conversation t-42") == 2
+    for meaning in ("interrupted: LangGraph paused it at an interrupt", "resumed: a LangGraph Command(resume=…) continued it",
+                    "cancelled: its task was cancelled", "abandoned: its stream's reader stopped early"):  # fmt: skip
+        assert meaning in text
+
+    narrow = io.StringIO()
+    for view in views:
+        render_trace(view, Console(file=narrow, width=26))
+    assert "‖ LangGraph" in narrow.getvalue() and "⊘ slow_step" in narrow.getvalue()
+
+
+def test_errors_only_keeps_a_trace_where_only_a_handler_failed(span_exporter, instrumented) -> None:
+    import logging
+
+    logging.getLogger("langchain_core.callbacks.manager").disabled = True
+    try:
+        (ChatPromptTemplate.from_template("{q}") | FakeListChatModel(responses=["ok"])).invoke({"q": "x"}, config={"callbacks": [FailsOnLLMEnd()]})
+    finally:
+        logging.getLogger("langchain_core.callbacks.manager").disabled = False
+    [view] = build_traces(_records(span_exporter))
+    assert all(node.span.status_code != "ERROR" for node in _depth_first(view.roots))
+    _, text = _draw(view, 160, errors_only=True)
+    assert "chat" in text and "✗ FailsOnLLMEnd.on_llm_end raised RuntimeError: store down" in text
+    assert "ChatPromptTemplate" not in text  # only the run with the failure and its ancestors

@@ -545,6 +545,7 @@ class _Shown:
         self.traces = 0
         self.layouts: set[Layout] = set()
         self.handlers = False
+        self.outcomes: set[str] = set()
         self.width = out.width  # once: rich measures the terminal again on every read
 
     def all(self, views: list[TraceView]) -> None:
@@ -555,6 +556,7 @@ class _Shown:
             )
             if layout is not None:
                 self.layouts.add(layout)
+                self.outcomes |= view.outcomes()
                 self.handlers = self.handlers or bool(view.handlers)
                 self.out.file.write("\n")
 
@@ -564,8 +566,8 @@ class _Shown:
                 Text(f"no failing spans in the {self.traces} trace{'s' if self.traces != 1 else ''} of {source}"),
                 markup=False,
             )
-        if self.handlers:
-            render_legend(self.out, self.layouts)
+        if self.handlers or self.outcomes:
+            render_legend(self.out, self.layouts, self.outcomes)
 
 
 def _nothing_in(source: str, read: SpansRead) -> str:

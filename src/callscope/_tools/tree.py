@@ -66,6 +66,11 @@ from callscope._attributes import (
     HANDLERS_INHERITED,
     HANDLERS_LOCAL,
     HANDLERS_MISSED,
+    LANGGRAPH_INTERRUPTED,
+    LANGGRAPH_RESUMED,
+    RUN_CANCELLED,
+    RUN_EVICTED,
+    STREAM_ABANDONED,
     TRACER_NAME,
 )
 from callscope._tools.otlp_json import SpanRecord
@@ -79,6 +84,7 @@ __all__ = [
     "HANDLERS_INHERITED",
     "HANDLERS_LOCAL",
     "HANDLERS_MISSED",
+    "OUTCOMES",
     "TREE_ATTRIBUTES",
     "Layout",
     "Row",
@@ -88,6 +94,7 @@ __all__ = [
     "failure_lines",
     "format_duration",
     "handler_cell",
+    "outcome_of",
     "render_legend",
     "render_trace",
     "select_rows",
@@ -98,6 +105,17 @@ _RESPONSE_MODEL = "gen_ai.response.model"
 _INPUT_TOKENS = "gen_ai.usage.input_tokens"
 _OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 _ERROR_TYPE = "error.type"
+_CONVERSATION = "gen_ai.conversation.id"
+#: How a run ended other than by returning or failing: (attribute, word in the status column,
+#: mark before the name in the compact layouts, what it means), first match wins.
+OUTCOMES = (
+    (RUN_EVICTED, "evicted", "†", "its end never arrived; callscope ended it"),
+    (LANGGRAPH_INTERRUPTED, "interrupted", "‖", "LangGraph paused it at an interrupt"),
+    (RUN_CANCELLED, "cancelled", "⊘", "its task was cancelled"),
+    (STREAM_ABANDONED, "abandoned", "⋯", "its stream's reader stopped early"),
+    (LANGGRAPH_RESUMED, "resumed", "↻", "a LangGraph Command(resume=…) continued it"),
+)
+_OUTCOME_STYLES = {"evicted": "bold red", "interrupted": "yellow", "cancelled": "yellow", "abandoned": "yellow", "resumed": "cyan"}
 #: The span attributes the tree shows; a reader can drop the rest.
 TREE_ATTRIBUTES = frozenset(
     {
@@ -112,6 +130,8 @@ TREE_ATTRIBUTES = frozenset(
         _INPUT_TOKENS,
         _OUTPUT_TOKENS,
         _ERROR_TYPE,
+        _CONVERSATION,
+        *(attribute for attribute, *_ in OUTCOMES),
     }
 )
 #: The instrumentation scope name of callscope's spans (its tracer's name).
@@ -158,7 +178,7 @@ _MAX_SUMMARIES = 5
 #: A failing span's message takes at most this many lines under it.
 _MAX_ERROR_LINES = 3
 # One ASCII character each, so that a line keeps its width.
-_ASCII_MARKS = str.maketrans({"·": ".", "…": "~", "✗": "X", "→": ">", "─": "-"})
+_ASCII_MARKS = str.maketrans({"·": ".", "…": "~", "✗": "X", "→": ">", "─": "-", "†": "E", "‖": "P", "⊘": "C", "⋯": "A", "↻": "R"})
 
 
 @dataclass(slots=True)
@@ -195,6 +215,19 @@ class TraceView:
         if not self.roots:
             return 0
         return max(n.span.end_ns for n in self.roots) - min(n.span.start_ns for n in self.roots)
+
+    @property
+    def conversation(self) -> str | None:
+        """The conversation (LangGraph thread, chat session) its runs belong to, if any."""
+        for node in _depth_first(self.roots):
+            value = node.span.attributes.get(_CONVERSATION)
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+    def outcomes(self) -> set[str]:
+        """The words of the ``OUTCOMES`` some span of the trace had."""
+        return {word for node in _depth_first(self.roots) if (word := outcome_of(node.span)) is not None}
 
     def missed_summaries(self) -> list[tuple[str, list[str]]]:
         """``(run name, summary lines)`` of each LangChain root run in the trace."""
@@ -405,7 +438,8 @@ def _children_first(view: TraceView) -> list[SpanNode]:
 def _failing_and_ancestors(view: TraceView) -> set[int]:
     keep: set[int] = set()
     for node in _children_first(view):
-        if node.span.status_code == "ERROR" or any(id(child) in keep for child in node.children):
+        span = node.span
+        if span.status_code == "ERROR" or span.span_id in view.failures or HANDLERS_FAILED in span.attributes or any(id(child) in keep for child in node.children):
             keep.add(id(node))
     return keep
 
@@ -440,9 +474,11 @@ def render_trace(
     return layout
 
 
-def render_legend(console: Console, layouts: Iterable[Layout] = (Layout.FULL,)) -> None:
-    """What the handler cells mean, for the layouts used; print it once, after the traces."""
+def render_legend(console: Console, layouts: Iterable[Layout] = (Layout.FULL,), outcomes: Iterable[str] = ()) -> None:
+    """What the handler cells mean, for the layouts used, and the run ``outcomes`` shown (their
+    status-column words, or marks in the compact layouts); print it once, after the traces."""
     layouts = set(layouts)
+    shown = set(outcomes)
     items = []
     compact = bool(layouts - {Layout.FULL})
     if Layout.FULL in layouts or compact:
@@ -452,6 +488,9 @@ def render_legend(console: Console, layouts: Iterable[Layout] = (Layout.FULL,)) 
     items.append(f"{NO_DATA}: not a LangChain run")
     if compact:
         items.append("✗ before a name: the run failed")
+    for _, word, mark, meaning in OUTCOMES:
+        if word in shown:
+            items.append(f"{word} ({mark}): {meaning}" if compact else f"{word}: {meaning}")
     lines = [[(line, "dim")] for line in _wrap_items(items, " · ", console.width)]
     _write(console, lines if _can_draw(console) else [_ascii(line) for line in lines])
 
@@ -481,7 +520,7 @@ def _draw(view: TraceView, rows: list[Row], width: int, unicode: bool) -> tuple[
         status_w = max(status_w, len(_status_word(span)))
         bare = max(bare, name_cells)
         detailed = max(detailed, name_cells + (2 + details_cells if details else 0))
-        marked = max(marked, name_cells + (2 if span.status_code == "ERROR" else 0))
+        marked = max(marked, name_cells + (2 if span.status_code == "ERROR" or outcome_of(span) else 0))
     word_ws = [max(_cells(label), len(INHERITED)) for label in labels]
     mark_w = len(str(len(labels)))
     marks_total = (1 + len(labels) * (1 + mark_w)) if labels else 0
@@ -548,7 +587,8 @@ def _lines(
         if continuation is None:
             continuation = continuation_of[key] = _continuation(row.lasts, has_children_shown, unicode)
         failed = span.status_code == "ERROR"
-        mark = "✗ " if compact and failed else ""
+        outcome = outcome_of(span) if span.attributes else None
+        mark = ("✗ " if failed and outcome is None else f"{_OUTCOME_MARKS[outcome]} " if outcome else "") if compact else ""
         if name_cells + len(mark) <= name_w:
             chunks = [name]  # the common case, without measuring again
             used = name_cells + len(mark)
@@ -571,7 +611,8 @@ def _lines(
         failures = view.failures.get(span.span_id)
         cells = _cells_for(span, labels, view, failures, cells_of)
         if layout is Layout.FULL:
-            line.append(("  " + _status_word(span).ljust(shape.status_w), _STATUS_STYLES.get(span.status_code, "")))
+            style = _OUTCOME_STYLES[outcome] if outcome else _STATUS_STYLES.get(span.status_code, "")
+            line.append(("  " + _status_word(span).ljust(shape.status_w), style))
             line += [(_centered(cell, w), _CELL_STYLES[cell]) for cell, w in zip(cells, shape.word_ws, strict=True)]
         elif labels:
             line.append((" ", ""))
@@ -790,7 +831,11 @@ def _can_draw(console: Console) -> bool:
 def _title(view: TraceView, width: int) -> list[list[Segment]]:
     head = f"trace {view.trace_id}"
     spans = f"{view.span_count} span{'s' if view.span_count != 1 else ''}"
-    details = " · ".join([view.service_name or "unknown service", spans, format_duration(view.duration_ns)])
+    parts = [view.service_name or "unknown service", spans, format_duration(view.duration_ns)]
+    conversation = view.conversation
+    if conversation:
+        parts.append(f"conversation {conversation}")
+    details = " · ".join(parts)
     if len(head) + 2 + _cells(details) <= width:
         return [[(head, "bold"), ("  " + details, "dim")]]
     return [[(head, "bold")], [("  " + details, "dim")]]
@@ -811,7 +856,19 @@ def _details(span: SpanRecord) -> str:
 
 
 def _status_word(span: SpanRecord) -> str:
-    return span.status_code.lower()
+    return outcome_of(span) or span.status_code.lower()
+
+
+def outcome_of(span: SpanRecord) -> str | None:
+    """``interrupted``, ``cancelled``… (see ``OUTCOMES``), or ``None`` for a run that returned or failed."""
+    attributes = span.attributes
+    for attribute, word, _, _ in OUTCOMES:
+        if attributes.get(attribute) is True:
+            return word
+    return None
+
+
+_OUTCOME_MARKS = {word: mark for _, word, mark, _ in OUTCOMES}
 
 
 def _branch(lasts: tuple[bool, ...], unicode: bool) -> str:
