@@ -72,13 +72,14 @@ def test_demo_prints_a_per_model_metrics_summary_after_the_trees(tmp_path: Path,
     out = capsys.readouterr().out.splitlines()
     title = [line.strip() for line in out].index("GenAI client metrics per model (gen_ai.client.*)")
     assert title > next(i for i, line in enumerate(out) if line.startswith("see it again"))
-    header, row = out[title + 1].split(), out[title + 2].split()
-    assert header[:3] == ["model", "runs", "errors"]
+    header = out[title + 1].split()
+    row = next(line for line in out[title + 2 :] if line.startswith("chat fake-chat ")).split()
+    assert header[:4] == ["model", "provider", "runs", "errors"]
     # The model ran three times (answer, answer-streamed, answer-strict), as the spans say; the
     # strict step failed after it, not the model. Usage comes only from the two runs not streamed.
     model_spans = [line for line in json_spans(output) if line["name"] == "chat fake-chat"]
-    assert row[:4] == ["chat", "fake-chat", str(len(model_spans)), "0"] and len(model_spans) == 3
-    p50, p95 = float(row[4]), float(row[6])
+    assert row[:5] == ["chat", "fake-chat", "demochatmodel", str(len(model_spans)), "0"] and len(model_spans) == 3
+    p50, p95 = float(row[5]), float(row[7])
     assert 0 < p50 <= p95
     assert row[-2:] == ["35", "10"]
 
@@ -676,3 +677,23 @@ def test_other_libraries_log_lines_are_named_after_them_not_callscope() -> None:
         "opentelemetry.sdk.metrics._internal.export: ERROR: Exception while exporting metrics"
     )
     assert line("callscope", "callscope: 3 span(s) were not exported") == "callscope: ERROR: 3 span(s) were not exported"
+
+
+@pytest.mark.parametrize("width", [160, 60, 40])
+def test_the_metrics_summary_fits_any_width_and_names_models_as_the_tree_does(
+    width: int, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    monkeypatch.setenv("COLUMNS", str(width))
+    assert main(["demo", "--output", str(tmp_path / "demo.jsonl")]) == Exit.OK
+    out = capsys.readouterr().out
+    section = out[out.index("GenAI client metrics per model") :]
+    assert "…" not in section  # no header or value cut short
+    assert not re.search(r"\d\s*\n\s*m?s\b", section)  # no number wrapped away from its unit
+    assert all(len(line.rstrip()) <= width for line in section.splitlines())
+    spans = {span["name"] for span in json_spans(tmp_path / "demo.jsonl")}
+    assert "chat" in spans and "chat fake-chat" in spans  # the worker thread's unnamed model, and the named one
+    assert re.search(r"^chat\b(?! fake-chat)", section, re.M)  # the unnamed one as its span is named
+    assert "fakelistchatmodel" in section  # its provider, beside it, not in its name
+    assert not re.search(r"^chat fakelistchatmodel", section, re.M)

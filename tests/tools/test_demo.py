@@ -29,14 +29,15 @@ def test_summary_per_model_with_quantiles_from_the_buckets() -> None:
     duration.record(0.2, unnamed)
     summaries = summarize_models(reader.get_metrics_data())
     provider.shutdown()
-    assert [s.model for s in summaries] == ["chat gpt-test", "text_completion fakelistllm"]
+    # Named as their spans are: an unnamed model is plain "text_completion", its provider aside.
+    assert [(s.model, s.provider) for s in summaries] == [("chat gpt-test", "openai"), ("text_completion", "fakelistllm")]
     chat, completion = summaries
     # 50 points in (0, 0.01] and 50 in (0.02, 0.04]: the median is the top of the lower bucket,
     # p95 is 45/50 of the way through the upper one, which the exact max (0.03) closes.
     assert chat.p50_s == pytest.approx(0.01)
     assert chat.p95_s == pytest.approx(0.029)
     assert (chat.runs, chat.errors, chat.input_tokens, chat.output_tokens) == (100, 1, 7, 3)
-    assert completion == ModelSummary("text_completion fakelistllm", 1, 0, 0.2, 0.2, None, None)
+    assert completion == ModelSummary("text_completion", "fakelistllm", 1, 0, 0.2, 0.2, None, None)
 
 
 def test_no_metrics_no_summary() -> None:

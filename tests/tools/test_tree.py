@@ -504,3 +504,36 @@ def test_errors_only_keeps_a_trace_where_only_a_handler_failed(span_exporter, in
     _, text = _draw(view, 160, errors_only=True)
     assert "chat" in text and "✗ FailsOnLLMEnd.on_llm_end raised RuntimeError: store down" in text
     assert "ChatPromptTemplate" not in text  # only the run with the failure and its ancestors
+
+
+@pytest.mark.parametrize(
+    ("name", "room", "pieces"),
+    [
+        ("ChatPromptTemplate", 14, ["ChatPrompt", "Template"]),
+        ("RunnableParallel<topic,facts,sources>", 24, ["RunnableParallel<topic,", "facts,sources>"]),
+        ("fetch_documents_from_store", 12, ["fetch_", "documents_", "from_store"]),
+        ("HTTPServerStep", 10, ["HTTPServer", "Step"]),
+        ("abcdefghijklmnop", 6, ["abcdef", "ghijkl", "mnop"]),  # no word inside: cut at the edge
+    ],
+)
+def test_long_names_break_where_their_words_do(name, room, pieces) -> None:
+    from callscope._tools.tree import _chop
+
+    assert _chop(name, room, room) == pieces
+
+
+def test_the_narrowest_demo_tree_breaks_no_name_mid_word(tmp_path: Path) -> None:
+    from callscope._tools.demo import run_demo
+
+    output = tmp_path / "demo.jsonl"
+    run_demo(output, on_file_written=lambda result: None)
+    from callscope._tools.otlp_json import read_spans_file
+
+    out = io.StringIO()
+    for view in build_traces(read_spans_file(output).spans):
+        render_trace(view, Console(file=out, width=40))
+    text = out.getvalue()
+    assert "ChatPrompt" in text
+    assert not re.search(r"ChatPromptTemp\b|ChatPromptT\b|RunnableParallel<topic,fac\b", text), text
+    for line in text.splitlines():
+        assert len(line) <= 40

@@ -19,6 +19,7 @@ non-zero (see :class:`Exit`); ``--traceback`` re-raises instead, for bug reports
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import re
@@ -40,7 +41,7 @@ from callscope._tools.jaeger import Jaeger, JaegerNotFoundError, JaegerUnavailab
 from callscope._tools.otlp_json import SpanRecord, SpansFile, SpansRead, TraceDataError, read_spans_file
 from callscope._tools.run import DEFAULT_FILE as DEFAULT_RUN_FILE
 from callscope._tools.run import CommandNotFound, run_command
-from callscope._tools.tree import TREE_ATTRIBUTES, Layout, TraceView, build_traces, render_legend, render_trace
+from callscope._tools.tree import TREE_ATTRIBUTES, Layout, TraceView, build_traces, render_legend, render_trace, wrap_items
 from callscope.version import __version__
 
 if TYPE_CHECKING:  # _demo imports LangChain, which `callscope tree` never needs
@@ -358,22 +359,31 @@ def _demo(out: Console, output: Path | None) -> Exit:
 
 
 def _render_models(out: Console, models: list[ModelSummary]) -> None:
-    table = Table(box=None, pad_edge=False, title_justify="left", title_style="bold")
-    table.title = "GenAI client metrics per model (gen_ai.client.*)"
-    for header in ("model", "runs", "errors", "p50 duration", "p95 duration", "input tokens", "output tokens"):
-        table.add_column(header, justify="left" if header == "model" else "right")
+    title = "GenAI client metrics per model (gen_ai.client.*)"
+    table = Table(box=None, pad_edge=False, title=title, title_justify="left", title_style="bold")
+    for header in ("model", "provider", "runs", "errors", "p50 duration", "p95 duration", "input tokens", "output tokens"):
+        table.add_column(header, justify="left" if header in ("model", "provider") else "right", no_wrap=True)
     for m in models:
-        table.add_row(
-            Text(m.model),
-            str(m.runs),
-            str(m.errors),
-            _seconds(m.p50_s),
-            _seconds(m.p95_s),
-            "-" if m.input_tokens is None else str(m.input_tokens),
-            "-" if m.output_tokens is None else str(m.output_tokens),
-        )
-    out.print(table)
+        table.add_row(Text(m.model), Text(m.provider or "-"), *_model_numbers(m))
+    probe = Console(file=io.StringIO(), width=10_000, no_color=True)
+    probe.print(table)
+    if max(len(line.rstrip()) for line in probe.file.getvalue().splitlines()) <= out.width:
+        out.print(table)
+    else:  # a narrow terminal: one model per paragraph, never a number cut from its unit
+        out.print(Text(title, style="bold"))
+        for m in models:
+            runs, errors, p50, p95, tokens_in, tokens_out = _model_numbers(m)
+            out.print(Text(f"{m.model}" + (f" ({m.provider})" if m.provider else "")))
+            facts = [f"{runs} runs", f"{errors} errors", f"p50 {p50}", f"p95 {p95}", f"tokens {tokens_in} in, {tokens_out} out"]
+            for line in wrap_items(facts, " · ", out.width, first="  ", rest="  "):
+                out.print(Text(line), no_wrap=True, crop=False)
     out.print(Text("p50/p95 are estimated from the histogram buckets; '-': the model reported no usage", style="dim"))
+
+
+def _model_numbers(m: ModelSummary) -> tuple[str, str, str, str, str, str]:
+    tokens_in = "-" if m.input_tokens is None else str(m.input_tokens)
+    tokens_out = "-" if m.output_tokens is None else str(m.output_tokens)
+    return str(m.runs), str(m.errors), _seconds(m.p50_s), _seconds(m.p95_s), tokens_in, tokens_out
 
 
 def _seconds(value: float) -> str:

@@ -159,7 +159,9 @@ class DemoChatModel(FakeListChatModel):
 class ModelSummary:
     """One model's GenAI client metrics, as the demo prints them."""
 
+    #: As the model's spans are named: ``chat gpt-4o``, or ``chat`` when the model is unnamed.
     model: str
+    provider: str | None
     runs: int
     errors: int
     #: Estimated from the histogram buckets (interpolated, bounded by the exact min and max).
@@ -351,11 +353,11 @@ _TOKENS = "gen_ai.client.token.usage"
 
 
 def summarize_models(data: MetricsData | None) -> list[ModelSummary]:
-    """Per chat / text-completion model (``{operation} {model}``, or the provider when the model
-    is unknown): runs, failed runs, p50/p95 duration and tokens, from callscope's histograms."""
-    durations: dict[str, list[Any]] = {}
-    errors: dict[str, int] = {}
-    tokens: dict[tuple[str, str], int] = {}
+    """Per chat / text-completion model (named as its spans are, ``{operation} {model}``, with
+    its provider): runs, failed runs, p50/p95 duration and tokens, from callscope's histograms."""
+    durations: dict[tuple[str, str | None], list[Any]] = {}
+    errors: dict[tuple[str, str | None], int] = {}
+    tokens: dict[tuple[tuple[str, str | None], str], int] = {}
     for resource_metrics in data.resource_metrics if data is not None else ():
         for scope_metrics in resource_metrics.scope_metrics:
             if scope_metrics.scope.name != "callscope":
@@ -366,7 +368,9 @@ def summarize_models(data: MetricsData | None) -> list[ModelSummary]:
                     operation = attributes.get("gen_ai.operation.name")
                     if operation not in ("chat", "text_completion"):
                         continue
-                    model = f"{operation} {attributes.get('gen_ai.request.model') or attributes.get('gen_ai.provider.name')}"
+                    requested = attributes.get("gen_ai.request.model")
+                    provider = attributes.get("gen_ai.provider.name")
+                    model = (f"{operation} {requested}" if requested else str(operation), str(provider) if provider else None)
                     if metric.name == _DURATION:
                         durations.setdefault(model, []).append(point)
                         if "error.type" in attributes:
@@ -376,7 +380,8 @@ def summarize_models(data: MetricsData | None) -> list[ModelSummary]:
                         tokens[key] = tokens.get(key, 0) + int(point.sum)
     return [
         ModelSummary(
-            model=model,
+            model=model[0],
+            provider=model[1],
             runs=sum(p.count for p in points),
             errors=errors.get(model, 0),
             p50_s=_quantile(points, 0.50),
@@ -384,7 +389,7 @@ def summarize_models(data: MetricsData | None) -> list[ModelSummary]:
             input_tokens=tokens.get((model, "input")),
             output_tokens=tokens.get((model, "output")),
         )
-        for model, points in sorted(durations.items())
+        for model, points in sorted(durations.items(), key=lambda item: (item[0][0], item[0][1] or ""))
     ]
 
 

@@ -98,6 +98,7 @@ __all__ = [
     "render_legend",
     "render_trace",
     "select_rows",
+    "wrap_items",
 ]
 
 _REQUEST_MODEL = "gen_ai.request.model"
@@ -491,7 +492,7 @@ def render_legend(console: Console, layouts: Iterable[Layout] = (Layout.FULL,), 
     for _, word, mark, meaning in OUTCOMES:
         if word in shown:
             items.append(f"{word} ({mark}): {meaning}" if compact else f"{word}: {meaning}")
-    lines = [[(line, "dim")] for line in _wrap_items(items, " · ", console.width)]
+    lines = [[(line, "dim")] for line in wrap_items(items, " · ", console.width)]
     _write(console, lines if _can_draw(console) else [_ascii(line) for line in lines])
 
 
@@ -632,7 +633,7 @@ def _heading(view: TraceView, shape: _Shape) -> Iterator[list[Segment]]:
     yield from _title(view, width)
     if layout is not Layout.FULL and labels:
         key = [f"{i} {label}" for i, label in enumerate(labels, start=1)]
-        yield from ([(text, "dim")] for text in _wrap_items(key, "  ", width, first="handlers: ", rest="  "))
+        yield from ([(text, "dim")] for text in wrap_items(key, "  ", width, first="handlers: ", rest="  "))
     header: list[Segment] = [(_pad("span", shape.name_w), "bold")]
     if layout is not Layout.NARROW:
         header.append(("  " + "duration".rjust(shape.dur_w), "bold"))
@@ -914,15 +915,34 @@ def _center(text: str, width: int) -> str:
 
 
 def _chop(text: str, first: int, rest: int) -> list[str]:
-    """``text`` in pieces of at most ``first`` cells, then ``rest`` cells."""
+    """``text`` in pieces of at most ``first`` cells, then ``rest`` cells, each ending where a
+    word of the name does (``ChatPrompt``/``Template``, ``fetch_``/``docs``) when one does."""
     if _cells(text) <= first:
         return [text]
-    if text.isascii():
-        chunks = [text[:first]]
-        chunks += [text[i : i + rest] for i in range(first, len(text), rest)]
-        return chunks
-    head = chop_cells(text, first)[0]
-    return [head, *chop_cells(text[len(head) :], rest)]
+    if not text.isascii():
+        head = chop_cells(text, first)[0]
+        return [head, *chop_cells(text[len(head) :], rest)]
+    chunks = []
+    room = first
+    while len(text) > room:
+        cut = _word_end(text, room)
+        chunks.append(text[:cut])
+        text = text[cut:]
+        room = rest
+    chunks.append(text)
+    return chunks
+
+
+_WORD_END = re.compile(r"(?<=[_\-./:, ])|(?<=[a-z0-9])(?=[A-Z<])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def _word_end(text: str, room: int) -> int:
+    """Where to cut ``text`` to fit ``room`` characters: after the last word that fits, if the
+    piece keeps at least half the room; else at ``room``."""
+    best = 0
+    for found in _WORD_END.finditer(text, 1, room + 1):
+        best = found.start()
+    return best if best * 2 >= room else room
 
 
 @functools.lru_cache(maxsize=1024)
@@ -949,7 +969,7 @@ def _wrap_words(text: str, width: int) -> list[str]:
             if current:
                 lines.append(current)
                 current = ""
-            head = chop_cells(word, width)[0]
+            head = word[: _word_end(word, width)] if word.isascii() else chop_cells(word, width)[0]
             lines.append(head)
             word = word[len(head) :]
         candidate = f"{current} {word}" if current else word
@@ -962,7 +982,7 @@ def _wrap_words(text: str, width: int) -> list[str]:
     return lines
 
 
-def _wrap_items(items: list[str], separator: str, width: int, first: str = "", rest: str = "") -> list[str]:
+def wrap_items(items: list[str], separator: str, width: int, first: str = "", rest: str = "") -> list[str]:
     lines: list[str] = []
     current = first
     for item in items:
