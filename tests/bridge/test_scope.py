@@ -4,6 +4,7 @@ processors attached to one component (the callback-scoping issue)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -706,18 +707,41 @@ def test_reason_summaries_stay_bounded_however_long_the_trace(spans):
     assert "s30, … 968 more (ignore_chain=True" in line
 
 
-def test_readme_dropped_config_example_and_its_fix(spans):
+def _readme_dropped_config_example() -> dict[str, Any]:
+    """The README's dropped-config example, its code exactly as printed there, ready to run."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("A dropped config — a step that runs another chain") :]
+    code = section[section.index("```python\n") + 10 : section.index("\n```", section.index("```python\n"))]
+    names: dict[str, Any] = {
+        "ChatPromptTemplate": ChatPromptTemplate,
+        "RunnableLambda": RunnableLambda,
+        "LoggingHandler": LoggingHandler,
+        "model": FakeListChatModel(responses=["short"]),
+        "prompt": ChatPromptTemplate.from_template("What is 1 + {number}?"),
+    }
+    return {"code": code, "names": names}
+
+
+def test_readme_dropped_config_example_on_a_plain_install(spans):
+    """No threading instrumentation: the thread's chain is a trace of its own, without handlers."""
+    example = _readme_dropped_config_example()
+    exec(example["code"], example["names"])
+    example["names"]["pool"].shutdown()
+    roots = {s.name: s for s in spans.all if s.parent is None}
+    assert set(roots) == {"RunnableSequence", "summarize"}
+    inner = [s for s in spans.all if s.context.trace_id == roots["summarize"].context.trace_id]
+    assert {s.name for s in inner} == {"summarize", "ChatPromptTemplate", "chat"}
+    assert not any(DROPPED in s.attributes or "callscope.handlers.inherited" in s.attributes for s in inner)
+
+
+def test_readme_dropped_config_example_with_threading_instrumentation_and_its_fix(spans):
     """README's dropped-config example, as written there, and the fix it gives."""
-    from concurrent.futures import ThreadPoolExecutor
+    from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 
-    summarize = (ChatPromptTemplate.from_template("{q}") | FakeListChatModel(responses=["short"])).with_config(run_name="summarize")
-    prompt = ChatPromptTemplate.from_template("What is 1 + {number}?")
-    with ThreadPoolExecutor(1) as pool:
-
-        def fetch(question):
-            return pool.submit(_carrying_otel_context(lambda: summarize.invoke({"q": question}))).result()
-
-        (prompt | RunnableLambda(fetch, name="fetch")).invoke({"number": "2"}, config={"callbacks": [LoggingHandler()]})
+    example = _readme_dropped_config_example()
+    ThreadingInstrumentor().instrument()
+    try:
+        exec(example["code"], example["names"])
         assert summary_of(spans, "LoggingHandler") == (
             "LoggingHandler saw 3 of 6 runs; dropped: missed summarize, ChatPromptTemplate, chat (started in fetch without"
             " its config; fix: pass `config` to the nested `invoke` (into the thread, too))"
@@ -725,12 +749,16 @@ def test_readme_dropped_config_example_and_its_fix(spans):
         cells = {(s.name, spans.parent_name(s)): tuple(s.attributes.get(DROPPED, ())) for s in spans.all}
         assert cells[("summarize", "fetch")] == cells[("chat", "summarize")] == cells[("ChatPromptTemplate", "summarize")] == ("LoggingHandler",)
         spans.clear()
+        names, pool = example["names"], example["names"]["pool"]
 
         def fixed(question, config):
-            return pool.submit(_carrying_otel_context(lambda: summarize.invoke({"q": question}, config))).result()
+            return pool.submit(lambda: names["summarize"].invoke({"q": question}, config)).result()
 
         handler = LoggingHandler()
-        (prompt | RunnableLambda(fixed, name="fetch")).invoke({"number": "2"}, config={"callbacks": [handler]})
+        (names["prompt"] | RunnableLambda(fixed, name="fetch")).invoke({"number": "2"}, config={"callbacks": [handler]})
+        pool.shutdown()
+    finally:
+        ThreadingInstrumentor().uninstrument()
     assert handler.events.count("chat_model_start") == 1
     assert not any(DROPPED in s.attributes for s in spans.all)
     assert "callscope.handlers.missed" not in spans.one("RunnableSequence").attributes
