@@ -5,6 +5,8 @@
 #   deploy/jaeger.sh                   # build once, then run Jaeger on 127.0.0.1: OTLP 4317/4318, query API 16686
 #   deploy/jaeger.sh build             # build only (if not cached); print the binary's path
 #   deploy/jaeger.sh build-collector   # the OpenTelemetry Collector the tests validate deploy/otel-collector.yaml with
+#   deploy/jaeger.sh collector         # build it once, then run deploy/otel-collector.yaml on 127.0.0.1: OTLP 14317/14318,
+#                                      # forwarding to the Jaeger above (deploy/otel-collector.loopback.yaml)
 #
 # The cache is ${CALLSCOPE_CACHE:-~/.cache/callscope}; the first build takes several minutes and
 # fills Go's own module and build caches (a GB or two), later runs start in under a second. Other
@@ -133,6 +135,16 @@ case "${1:-run}" in
         log "Jaeger $JAEGER_RELEASE: OTLP on 127.0.0.1:$CALLSCOPE_JAEGER_OTLP_GRPC (gRPC) and" \
             ":$CALLSCOPE_JAEGER_OTLP_HTTP (HTTP), query API on http://127.0.0.1:$CALLSCOPE_JAEGER_QUERY; Ctrl-C stops it"
         exec "$binary" --config "$here/jaeger.yaml" "$@" ;;
+    collector)
+        shift || true
+        binary="$(lock && build_collector)"
+        for name in $(compgen -e | grep '^OTEL_' || true); do unset "$name"; done
+        export CALLSCOPE_COLLECTOR_OTLP_GRPC=${CALLSCOPE_COLLECTOR_OTLP_GRPC:-14317}
+        export CALLSCOPE_COLLECTOR_OTLP_HTTP=${CALLSCOPE_COLLECTOR_OTLP_HTTP:-14318}
+        export CALLSCOPE_JAEGER_OTLP_GRPC=${CALLSCOPE_JAEGER_OTLP_GRPC:-4317}
+        log "Collector $COLLECTOR_VERSION: OTLP on 127.0.0.1:$CALLSCOPE_COLLECTOR_OTLP_GRPC (gRPC) and" \
+            ":$CALLSCOPE_COLLECTOR_OTLP_HTTP (HTTP), to Jaeger at 127.0.0.1:$CALLSCOPE_JAEGER_OTLP_GRPC; Ctrl-C stops it"
+        exec "$binary" --config "$here/otel-collector.yaml" --config "$here/otel-collector.loopback.yaml" "$@" ;;
     -h|--help|help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
-    *) log "unknown command '$1'; use: run (default), build, build-collector, --help"; exit 2 ;;
+    *) log "unknown command '$1'; use: run (default), build, build-collector, collector, --help"; exit 2 ;;
 esac

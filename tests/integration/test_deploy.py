@@ -121,34 +121,25 @@ def test_a_real_collector_rejects_an_unknown_exporter(collector_binary: Path, tm
     assert "otlpp" in done.stderr
 
 
-def test_the_demo_goes_through_the_collector_into_jaeger(
+def test_the_demo_goes_through_the_loopback_collector_into_jaeger(
     collector_binary: Path, jaeger: JaegerServer, tmp_path: Path
 ) -> None:
-    """demo → collector (deploy/otel-collector.yaml: OTLP in, batch, OTLP out) → Jaeger → tree."""
-    config = yaml.safe_load(COLLECTOR.read_text())
-    [to_jaeger] = [name for name in config["service"]["pipelines"]["traces"]["exporters"] if name != "debug"]
+    """demo → collector → Jaeger → tree, the collector started as the README says without Docker:
+    `deploy/jaeger.sh collector` (deploy/otel-collector.yaml with the loopback overlay), its ports
+    moved to free ones through the overlay's variables."""
     grpc_port, http_port = free_port(), free_port()
-    # Only the addresses change: compose's container names and ports become free loopback ones.
-    overlay = tmp_path / "loopback.yaml"
-    overlay.write_text(
-        yaml.safe_dump(
-            {
-                "receivers": {"otlp": {"protocols": {
-                    "grpc": {"endpoint": f"127.0.0.1:{grpc_port}"},
-                    "http": {"endpoint": f"127.0.0.1:{http_port}"},
-                }}},
-                "exporters": {to_jaeger: {"endpoint": jaeger.otlp_grpc.removeprefix("http://")}},
-                # The collector's own metrics would take the fixed port 8888.
-                "service": {"telemetry": {"metrics": {"level": "none"}}},
-            }
-        )
-    )
     log = tmp_path / "collector.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [str(collector_binary), "--config", str(COLLECTOR), "--config", str(overlay)],
-            env=clean_environment(), stdout=sink, stderr=subprocess.STDOUT,
-        )
+            ["bash", str(ROOT / "deploy" / "jaeger.sh"), "collector"],
+            env=clean_environment(
+                CALLSCOPE_COLLECTOR_OTLP_GRPC=str(grpc_port),
+                CALLSCOPE_COLLECTOR_OTLP_HTTP=str(http_port),
+                CALLSCOPE_JAEGER_OTLP_GRPC=jaeger.otlp_grpc.rsplit(":", 1)[1],
+                CALLSCOPE_CACHE=str(collector_binary.parent),
+            ),
+            stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
         wait_for_port(grpc_port, process, timeout=30, what="the collector")
         service = "callscope-via-collector"
@@ -178,8 +169,18 @@ def test_the_demo_goes_through_the_collector_into_jaeger(
             assert f"{service} · {count} spans" in from_jaeger.stdout
         # The debug exporter on the same pipeline saw them too.
         assert "Traces" in log.read_text()
+        assert f"OTLP on 127.0.0.1:{grpc_port}" in log.read_text()  # what the script said it would do
     finally:
         stop(process)
+def test_the_loopback_overlay_binds_loopback_only_and_forwards_to_local_jaeger() -> None:
+    overlay = yaml.safe_load((ROOT / "deploy" / "otel-collector.loopback.yaml").read_text())
+    protocols = overlay["receivers"]["otlp"]["protocols"]
+    assert all(p["endpoint"].startswith("127.0.0.1:") for p in protocols.values())
+    base = yaml.safe_load(COLLECTOR.read_text())
+    assert set(overlay["exporters"]) <= set(base["exporters"])  # overrides, adds no exporter
+    assert overlay["exporters"]["otlp_grpc/jaeger"]["endpoint"].startswith("127.0.0.1:")
+
+
 def test_the_collector_accepts_the_metrics_jaeger_cannot_store() -> None:
     config = yaml.safe_load(COLLECTOR.read_text())
     pipeline = config["service"]["pipelines"]["metrics"]
