@@ -113,3 +113,28 @@ def test_runs_still_open_at_process_exit_are_exported(tmp_path: Path):
     (span,) = [s for s in _console_spans(done.stdout) if s["name"] == "never_ends"]
     assert span["attributes"]["callscope.run.evicted"] is True
     assert "process exited" in span["status"]["description"]
+
+
+def test_zero_code_with_nothing_listening_exits_at_once_and_says_what_was_lost(tmp_path: Path):
+    """The distro's own BatchSpanProcessor and metric reader would retry a refused endpoint until
+    their 10 s timeout at exit (8 s measured), saying nothing of the count."""
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = tmp_path / "app.py"
+    app.write_text(APP)
+    instrument = Path(sys.executable).with_name("opentelemetry-instrument")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    done = subprocess.run([str(instrument), sys.executable, str(app)], env=env, capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert "RESULT ok" in done.stdout
+    assert "callscope: 5 span(s) were not exported: not sent because the collector refused connections" in done.stderr
+    assert "callscope: the last metrics were not sent because the collector refused connections" in done.stderr
+    assert "Transient error" not in done.stderr and "Exporter already shutdown" not in done.stderr, done.stderr
+    assert elapsed < 5, f"{elapsed:.1f}s: exit waited for the exporter's retries"

@@ -22,10 +22,13 @@ import logging
 from collections.abc import Collection
 from typing import Any
 
+from opentelemetry import metrics as metrics_api
 from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from callscope._attributes import TRACER_NAME
+from callscope._bridge.delivery import forget_exit_checks, give_up_on_refused_endpoint_at_exit, give_up_on_refused_metrics_at_exit
+from callscope._bridge.export import otlp_endpoint_from_env, otlp_metrics_endpoint_from_env
 from callscope._bridge.failures import FailureWatch
 from callscope._bridge.handler import SpanHandler
 from callscope._bridge.metrics import Metrics
@@ -114,7 +117,13 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             conversation_keys=kwargs.get("conversation_keys"),
         )
         tracer_provider = kwargs.get("tracer_provider")
-        add_trace_file_from_env(tracer_provider if tracer_provider is not None else trace.get_tracer_provider())
+        provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
+        add_trace_file_from_env(provider)
+        # Before _end_open_runs_at_exit below: atexit runs last-registered first, so the runs
+        # still open at exit are ended before the queue is counted.
+        give_up_on_refused_endpoint_at_exit(provider, otlp_endpoint_from_env())
+        meter_provider = kwargs.get("meter_provider")
+        give_up_on_refused_metrics_at_exit(meter_provider if meter_provider is not None else metrics_api.get_meter_provider(), otlp_metrics_endpoint_from_env())
         tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider, schema_url=SCHEMA_URL)
         registry = RunRegistry(max_runs=settings.max_in_flight_runs, ttl_seconds=settings.run_ttl_seconds)
         metrics = Metrics.create(kwargs.get("meter_provider"), schema_url=SCHEMA_URL) if settings.metrics else None
@@ -137,6 +146,7 @@ class CallscopeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
     def _uninstrument(self, **kwargs: Any) -> None:
         atexit.unregister(self._end_open_runs_at_exit)
+        forget_exit_checks()
         if self._hook is not None:
             _unregister_handler(self._hook)
         if self._propagator is not None:
