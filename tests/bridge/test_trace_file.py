@@ -113,3 +113,27 @@ def test_the_exporter_is_public() -> None:
 
     assert callscope.OTLPJsonLinesExporter is OTLPJsonLinesExporter
     assert "OTLPJsonLinesExporter" in callscope.__all__
+
+
+def test_the_readme_snippet_writes_the_file_the_tree_reads(tmp_path: Path, monkeypatch) -> None:
+    """README, "A trace file in your own pipeline": the snippet as printed, then callscope tree."""
+    import subprocess
+    import sys
+
+    import callscope
+    from langchain_core.runnables import RunnableLambda
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("**A trace file in your own pipeline.**") :]
+    code = section[section.index("```python\n") + 10 : section.index("\n```", section.index("```python\n"))]
+    monkeypatch.chdir(tmp_path)
+    names: dict = {}
+    exec(code, names)
+    try:
+        RunnableLambda(lambda x: x, name="from_the_snippet").invoke(1)
+    finally:
+        callscope.uninstrument()
+    names["provider"].shutdown()
+    tree = subprocess.run([sys.executable, "-m", "callscope", "tree", "traces.jsonl"], capture_output=True, text=True, timeout=60)
+    assert tree.returncode == 0, tree.stderr
+    assert "from_the_snippet" in tree.stdout

@@ -259,3 +259,37 @@ def test_the_readme_example_prints_what_the_readme_shows(tmp_path: Path):
         return [re.sub(r"[0-9.]+ m?s", "<duration>", line).rstrip() for line in text.strip().splitlines()]
 
     assert normal(done.stderr)[: len(normal(expected))] == normal(expected)
+
+
+def test_with_an_otlp_endpoint_spans_go_to_the_file_and_the_collector(tmp_path: Path, rotel_receiver) -> None:
+    (tmp_path / "app.py").write_text(CHAIN + "\nprint(chain.invoke({'q': 'hi'}))\n")
+    done = callscope_run(
+        "--no-tree", "--", sys.executable, "app.py", cwd=tmp_path,
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": rotel_receiver.http_base, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+             "OTEL_METRICS_EXPORTER": "none"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    in_file = {s["spanId"] for s in spans_in(tmp_path / "callscope-run.jsonl")}
+    received = rotel_receiver.wait_for(4)
+    assert len(in_file) == 4 and len(received) == 4
+    assert {row["name"] for row in received} == {"RunnableSequence", "ChatPromptTemplate", "chat", "StrOutputParser"}
+
+
+def test_without_an_otlp_endpoint_nothing_is_sent_anywhere(tmp_path: Path) -> None:
+    """No endpoint variable: the trace file only; the child's environment says so too."""
+    (tmp_path / "probe.py").write_text(
+        CHAIN
+        + textwrap.dedent(
+            """
+            import os
+            from opentelemetry import trace
+            processors = trace.get_tracer_provider()._active_span_processor._span_processors
+            print(sorted(type(p.span_exporter).__name__ for p in processors))
+            print(chain.invoke({'q': 'hi'}))
+            """
+        )
+    )
+    env = {key: "" for key in os.environ if key.startswith("OTEL_EXPORTER_OTLP")}
+    done = callscope_run("--no-tree", "--", sys.executable, "probe.py", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "['OTLPJsonLinesExporter']"
