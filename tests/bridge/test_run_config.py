@@ -133,8 +133,8 @@ class Counter(TypedDict):
     seen: Annotated[list[str], operator.add]
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_langgraph_thread_is_every_spans_conversation(mode, spans):
+def asking_graph() -> Any:
+    """A one-node graph whose node calls a chat model, with a checkpointer (so it has threads)."""
     model = chat_model("graph answer")
 
     def ask(state: Counter) -> dict[str, Any]:
@@ -144,7 +144,12 @@ def test_langgraph_thread_is_every_spans_conversation(mode, spans):
     graph.add_node("ask", ask)
     graph.add_edge(START, "ask")
     graph.add_edge("ask", END)
-    app = graph.compile(checkpointer=InMemorySaver())
+    return graph.compile(checkpointer=InMemorySaver())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_langgraph_thread_is_every_spans_conversation(mode, spans):
+    app = asking_graph()
     run(app, mode, {"count": 0, "seen": []}, config={"configurable": {"thread_id": "t-7"}})
     assert len(spans.all) >= 3, spans.names()
     assert [(s.name, s.attributes.get(CONVERSATION)) for s in spans.all] == [(s.name, "t-7") for s in spans.all]
@@ -152,16 +157,7 @@ def test_langgraph_thread_is_every_spans_conversation(mode, spans):
 
 def test_each_invoke_carries_its_own_thread(spans):
     """A conversation key is read on every run that has one, however often it was met before."""
-    model = chat_model("graph answer")
-
-    def ask(state: Counter) -> dict[str, Any]:
-        return {"seen": [model.invoke("hello").content]}
-
-    graph = StateGraph(Counter)
-    graph.add_node("ask", ask)
-    graph.add_edge(START, "ask")
-    graph.add_edge("ask", END)
-    app = graph.compile(checkpointer=InMemorySaver())
+    app = asking_graph()
     for thread in ("t-1", "t-2", "t-1", "t-3"):
         app.invoke({"count": 0, "seen": []}, config={"configurable": {"thread_id": thread}})
     per_trace: dict[int, set[Any]] = {}

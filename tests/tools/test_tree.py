@@ -216,27 +216,26 @@ def test_the_root_runs_missed_summary_is_printed_under_the_trace(span_exporter, 
     assert " ".join(summary.split()) == expected
 
 
-def test_each_langchain_root_under_an_app_span_has_its_summary(span_exporter, instrumented, user_tracer) -> None:
+def _two_chains_in_one_request(span_exporter, user_tracer, first: str, second: str, width: int) -> str:
+    """The tree of one trace: a request span around two runs of a chain with a constructor handler."""
     model = FakeListChatModel(responses=["3", "4"], callbacks=[LoggingHandler()])
     chain = ChatPromptTemplate.from_template("What is 1 + {number}?") | model
     with user_tracer.start_as_current_span("request"):
-        chain.invoke({"number": "2"}, config={"run_name": "first"})
-        chain.invoke({"number": "3"}, config={"run_name": "second"})
+        chain.invoke({"number": "2"}, config={"run_name": first})
+        chain.invoke({"number": "3"}, config={"run_name": second})
     [view] = build_traces(_records(span_exporter))
-    _, text = _draw(view, 160)
+    return _draw(view, width)[1]
+
+
+def test_each_langchain_root_under_an_app_span_has_its_summary(span_exporter, instrumented, user_tracer) -> None:
+    text = _two_chains_in_one_request(span_exporter, user_tracer, "first", "second", 160)
     summaries = [line for line in text.splitlines() if line.startswith("missed (")]
     assert [line.split(":")[0] for line in summaries] == ["missed (first)", "missed (second)"]
     assert all("saw 1 of 3 runs" in line for line in summaries)
 
 
 def test_roots_with_the_same_summary_share_one_line(span_exporter, instrumented, user_tracer) -> None:
-    model = FakeListChatModel(responses=["3", "4"], callbacks=[LoggingHandler()])
-    chain = ChatPromptTemplate.from_template("What is 1 + {number}?") | model
-    with user_tracer.start_as_current_span("request"):
-        chain.invoke({"number": "2"}, config={"run_name": "answer"})
-        chain.invoke({"number": "3"}, config={"run_name": "answer"})
-    [view] = build_traces(_records(span_exporter))
-    _, text = _draw(view, 200)
+    text = _two_chains_in_one_request(span_exporter, user_tracer, "answer", "answer", 200)
     summaries = [line for line in text.splitlines() if line.startswith(("missed", "failed"))]
     assert len(summaries) == 1, text
     assert summaries[0].startswith("missed (answer ×2): LoggingHandler saw 1 of 3 runs; scope: missed answer,")
