@@ -293,3 +293,31 @@ def test_without_an_otlp_endpoint_nothing_is_sent_anywhere(tmp_path: Path) -> No
     done = callscope_run("--no-tree", "--", sys.executable, "probe.py", cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "['OTLPJsonLinesExporter']"
+
+
+def test_ctrl_c_reaches_the_command_and_its_spans_are_kept(tmp_path: Path) -> None:
+    """Ctrl-C sends SIGINT to the terminal's whole process group: the command stops as it would
+    without callscope (KeyboardInterrupt, exit status 130), and callscope run shows what it wrote."""
+    (tmp_path / "waits.py").write_text(CHAIN + textwrap.dedent(
+        """
+        import time
+        from langchain_core.runnables import RunnableLambda
+        chain.invoke({"q": "first"})
+        print("ready", flush=True)
+        RunnableLambda(lambda x: time.sleep(60), name="waiting").invoke(1)
+        """
+    ))
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "callscope", "run", "--depth", "1", "--", sys.executable, "waits.py"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "200"}, start_new_session=True,
+    )  # fmt: skip
+    assert runner.stdout.readline() == "ready\n"
+    time.sleep(0.5)
+    os.killpg(runner.pid, signal.SIGINT)  # as the terminal does on Ctrl-C
+    _, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 130, stderr
+    assert "KeyboardInterrupt" in stderr  # the command's own traceback, as without callscope
+    assert "RunnableSequence (+3 below)" in stderr  # --depth 1, as in callscope tree
+    names = {s["name"] for s in spans_in(tmp_path / "callscope-run.jsonl")}
+    assert {"RunnableSequence", "chat", "waiting"} <= names
