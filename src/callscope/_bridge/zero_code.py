@@ -29,6 +29,8 @@ import sys
 import threading
 from typing import Any
 
+from callscope.environment_variables import CALLSCOPE_TRACE_FILE
+
 #: Set by ``callscope run`` for the processes of its command; nothing happens without it.
 RUN_ENV = "CALLSCOPE_RUN"
 #: The service name ``callscope run`` suggests (the command's name), unless ``OTEL_*`` names one.
@@ -74,7 +76,7 @@ def _say_when_the_application_sets_its_own_provider(trace: Any, ours: Any) -> No
     def set_tracer_provider(tracer_provider: Any) -> None:
         if tracer_provider is not ours and not told.is_set():
             told.set()
-            file = os.environ.get("CALLSCOPE_TRACE_FILE", "the trace file")
+            file = os.environ.get(CALLSCOPE_TRACE_FILE, "the trace file")
             _say(
                 "the application set its own OpenTelemetry tracer provider, and OpenTelemetry keeps the "
                 f"first one set, callscope run's: every span still reaches {file}, but the application's "

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from callscope._tools.otlp_json import SpanRecord, SpansRead, read_spans_lines
+from callscope.environment_variables import CALLSCOPE_TRACE_FILE
 
 #: The trace file when ``--file`` is not given, in the current directory.
 DEFAULT_FILE = "callscope-run.jsonl"
@@ -51,7 +52,7 @@ def command_environment(trace_file: Path, command: Sequence[str], environ: dict[
     paths = [str(_SITE)] + [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["CALLSCOPE_RUN"] = "1"
-    env["CALLSCOPE_TRACE_FILE"] = str(trace_file)
+    env[CALLSCOPE_TRACE_FILE] = str(trace_file)
     env.setdefault("CALLSCOPE_RUN_SERVICE", service_name(command))
     env.setdefault("OTEL_BSP_SCHEDULE_DELAY", _SCHEDULE_DELAY_MS)
     return env
