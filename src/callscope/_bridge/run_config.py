@@ -57,7 +57,6 @@ class RunConfigReader:
         # LangChain's and LangGraph's own metadata keys and tags, as met: they repeat on every run.
         self._internal_keys_seen: set[Any] = set()
         self._internal_tags_seen: set[Any] = set()
-        self._node_labels: dict[str, str] = {}
 
     def add(self, attributes: Attributes, tags: Any, metadata: Any, config: Any, parent: RunRecord | None) -> tuple[frozenset[str], Mapping[str, Any], tuple[Any, Any] | None, str | None]:
         """Put this run's own tags, metadata and conversation among its start attributes, and
@@ -118,12 +117,7 @@ class RunConfigReader:
         are set records them (the runs inside are its descendants in the trace)."""
         node = metadata.get("langgraph_node")
         if type(node) is str:
-            label = self._node_labels.get(node)
-            if label is None:
-                label = short_label(node)
-                if len(self._node_labels) < _MAX_REMEMBERED:
-                    self._node_labels[node] = label
-            attributes[LANGGRAPH_NODE] = label
+            attributes[LANGGRAPH_NODE] = short_label(node)
             step = metadata.get("langgraph_step")
             if type(step) is int:
                 attributes[LANGGRAPH_STEP] = step

@@ -150,7 +150,7 @@ class RunStarts:
         if parent is not None:  # the usual run: its parent decides
             enclosing, scope = parent, parent.scope
         else:
-            step, enclosing, scope = self._enclosing(parent, step)
+            step, enclosing, scope = self._enclosing_of_root(step)
         try:
             configured = self._run_config.add(attributes, tags, metadata, config, enclosing)
         except Exception:  # a config no mapping anticipated costs the span its labels, never the span
@@ -195,17 +195,16 @@ class RunStarts:
             self._labels_by_trace.remember(span.get_span_context().trace_id, scope.labels)
         return self._keep(run_id, record, parent, parent_context)
 
-    def _enclosing(self, parent: RunRecord | None, step: RunRecord | None) -> tuple[RunRecord | None, RunRecord | None, _scope.TraceScope]:
-        """The step the run started in, the run it belongs to (its parent, else that step) and
-        the scope it is counted in (that run's, else a new root's)."""
-        if parent is None and step is None:
+    def _enclosing_of_root(self, step: RunRecord | None) -> tuple[RunRecord | None, RunRecord | None, _scope.TraceScope]:
+        """For a run without a known parent: the step it started in, the run it belongs to (that
+        step) and the scope it is counted in (that run's, else a new root's)."""
+        if step is None:
             # A root in a worker thread the step's OTel context was carried into (OpenTelemetry's
             # threading instrumentation does that), where LangChain's config context is not.
             step = self._run_of_current_span()
         # A run LangChain reports as a root but that starts inside a traced step belongs to that
         # step's trace, and so to its handler labels and its root's summary.
-        enclosing = parent or step
-        return step, enclosing, enclosing.scope if enclosing is not None else self.new_root_scope()
+        return step, step, step.scope if step is not None else self.new_root_scope()
 
     def _start_unrecorded(
         self,
