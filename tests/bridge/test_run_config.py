@@ -112,6 +112,15 @@ def test_metadata_bounds_and_secrets(spans):
     assert tag.startswith("ttt") and len(tag) <= 256
 
 
+def test_metadata_numbers_and_booleans_are_kept_as_they_are_within_otlps_range(spans):
+    metadata = {"retries": 3, "ratio": 0.5, "beta": True, "huge": 2**70, "nan": float("nan")}
+    run(RunnableLambda(lambda x: x, name="echo"), "invoke", 1, config={"metadata": metadata})
+    recorded = metadata_of(spans.one("echo"))
+    assert (recorded["retries"], recorded["ratio"], recorded["beta"]) == (3, 0.5, True)
+    # Past int64, or not finite: text, never a value the OTLP encoder would refuse.
+    assert isinstance(recorded["huge"], str) and isinstance(recorded["nan"], str)
+
+
 def test_metadata_keys_are_bounded(spans):
     many = {f"key{i:02}": i for i in range(40)}
     run(RunnableLambda(lambda x: x, name="echo"), "invoke", 1, config={"metadata": many})

@@ -2,7 +2,7 @@
 
 LangChain describes a model to callbacks by serializing it: ``serialized["kwargs"]`` holds the
 constructor fields set away from their defaults, where the endpoint and the request parameters
-live (``semconv.constructor_fields``). A model that is not serializable (``ChatOllama``) reaches
+live (``providers.constructor_fields``). A model that is not serializable (``ChatOllama``) reaches
 the callbacks as a ``repr`` only, so its ``base_url``, ``num_predict`` or ``top_p`` would be lost.
 The run-body wrappers hold the instance while its run executes; they hand it here, and the same
 fields are read from it (pydantic's ``model_fields_set``: exactly the fields the constructor set)

@@ -15,7 +15,6 @@ before it was known get it too.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -23,7 +22,7 @@ from uuid import UUID
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
 from callscope._attributes import LANGGRAPH_NODE, LANGGRAPH_STEP, RETRY_ATTEMPT, RUN_METADATA_PREFIX, RUN_TAGS
-from callscope._bridge.attribute_values import Attributes, short_label
+from callscope._bridge.attribute_values import Attributes, first_number, short_label
 from callscope._bridge.runs import RunRecord, RunRegistry
 from callscope._bridge.serialize import REDACTED, bound_text, is_secret_key, to_json
 
@@ -31,8 +30,6 @@ _MAX_TAGS = 32
 _MAX_METADATA = 32
 _MAX_KEY = 64
 _MAX_VALUE = 256
-_INT64 = 2**63 - 1
-
 # Tags LangChain and LangGraph add to a child run for their own bookkeeping.
 _INTERNAL_TAG_PREFIXES = ("seq:step:", "map:key:", "condition:", "branch:", "retry:attempt:", "graph:step:", "langsmith:")
 # Metadata LangChain, LangSmith and LangGraph add: LangSmith's ``ls_*`` and ``lc_*``, LangGraph's
@@ -189,8 +186,9 @@ def _value(value: Any, limit: int) -> Any:
         return bound_text(value, limit)
     if isinstance(value, bool):
         return value
-    if isinstance(value, int) and abs(value) <= _INT64:
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        return value
+    if isinstance(value, (int, float)):
+        # Within OTLP's int64, or finite: a number as it is; anything else as JSON text.
+        number = first_number(int if isinstance(value, int) else float, value)
+        if number is not None:
+            return number
     return to_json(value, limit)
