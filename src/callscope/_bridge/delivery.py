@@ -43,11 +43,7 @@ class RefusalAwareMetricReader(PeriodicExportingMetricReader):
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
         if self._endpoint and refuses_connections(self._endpoint):
             timeout_millis = 0.0
-            # Not "not exported": that sentence is the span report's, one line for all spans.
-            _log.warning(
-                "callscope: the last metrics were not sent because the collector refused connections; "
-                "check that the OTLP collector at OTEL_EXPORTER_OTLP_ENDPOINT is running and reachable."
-            )
+            _warn_metrics_not_sent()
         super().shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
@@ -136,13 +132,7 @@ class DeadlineBatchSpanProcessor(BatchSpanProcessor):
             causes.append(f"{unsent} not sent because the collector refused connections, so shutdown did not wait")
         elif unsent:
             causes.append(f"{unsent} still unsent when shutdown gave up after {self._shutdown_timeout_ms / 1000:g}s")
-        # The endpoint itself is not repeated: its URL may carry credentials.
-        _log.warning(
-            "callscope: %d span(s) were not exported: %s. Check that the OTLP collector at "
-            "OTEL_EXPORTER_OTLP_ENDPOINT is running and reachable.",
-            lost,
-            "; ".join(causes),
-        )
+        _warn_spans_not_exported(lost, "; ".join(causes))
 
 
 class _LossCountingExporter(SpanExporter):
@@ -223,12 +213,7 @@ def _give_up_if_refused(provider_ref: Any, endpoint: str) -> None:
             unsent += len(getattr(getattr(processor, "_batch_processor", None), "_queue", None) or ())
             _fail_exports(processor.span_exporter, SpanExportResult.FAILURE)
         if unsent:
-            _log.warning(
-                "callscope: %d span(s) were not exported: not sent because the collector refused connections, "
-                "so shutdown did not wait. Check that the OTLP collector at OTEL_EXPORTER_OTLP_ENDPOINT is "
-                "running and reachable.",
-                unsent,
-            )
+            _warn_spans_not_exported(unsent, "not sent because the collector refused connections, so shutdown did not wait")
     except Exception:  # at exit, whatever the SDK's shape: never a traceback from here
         _log.debug("callscope: could not check the OTLP endpoint at exit", exc_info=True)
 
@@ -242,12 +227,27 @@ def _skip_final_metrics_if_refused(provider_ref: Any, endpoint: str) -> None:
             return
         for exporter in exporters:
             _fail_exports(exporter, MetricExportResult.FAILURE)
-        _log.warning(
-            "callscope: the last metrics were not sent because the collector refused connections; "
-            "check that the OTLP collector at OTEL_EXPORTER_OTLP_ENDPOINT is running and reachable."
-        )
+        _warn_metrics_not_sent()
     except Exception:
         _log.debug("callscope: could not check the OTLP endpoint at exit", exc_info=True)
+
+
+def _warn_spans_not_exported(lost: int, causes: str) -> None:
+    # The endpoint itself is not repeated: its URL may carry credentials.
+    _log.warning(
+        "callscope: %d span(s) were not exported: %s. Check that the OTLP collector at "
+        "OTEL_EXPORTER_OTLP_ENDPOINT is running and reachable.",
+        lost,
+        causes,
+    )
+
+
+def _warn_metrics_not_sent() -> None:
+    # Not "not exported": that sentence is the span report's, one line for all spans.
+    _log.warning(
+        "callscope: the last metrics were not sent because the collector refused connections; "
+        "check that the OTLP collector at OTEL_EXPORTER_OTLP_ENDPOINT is running and reachable."
+    )
 
 
 def _fail_exports(exporter: Any, failure: Any) -> None:

@@ -14,9 +14,9 @@ from typing import Any
 
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 
-from callscope._bridge.attribute_values import as_mapping, short_label
+from callscope._bridge.attribute_values import Attributes, as_mapping, short_label
 from callscope._bridge.providers import finish_reason
-from callscope._bridge.semconv import Attributes, has_message
+from callscope._bridge.semconv import has_message
 from callscope._bridge.serialize import MAX_ITEMS, bound_text, json_text, to_jsonable
 
 
