@@ -121,19 +121,13 @@ class RecordedRuns:
         """The test's traces as ``callscope tree`` prints them (plain text)."""
         from rich.console import Console
 
-        from callscope._tools.tree import build_traces, render_legend, render_trace
+        from callscope._tools.tree import TracePrinter, build_traces
 
         out = io.StringIO()
         console = Console(file=out, width=width, no_color=True, color_system=None, highlight=False)
-        layouts, outcomes = set(), set()
-        for view in build_traces(self._spans()):
-            layout = render_trace(view, console, width=width)
-            if layout is not None:
-                layouts.add(layout)
-                outcomes |= view.outcomes()
-                out.write("\n")
-        if layouts:
-            render_legend(console, layouts, outcomes)
+        printer = TracePrinter(console, max_depth=None, errors_only=False)
+        printer.all(build_traces(self._spans()))
+        printer.finish("the test")
         return out.getvalue()
 
     # --- how -----------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from callscope._tools.jaeger import Jaeger, JaegerNotFoundError, JaegerUnavailab
 from callscope._tools.otlp_json import SpanRecord, SpansFile, SpansRead, TraceDataError, read_spans_file
 from callscope._tools.run import DEFAULT_FILE as DEFAULT_RUN_FILE
 from callscope._tools.run import CommandNotFound, run_command
-from callscope._tools.tree import TREE_ATTRIBUTES, Layout, TraceView, build_traces, render_legend, render_trace, wrap_items
+from callscope._tools.tree import TREE_ATTRIBUTES, TracePrinter, TraceView, build_traces, wrap_items
 from callscope.version import __version__
 
 if TYPE_CHECKING:  # _demo imports LangChain, which `callscope tree` never needs
@@ -272,7 +272,7 @@ def _run(argv: list[str]) -> Exit | int:
         return _demo(out, args.output)
     if args.command == "run":
         return _run_command(args)
-    show = _Shown(out, max_depth=args.depth, errors_only=args.errors_only)
+    show = TracePrinter(out, max_depth=args.depth, errors_only=args.errors_only)
     if args.jaeger is not None:
         if args.file is not None:
             raise UsageError("give either FILE or --jaeger URL, not both; e.g. `callscope tree callscope-traces.jsonl`")
@@ -415,7 +415,7 @@ def _run_command(args: argparse.Namespace) -> Exit | int:
     # The command owns standard output: callscope's lines and trees go to standard error.
     err = _console(stderr=True)
     err.print(Text(f"callscope run: spans go to {trace_file}", style="dim"), markup=False)
-    show = _Shown(err, max_depth=args.depth, errors_only=args.errors_only)
+    show = TracePrinter(err, max_depth=args.depth, errors_only=args.errors_only)
 
     def show_live(spans: list[SpanRecord]) -> None:
         show.all(build_traces(spans))
@@ -452,7 +452,7 @@ def _run_command(args: argparse.Namespace) -> Exit | int:
 # --- tree -------------------------------------------------------------------------------------
 
 
-def _tree(show: _Shown, *, file: Path | None, trace: str | None, limit: int | None) -> Exit:
+def _tree(show: TracePrinter, *, file: Path | None, trace: str | None, limit: int | None) -> Exit:
     if file is None:
         raise UsageError("give either FILE or --jaeger URL; e.g. `callscope tree callscope-traces.jsonl`")
     trace = _trace_option(trace)
@@ -487,7 +487,7 @@ def _trace_option(trace: str | None) -> str | None:
 
 
 def _tree_from_jaeger(
-    show: _Shown,
+    show: TracePrinter,
     url: str,
     *,
     trace: str | None,
@@ -545,41 +545,6 @@ def _list_services(out: Console, jaeger: Jaeger) -> Exit:
     return Exit.OK
 
 
-class _Shown:
-    """Draws traces as they come, and what follows them once: the legend, or why nothing showed."""
-
-    def __init__(self, out: Console, *, max_depth: int | None, errors_only: bool) -> None:
-        self.out = out
-        self.max_depth = max_depth
-        self.errors_only = errors_only
-        self.traces = 0
-        self.layouts: set[Layout] = set()
-        self.handlers = False
-        self.outcomes: set[str] = set()
-        self.width = out.width  # once: rich measures the terminal again on every read
-
-    def all(self, views: list[TraceView]) -> None:
-        for view in views:
-            self.traces += 1
-            layout = render_trace(
-                view, self.out, max_depth=self.max_depth, errors_only=self.errors_only, width=self.width
-            )
-            if layout is not None:
-                self.layouts.add(layout)
-                self.outcomes |= view.outcomes()
-                self.handlers = self.handlers or bool(view.handlers)
-                self.out.file.write("\n")
-
-    def finish(self, source: str) -> None:
-        if self.errors_only and not self.layouts:
-            self.out.print(
-                Text(f"no failing spans in the {self.traces} trace{'s' if self.traces != 1 else ''} of {source}"),
-                markup=False,
-            )
-        if self.handlers or self.outcomes:
-            render_legend(self.out, self.layouts, self.outcomes)
-
-
 def _nothing_in(source: str, read: SpansRead) -> str:
     if not (read.skipped_spans or read.skipped_lines):
         return f"{source} holds no spans; export some first, e.g. with `callscope demo`"
@@ -618,7 +583,7 @@ def _pick(trace_ids: list[str], trace: str, source: str) -> str:
 
 
 def _render(out: Console, views: list[TraceView]) -> None:
-    show = _Shown(out, max_depth=None, errors_only=False)
+    show = TracePrinter(out, max_depth=None, errors_only=False)
     show.all(views)
     show.finish("")
 

@@ -89,6 +89,7 @@ __all__ = [
     "Layout",
     "Row",
     "SpanNode",
+    "TracePrinter",
     "TraceView",
     "build_traces",
     "failure_lines",
@@ -473,6 +474,42 @@ def render_trace(
     layout, lines = _draw(view, rows, console.width if width is None else width, unicode)
     _write(console, lines if unicode else (_ascii(line) for line in lines))
     return layout
+
+
+class TracePrinter:
+    """Draws traces as they come, and what follows them once: the legend, or why nothing showed
+    (``callscope tree``, ``callscope run``, ``callscope.testing``)."""
+
+    def __init__(self, out: Console, *, max_depth: int | None, errors_only: bool) -> None:
+        self.out = out
+        self.max_depth = max_depth
+        self.errors_only = errors_only
+        self.traces = 0
+        self.layouts: set[Layout] = set()
+        self.handlers = False
+        self.outcomes: set[str] = set()
+        self.width = out.width  # once: rich measures the terminal again on every read
+
+    def all(self, views: list[TraceView]) -> None:
+        for view in views:
+            self.traces += 1
+            layout = render_trace(
+                view, self.out, max_depth=self.max_depth, errors_only=self.errors_only, width=self.width
+            )
+            if layout is not None:
+                self.layouts.add(layout)
+                self.outcomes |= view.outcomes()
+                self.handlers = self.handlers or bool(view.handlers)
+                self.out.file.write("\n")
+
+    def finish(self, source: str) -> None:
+        if self.errors_only and not self.layouts:
+            self.out.print(
+                Text(f"no failing spans in the {self.traces} trace{'s' if self.traces != 1 else ''} of {source}"),
+                markup=False,
+            )
+        if self.handlers or self.outcomes:
+            render_legend(self.out, self.layouts, self.outcomes)
 
 
 def render_legend(console: Console, layouts: Iterable[Layout] = (Layout.FULL,), outcomes: Iterable[str] = ()) -> None:
