@@ -472,9 +472,11 @@ def test_interrupted_resumed_cancelled_and_abandoned_runs_are_marked(span_export
 
     out = io.StringIO()
     console = Console(file=out, width=200)
+    shown: set[str] = set()
     for view in views:
-        render_trace(view, console)
-    render_legend(console, [Layout.FULL], set().union(*(view.outcomes() for view in views)))
+        render_trace(view, console, outcomes=shown)
+    assert shown == {"interrupted", "resumed", "abandoned", "cancelled"}
+    render_legend(console, [Layout.FULL], shown)
     text = out.getvalue()
     assert re.search(r"LangGraph +[0-9.]+ m?s +interrupted", text), text
     assert re.search(r"slow_step +[0-9.]+ m?s +cancelled", text), text

@@ -117,6 +117,7 @@ OUTCOMES = (
     (STREAM_ABANDONED, "abandoned", "⋯", "its stream's reader stopped early"),
     (LANGGRAPH_RESUMED, "resumed", "↻", "a LangGraph Command(resume=…) continued it"),
 )
+_OUTCOME_KEYS = frozenset(attribute for attribute, *_ in OUTCOMES)
 _OUTCOME_STYLES = {"evicted": "bold red", "interrupted": "yellow", "cancelled": "yellow", "abandoned": "yellow", "resumed": "cyan"}
 #: The span attributes the tree shows; a reader can drop the rest.
 TREE_ATTRIBUTES = frozenset(
@@ -222,14 +223,10 @@ class TraceView:
     def conversation(self) -> str | None:
         """The conversation (LangGraph thread, chat session) its runs belong to, if any."""
         for node in _depth_first(self.roots):
-            value = node.span.attributes.get(_CONVERSATION)
-            if isinstance(value, str) and value:
+            value = _conversation_of(node.span)
+            if value is not None:
                 return value
         return None
-
-    def outcomes(self) -> set[str]:
-        """The words of the ``OUTCOMES`` some span of the trace had."""
-        return {word for node in _depth_first(self.roots) if (word := outcome_of(node.span)) is not None}
 
     def missed_summaries(self) -> list[tuple[str, list[str]]]:
         """``(run name, summary lines)`` of each LangChain root run in the trace."""
@@ -463,16 +460,20 @@ def render_trace(
     max_depth: int | None = None,
     errors_only: bool = False,
     width: int | None = None,
+    outcomes: set[str] | None = None,
 ) -> Layout | None:
     """Print one trace, fitted to ``width`` (default ``console.width``, which rich works out
     anew on every call: pass it when printing many traces); return the layout used (None: no
-    row to show). Plain text, without any style codes, off a terminal or under ``NO_COLOR``."""
+    row to show), and add the ``OUTCOMES`` words of the rows shown to ``outcomes`` (for the
+    legend). Plain text, without any style codes, off a terminal or under ``NO_COLOR``."""
     rows = select_rows(view, max_depth=max_depth, errors_only=errors_only)
     if not rows:
         return None
     unicode = _can_draw(console)
-    layout, lines = _draw(view, rows, console.width if width is None else width, unicode)
+    layout, lines, shown = _draw(view, rows, console.width if width is None else width, unicode)
     _write(console, lines if unicode else (_ascii(line) for line in lines))
+    if outcomes is not None:
+        outcomes |= shown
     return layout
 
 
@@ -494,11 +495,10 @@ class TracePrinter:
         for view in views:
             self.traces += 1
             layout = render_trace(
-                view, self.out, max_depth=self.max_depth, errors_only=self.errors_only, width=self.width
+                view, self.out, max_depth=self.max_depth, errors_only=self.errors_only, width=self.width, outcomes=self.outcomes
             )
             if layout is not None:
                 self.layouts.add(layout)
-                self.outcomes |= view.outcomes()
                 self.handlers = self.handlers or bool(view.handlers)
                 self.out.file.write("\n")
 
@@ -533,14 +533,17 @@ def render_legend(console: Console, layouts: Iterable[Layout] = (Layout.FULL,), 
     _write(console, lines if _can_draw(console) else [_ascii(line) for line in lines])
 
 
-def _draw(view: TraceView, rows: list[Row], width: int, unicode: bool) -> tuple[Layout, Iterator[list[Segment]]]:
-    """Choose the layout (one pass over the rows, measuring) and the lines drawing it (made as
-    they are written, so a 200,000-span trace is never held as text)."""
+def _draw(view: TraceView, rows: list[Row], width: int, unicode: bool) -> tuple[Layout, Iterator[list[Segment]], set[str]]:
+    """Choose the layout (one pass over the rows, measuring: also the run outcomes shown and the
+    trace's conversation) and the lines drawing it (made as they are written, so a
+    200,000-span trace is never held as text)."""
     labels = view.handlers
     guides_of: dict[tuple[bool, ...], tuple[str, int]] = {}
-    measured = []  # per row: guides, name, details, cells of guides + name, cells of details, duration
+    measured = []  # per row: guides, name, details, cells of guides + name, cells of details, duration, outcome
     dur_w, status_w = len("duration"), len("status")
     bare = detailed = marked = 4
+    outcomes: set[str] = set()
+    conversation = None
     for row in rows:
         span = row.node.span
         known = guides_of.get(row.lasts)
@@ -553,12 +556,17 @@ def _draw(view: TraceView, rows: list[Row], width: int, unicode: bool) -> tuple[
         name_cells = guides_cells + (len(name) if name.isascii() else cell_len(name))
         details_cells = _cells(details) if details else 0
         duration = format_duration(span.duration_ns)
-        measured.append((guides, name, details, name_cells, details_cells, duration))
+        outcome = outcome_of(span)
+        if outcome is not None:
+            outcomes.add(outcome)
+        if conversation is None:
+            conversation = _conversation_of(span)
+        measured.append((guides, name, details, name_cells, details_cells, duration, outcome))
         dur_w = max(dur_w, len(duration))
-        status_w = max(status_w, len(_status_word(span)))
+        status_w = max(status_w, len(_status_word(span, outcome)))
         bare = max(bare, name_cells)
         detailed = max(detailed, name_cells + (2 + details_cells if details else 0))
-        marked = max(marked, name_cells + (2 if span.status_code == "ERROR" or outcome_of(span) else 0))
+        marked = max(marked, name_cells + (2 if span.status_code == "ERROR" or outcome else 0))
     word_ws = [max(_cells(label), len(INHERITED)) for label in labels]
     mark_w = len(str(len(labels)))
     marks_total = (1 + len(labels) * (1 + mark_w)) if labels else 0
@@ -574,8 +582,10 @@ def _draw(view: TraceView, rows: list[Row], width: int, unicode: bool) -> tuple[
             break
     else:
         layout, with_details, name_w = Layout.NARROW, False, max(width - marks_total, 12)
-    shape = _Shape(layout, with_details, name_w, dur_w, status_w, word_ws, mark_w, width)
-    return layout, _lines(view, rows, measured, shape, unicode)
+    if conversation is None and len(rows) < view.span_count:  # rows left out may name it
+        conversation = view.conversation
+    shape = _Shape(layout, with_details, name_w, dur_w, status_w, word_ws, mark_w, width, conversation)
+    return layout, _lines(view, rows, measured, shape, unicode), outcomes
 
 
 @dataclass(slots=True)
@@ -588,6 +598,7 @@ class _Shape:
     word_ws: list[int]
     mark_w: int
     width: int
+    conversation: str | None
 
 
 def _row_name(row: Row) -> str:
@@ -603,7 +614,7 @@ def _row_name(row: Row) -> str:
 def _lines(
     view: TraceView,
     rows: list[Row],
-    measured: list[tuple[str, str, str, int, int, str]],
+    measured: list[tuple[str, str, str, int, int, str, str | None]],
     shape: _Shape,
     unicode: bool,
 ) -> Iterator[list[Segment]]:
@@ -615,7 +626,7 @@ def _lines(
 
     yield from _heading(view, shape)
 
-    for i, (row, (guides, name, details, name_cells, details_cells, duration)) in enumerate(
+    for i, (row, (guides, name, details, name_cells, details_cells, duration, outcome)) in enumerate(
         zip(rows, measured, strict=True)
     ):
         span = row.node.span
@@ -625,7 +636,6 @@ def _lines(
         if continuation is None:
             continuation = continuation_of[key] = _continuation(row.lasts, has_children_shown, unicode)
         failed = span.status_code == "ERROR"
-        outcome = outcome_of(span) if span.attributes else None
         mark = ("✗ " if failed and outcome is None else f"{_OUTCOME_MARKS[outcome]} " if outcome else "") if compact else ""
         if name_cells + len(mark) <= name_w:
             chunks = [name]  # the common case, without measuring again
@@ -650,7 +660,7 @@ def _lines(
         cells = _cells_for(span, labels, view, failures, cells_of)
         if layout is Layout.FULL:
             style = _OUTCOME_STYLES[outcome] if outcome else _STATUS_STYLES.get(span.status_code, "")
-            line.append(("  " + _status_word(span).ljust(shape.status_w), style))
+            line.append(("  " + _status_word(span, outcome).ljust(shape.status_w), style))
             line += [(_centered(cell, w), _CELL_STYLES[cell]) for cell, w in zip(cells, shape.word_ws, strict=True)]
         elif labels:
             line.append((" ", ""))
@@ -667,7 +677,7 @@ def _lines(
 def _heading(view: TraceView, shape: _Shape) -> Iterator[list[Segment]]:
     """The trace's title, the handler key (compact layouts), the column header and its rule."""
     labels, layout, width = view.handlers, shape.layout, shape.width
-    yield from _title(view, width)
+    yield from _title(view, width, shape.conversation)
     if layout is not Layout.FULL and labels:
         key = [f"{i} {label}" for i, label in enumerate(labels, start=1)]
         yield from ([(text, "dim")] for text in wrap_items(key, "  ", width, first="handlers: ", rest="  "))
@@ -866,11 +876,10 @@ def _can_draw(console: Console) -> bool:
     return console.encoding.lower().replace("-", "").startswith("utf")
 
 
-def _title(view: TraceView, width: int) -> list[list[Segment]]:
+def _title(view: TraceView, width: int, conversation: str | None) -> list[list[Segment]]:
     head = f"trace {view.trace_id}"
     spans = f"{view.span_count} span{'s' if view.span_count != 1 else ''}"
     parts = [view.service_name or "unknown service", spans, format_duration(view.duration_ns)]
-    conversation = view.conversation
     if conversation:
         parts.append(f"conversation {conversation}")
     details = " · ".join(parts)
@@ -893,13 +902,20 @@ def _details(span: SpanRecord) -> str:
     return " · ".join(parts)
 
 
-def _status_word(span: SpanRecord) -> str:
-    return outcome_of(span) or span.status_code.lower()
+def _conversation_of(span: SpanRecord) -> str | None:
+    value = span.attributes.get(_CONVERSATION)
+    return value if isinstance(value, str) and value else None
+
+
+def _status_word(span: SpanRecord, outcome: str | None) -> str:
+    return outcome or span.status_code.lower()
 
 
 def outcome_of(span: SpanRecord) -> str | None:
     """``interrupted``, ``cancelled``… (see ``OUTCOMES``), or ``None`` for a run that returned or failed."""
     attributes = span.attributes
+    if _OUTCOME_KEYS.isdisjoint(attributes):  # nearly every span: one C-level pass over its few keys
+        return None
     for attribute, word, _, _ in OUTCOMES:
         if attributes.get(attribute) is True:
             return word
