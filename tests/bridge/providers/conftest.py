@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
 
 import callscope
 from tests.modes import MODES
@@ -115,3 +117,23 @@ def expected_response_id(package: str, mode: str, on_the_wire: str) -> str | Non
 
 def expected_response_model(package: str, mode: str, on_the_wire: str, requested: str) -> str:
     return requested if mode in RESPONSE_MODEL_ECHOED.get(package, ()) else on_the_wire
+
+
+@pytest.fixture
+def httpx_spans(tracer_provider: Any) -> Iterator[None]:
+    """The ``httpx`` instrumentation (HTTPXClientInstrumentor) on the test's tracer provider: the
+    HTTP client of langchain-groq (the groq SDK's clients are httpx clients), langchain-mistralai
+    and langchain-ollama. The openai SDK uses httpx2 instead (tests/bridge/providers/test_openai.py)."""
+    instrumentor = HTTPXClientInstrumentor()
+    instrumentor.instrument(tracer_provider=tracer_provider)
+    yield
+    instrumentor.uninstrument()
+
+
+def http_posts(traced: Traced) -> list[ReadableSpan]:
+    """The HTTP client spans of POST requests (old and new HTTP semantic conventions)."""
+    return [s for s in traced.spans.all if s.kind is SpanKind.CLIENT and s.attributes.get("http.request.method", s.attributes.get("http.method")) == "POST"]
+
+
+def url_of(span: ReadableSpan) -> Any:
+    return span.attributes.get("url.full", span.attributes.get("http.url"))

@@ -19,7 +19,6 @@ import pytest
 from langchain_core.tools import tool
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_ollama import ChatOllama, OllamaEmbeddings
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -276,13 +275,8 @@ def test_retrieval_error_from_ollama_embeddings(server, traced, mode):
 
 
 @pytest.fixture
-def httpx_traced(traced, tracer_provider) -> Iterator[Any]:
-    instrumentor = HTTPXClientInstrumentor()
-    instrumentor.instrument(tracer_provider=tracer_provider)
-    try:
-        yield traced
-    finally:
-        instrumentor.uninstrument()
+def httpx_traced(traced, httpx_spans) -> Any:
+    return traced
 
 
 def http_spans(traced: Any, path: str) -> list[ReadableSpan]:

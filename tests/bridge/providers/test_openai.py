@@ -21,14 +21,11 @@ from langchain_core.tools import tool
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_openai import AzureChatOpenAI, ChatOpenAI, OpenAIEmbeddings
 from langchain_openai.chat_models.base import OpenAIInvalidRequestError
-from opentelemetry.instrumentation.httpx import (
-    HTTPX2ClientInstrumentor,
-    HTTPXClientInstrumentor,
-)
+from opentelemetry.instrumentation.httpx import HTTPX2ClientInstrumentor
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.bridge.providers.conftest import expected_response_id
+from tests.bridge.providers.conftest import expected_response_id, http_posts, url_of
 from tests.fakes import openai_api as api
 from tests.fakes.loopback import LoopbackServer, Request
 from tests.modes import MODES, drive
@@ -301,22 +298,6 @@ def httpx2_spans(tracer_provider: Any) -> Iterator[None]:
     instrumentor.instrument(tracer_provider=tracer_provider)
     yield
     instrumentor.uninstrument()
-
-
-@pytest.fixture
-def httpx_spans(tracer_provider: Any) -> Iterator[None]:
-    instrumentor = HTTPXClientInstrumentor()
-    instrumentor.instrument(tracer_provider=tracer_provider)
-    yield
-    instrumentor.uninstrument()
-
-
-def http_posts(traced: Any) -> list[ReadableSpan]:
-    return [s for s in traced.spans.all if s.kind is SpanKind.CLIENT and s.attributes.get("http.request.method", s.attributes.get("http.method")) == "POST"]
-
-
-def url_of(span: ReadableSpan) -> Any:
-    return span.attributes.get("url.full", span.attributes.get("http.url"))
 
 
 @pytest.mark.parametrize("mode", MODES)
