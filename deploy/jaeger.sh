@@ -4,7 +4,7 @@
 #
 #   deploy/jaeger.sh                   # build once, then run Jaeger on 127.0.0.1: OTLP 4317/4318, query API 16686
 #   deploy/jaeger.sh build             # build only (if not cached); print the binary's path
-#   deploy/jaeger.sh build-collector   # the OpenTelemetry Collector the tests validate deploy/otel-collector.yaml with
+#   deploy/jaeger.sh build-collector   # the OpenTelemetry Collector of deploy/otel-collector.yaml and deploy/pipeline.sh
 #   deploy/jaeger.sh collector         # build it once, then run deploy/otel-collector.yaml on 127.0.0.1: OTLP 14317/14318,
 #                                      # forwarding to the Jaeger above (deploy/otel-collector.loopback.yaml)
 #
@@ -18,10 +18,16 @@ set -euo pipefail
 JAEGER_MODULE=github.com/jaegertracing/jaeger
 JAEGER_VERSION=v1.76.0
 JAEGER_RELEASE=2.13.0
-# One collector release for every collector module (the stable ones carry v1.x numbers), the one
-# docker-compose.yml's collector image is pinned to.
-COLLECTOR_VERSION=v0.144.0
-COLLECTOR_STABLE_VERSION=v1.50.0
+# One collector release for every collector module, core and contrib (the stable core ones carry
+# v1.x numbers), the one docker-compose.yml's collector image is pinned to.
+COLLECTOR_VERSION=v0.161.0
+COLLECTOR_STABLE_VERSION=v1.67.0
+CONTRIB_MODULE=github.com/open-telemetry/opentelemetry-collector-contrib
+# The loadbalancing exporter links AWS Cloud Map's SDK for its aws_cloud_map resolver (callscope
+# uses the static one). The release it asks for is not on every Go module proxy; the Cloud Map
+# API it calls is unchanged since this one, which is.
+CLOUD_MAP_SDK=github.com/aws/aws-sdk-go-v2/service/servicediscovery
+CLOUD_MAP_SDK_VERSION=v1.40.2
 
 here="$(cd "$(dirname "$0")" && pwd)"
 cache="${CALLSCOPE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/callscope}"
@@ -90,17 +96,24 @@ build_collector() {
             wanted+=("go.opentelemetry.io/collector/$module@$COLLECTOR_STABLE_VERSION")
         done
         for module in otelcol service receiver/otlpreceiver processor/batchprocessor \
-            exporter/otlpexporter exporter/otlphttpexporter exporter/debugexporter; do
+            processor/memorylimiterprocessor exporter/otlpexporter exporter/otlphttpexporter \
+            exporter/debugexporter; do
             wanted+=("go.opentelemetry.io/collector/$module@$COLLECTOR_VERSION")
         done
-        # The stamp holds the module list, so that a changed list is resolved again.
-        if [[ "$(cat "$dir/resolved" 2>/dev/null)" != "${wanted[*]}" ]]; then
+        for module in exporter/loadbalancingexporter exporter/prometheusexporter \
+            processor/tailsamplingprocessor; do
+            wanted+=("$CONTRIB_MODULE/$module@$COLLECTOR_VERSION")
+        done
+        # The stamp holds the module list and the replacement, so that a change is resolved again.
+        local stamp="${wanted[*]} $CLOUD_MAP_SDK@$CLOUD_MAP_SDK_VERSION"
+        if [[ "$(cat "$dir/resolved" 2>/dev/null)" != "$stamp" ]]; then
             rm -f "$dir/go.mod" "$dir/go.sum" "$dir/resolved" "$dir/main.go"
             # Every module named with its version: tidy would otherwise take the newest release
             # of any module it has to add, mixing collector releases.
-            (cd "$dir" && go mod init local/callscope-otelcol && go get "${wanted[@]}" \
-                && cp "$here/otelcol/main.go" . && go mod tidy)
-            echo "${wanted[*]}" >"$dir/resolved"
+            (cd "$dir" && go mod init local/callscope-otelcol \
+                && go mod edit -replace="$CLOUD_MAP_SDK=$CLOUD_MAP_SDK@$CLOUD_MAP_SDK_VERSION" \
+                && go get "${wanted[@]}" && cp "$here/otelcol/main.go" . && go mod tidy)
+            echo "$stamp" >"$dir/resolved"
         fi
         cp "$here/otelcol/main.go" "$dir/main.go"
         log "building the OpenTelemetry Collector $COLLECTOR_VERSION (a few minutes the first time)"

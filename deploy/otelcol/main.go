@@ -1,11 +1,17 @@
-// A minimal OpenTelemetry Collector: the core components deploy/otel-collector.yaml uses (OTLP
-// receiver, batch processor, OTLP gRPC / HTTP and debug exporters), at the collector release that
-// docker-compose.yml's collector image is pinned to. The tests build it with deploy/jaeger.sh
-// build-collector, validate the deploy config with it and send the demo through it into Jaeger.
+// The OpenTelemetry Collector callscope's deploy configs run on, with only the components they
+// use: the core ones of deploy/otel-collector.yaml (OTLP in, batch, OTLP and debug out) and the
+// contrib ones of the collector tier in deploy/pipeline/ (loadbalancing exporter, tail_sampling
+// processor, Prometheus exporter, memory_limiter), all at the release docker-compose.yml's
+// otel/opentelemetry-collector-contrib image is pinned to. deploy/jaeger.sh build-collector builds
+// it; the tests validate every config with it and run the demo and a fleet through it.
 package main
 
 import (
 	"log"
+
+	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/loadbalancingexporter"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/prometheusexporter"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/processor/tailsamplingprocessor"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
@@ -19,6 +25,7 @@ import (
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/processor"
 	"go.opentelemetry.io/collector/processor/batchprocessor"
+	"go.opentelemetry.io/collector/processor/memorylimiterprocessor"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
 	"go.opentelemetry.io/collector/service/telemetry/otelconftelemetry"
@@ -33,11 +40,14 @@ func factories() (otelcol.Factories, error) {
 	if f.Receivers, err = otelcol.MakeFactoryMap[receiver.Factory](otlpreceiver.NewFactory()); err != nil {
 		return f, err
 	}
-	if f.Processors, err = otelcol.MakeFactoryMap[processor.Factory](batchprocessor.NewFactory()); err != nil {
+	if f.Processors, err = otelcol.MakeFactoryMap[processor.Factory](
+		batchprocessor.NewFactory(), memorylimiterprocessor.NewFactory(), tailsamplingprocessor.NewFactory(),
+	); err != nil {
 		return f, err
 	}
 	f.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](
 		otlpexporter.NewFactory(), otlphttpexporter.NewFactory(), debugexporter.NewFactory(),
+		loadbalancingexporter.NewFactory(), prometheusexporter.NewFactory(),
 	)
 	return f, err
 }
@@ -46,7 +56,7 @@ func main() {
 	settings := otelcol.CollectorSettings{
 		BuildInfo: component.BuildInfo{
 			Command:     "callscope-otelcol",
-			Description: "OpenTelemetry Collector (core components) for callscope's tests",
+			Description: "OpenTelemetry Collector with the components of callscope's deploy configs",
 			Version:     version,
 		},
 		Factories: factories,
