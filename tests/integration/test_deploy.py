@@ -69,9 +69,28 @@ def _script_setting(name: str) -> str:
 
 def test_images_are_pinned_to_the_versions_the_tests_build() -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
-    assert services["jaeger"]["image"] == f"jaegertracing/jaeger:{_script_setting('JAEGER_RELEASE')}"
-    collector = _script_setting("COLLECTOR_VERSION").removeprefix("v")
-    assert services["otel-collector"]["image"] == f"otel/opentelemetry-collector:{collector}"
+    jaeger = f"jaegertracing/jaeger:{_script_setting('JAEGER_RELEASE')}"
+    collector = f"otel/opentelemetry-collector-contrib:{_script_setting('COLLECTOR_VERSION').removeprefix('v')}"
+    images = {name: service["image"] for name, service in services.items()}
+    assert images == {
+        "jaeger": jaeger, "jaeger-badger": jaeger, "otel-collector": collector,
+        "balancer-1": collector, "balancer-2": collector, "sampler-1": collector, "sampler-2": collector,
+    }
+
+
+def test_the_pipeline_profile_runs_the_configs_pipeline_sh_runs() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    tier = {name: service for name, service in services.items() if service.get("profiles") == ["pipeline"]}
+    assert set(tier) == {"balancer-1", "balancer-2", "sampler-1", "sampler-2", "jaeger-badger"}
+    for service in tier.values():
+        for volume in service["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).is_file(), source
+    samplers = yaml.safe_load(tier["balancer-1"]["environment"]["CALLSCOPE_SAMPLERS"])
+    assert samplers == ["sampler-1:4317", "sampler-2:4317"]
+    assert tier["sampler-1"]["environment"]["CALLSCOPE_JAEGER_OTLP"] == "jaeger-badger:4317"
+    assert [port.split(":", 1)[1] for port in tier["jaeger-badger"]["ports"]] == ["26686:16686"]
 
 
 def test_collector_is_optional_and_forwards_otlp_to_jaeger() -> None:
@@ -101,6 +120,35 @@ def test_a_real_collector_accepts_the_collector_config(collector_binary: Path) -
         [str(collector_binary), "validate", "--config", str(COLLECTOR)],
         env=clean_environment(), capture_output=True, text=True, timeout=60, check=False,
     )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("service", ["balancer-1", "sampler-1"])
+def test_a_real_collector_accepts_each_pipeline_config_with_the_environment_compose_gives_it(
+    collector_binary: Path, service: str
+) -> None:
+    """Every ${env:...} a tier config needs is set by its compose service (an unset one without
+    a default is an empty string, which the collector refuses as an endpoint or port)."""
+    declared = yaml.safe_load(COMPOSE.read_text())["services"][service]
+    config = ROOT / declared["volumes"][0].split(":")[0]
+    environment = {name: str(value) for name, value in declared["environment"].items()}
+    # Compose fills these from the user's shell; here their defaults.
+    environment["CALLSCOPE_KEEP_PERCENT"], environment["CALLSCOPE_KEEP_MISSED_BY"] = "10", ""
+    done = subprocess.run(
+        [str(collector_binary), "validate", "--config", str(config)],
+        env=clean_environment(**environment), capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_jaeger_accepts_its_badger_overlay_with_the_environment_compose_gives_it(jaeger_binary: Path) -> None:
+    declared = yaml.safe_load(COMPOSE.read_text())["services"]["jaeger-badger"]
+    environment = {name: str(value) for name, value in declared["environment"].items()}
+    done = subprocess.run(
+        [str(jaeger_binary), "validate", "--config", str(ROOT / "deploy" / "jaeger.yaml"),
+         "--config", str(ROOT / "deploy" / "pipeline" / "jaeger-badger.yaml")],
+        env=clean_environment(**environment), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
 
 
