@@ -43,6 +43,20 @@ FAILED_RUN = "callscope.callback.run"
 #: The handler has ``raise_error=True``: its exception aborted the run.
 FAILED_ABORTED = "callscope.handler.raise_error"
 
+# --- markers: a scalar True, written only where the fact holds -------------------------------
+# The arrays above say the detail, but an exact-match search cannot look inside an array, at an
+# event's name, or (in Jaeger v2's in-memory store) at a span's status: these markers are for it.
+
+#: For exact-match search (Jaeger tags, tail sampling): a span whose run ended with status ERROR.
+ERROR_MARK = "callscope.error"
+#: For exact-match search (Jaeger tags, tail sampling): a span holding a handler-failed event.
+HANDLER_FAILED_MARK = HANDLER_FAILED_EVENT
+#: For exact-match search (Jaeger tags, tail sampling): the span with ``HANDLERS_DROPPED_IN``.
+CONFIG_DROPPED = "callscope.config.dropped"
+#: For exact-match search (Jaeger tags, tail sampling): ``callscope.missed_by.<label>`` on the
+#: LangChain root that has ``callscope.handlers.missed.<label>``.
+MISSED_BY_PREFIX = "callscope.missed_by."
+
 # --- the run ----------------------------------------------------------------------------------
 
 RUN_TYPE = "callscope.run.type"

@@ -88,6 +88,16 @@ def test_a_runtime_handler_failing_on_a_run_still_open_marks_that_span(spans):
     assert where == "chat" and "callscope.callback.run" not in event
 
 
+def test_the_failed_marker_is_on_exactly_the_spans_holding_a_failure_event(spans):
+    """``callscope.handler.failed=true``, for exact-match search: on the span that got the event,
+    also when that is the parent of the run the handler failed on."""
+    seed(FailsOnLLMEnd()).invoke({"number": "2"})  # the event lands on RunnableSequence
+    FakeListChatModel(responses=["3"]).invoke("hi", {"callbacks": [FailsOnLLMEnd()]})  # on chat
+    holding = {s.context.span_id for s in spans.all if any(e.name == "callscope.handler.failed" for e in s.events)}
+    marked = {s.context.span_id: s.attributes["callscope.handler.failed"] for s in spans.all if "callscope.handler.failed" in s.attributes}
+    assert len(holding) == 2 and marked == dict.fromkeys(holding, True)
+
+
 @pytest.mark.parametrize("mode", ["invoke", "ainvoke", "batch", "stream"])
 def test_a_start_callback_failure_lands_on_the_run_it_started(mode, spans):
     run_in(mode, RunnableLambda(lambda v: v, name="first") | RunnableLambda(lambda v: v, name="second"), 1, {"callbacks": [FailsOnChainStart()]})

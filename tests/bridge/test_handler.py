@@ -164,6 +164,22 @@ def test_failing_step_marks_it_and_every_ancestor_failing_with_it(spans, user_tr
     assert spans.one("ok").status.status_code == StatusCode.UNSET
 
 
+def test_callscopes_failing_spans_carry_the_error_marker_for_exact_match_search(spans, user_tracer):
+    def explode(_: str) -> str:
+        raise KeyError("missing")
+
+    chain = RunnableLambda(lambda v: v, name="ok") | RunnableLambda(explode, name="explode")
+    with pytest.raises(KeyError), user_tracer.start_as_current_span("caller"):
+        chain.invoke("x")
+    failing = sorted(s.name for s in spans.all if s.status.status_code == StatusCode.ERROR)
+    assert failing == ["RunnableSequence", "caller", "explode"]
+    # The application's own span failed too, but callscope writes only on the spans it starts.
+    assert sorted((s.name, s.attributes["callscope.error"]) for s in spans.all if "callscope.error" in s.attributes) == [
+        ("RunnableSequence", True),
+        ("explode", True),
+    ]
+
+
 def test_each_retry_attempt_is_a_span(spans):
     attempts = []
 

@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, set_span_in_context
 
-from callscope._attributes import RUN_EVICTED
+from callscope._attributes import ERROR_MARK, RUN_EVICTED
 from callscope._bridge.runs import RunRecord, RunRegistry
 from callscope._bridge.scope import TraceScope
 
@@ -41,6 +41,8 @@ def test_count_limit_ends_the_oldest_run_as_evicted():
     evicted = exporter.get_finished_spans()
     assert [s.name for s in evicted] == ["run0", "run1"]
     assert all(s.attributes[RUN_EVICTED] is True and s.status.status_code == StatusCode.ERROR for s in evicted)
+    # Status ERROR, so also the marker an exact-match search for errors finds.
+    assert all(s.attributes[ERROR_MARK] is True for s in evicted)
     assert "never arrived" in evicted[0].status.description
     assert registry.evicted == 2
 

@@ -690,6 +690,58 @@ def test_dropped_in_a_langgraph_node_that_runs_a_chain_in_a_thread(spans):
     )
 
 
+# --- the markers an exact-match search finds (Jaeger tags, tail sampling) --------------------
+
+MARKERS = ("callscope.config.dropped", "callscope.missed_by.", "callscope.error", "callscope.handler.failed")
+
+
+def marked(spans, key: str) -> list[tuple[str, object]]:
+    """(span name, value) of each span with attribute ``key``, or with a key under it if it ends in "."."""
+    return sorted(
+        (s.name, value) for s in spans.all for name, value in s.attributes.items() if name == key or (key.endswith(".") and name.startswith(key))
+    )
+
+
+def test_config_dropped_marks_exactly_the_runs_that_started_without_their_steps_config(spans):
+    from concurrent.futures import ThreadPoolExecutor
+
+    audited = _nested_answer().with_config(callbacks=[AuditHandler()])
+    threaded = _nested_answer().with_config(run_name="threaded")
+    with ThreadPoolExecutor(2) as pool:
+
+        def fetch(value):
+            futures = [pool.submit(_carrying_otel_context(lambda: threaded.invoke({"q": value}).content)) for _ in range(2)]
+            return [f.result() for f in futures]
+
+        chain = RunnableLambda(lambda v: audited.invoke({"q": v}).content, name="nest") | RunnableLambda(fetch, name="fetch")
+        chain.invoke("q", {"callbacks": [LoggingHandler()]})
+    dropped_in = sorted(s.name for s in spans.all if DROPPED_IN in s.attributes)
+    assert dropped_in == ["inner", "threaded", "threaded"]
+    assert marked(spans, "callscope.config.dropped") == [(name, True) for name in dropped_in]
+    # The runs under them lack the handlers too (callscope.handlers.dropped), but are not marked.
+    assert {s.name for s in spans.all if DROPPED in s.attributes} == {"inner", "threaded", "ChatPromptTemplate", "chat"}
+
+
+def test_missed_by_marks_the_root_once_for_each_handler_that_missed_runs(spans):
+    class ModelsOnly(BaseCallbackHandler):
+        ignore_chain = True
+
+    seed_chain(LoggingHandler()).invoke({"number": "2"}, {"callbacks": [AuditHandler(), ModelsOnly()]})
+    # LoggingHandler (the model's own) and ModelsOnly (ignore_chain) missed runs; AuditHandler saw all.
+    assert marked(spans, "callscope.missed_by.") == [("RunnableSequence", True)] * 2
+    root = spans.one("RunnableSequence")
+    missed_by = {key.removeprefix("callscope.missed_by.") for key in root.attributes if key.startswith("callscope.missed_by.")}
+    listed = {key.removeprefix("callscope.handlers.missed.") for key in root.attributes if key.startswith("callscope.handlers.missed.")}
+    assert missed_by == listed == {"LoggingHandler", "ModelsOnly"}
+
+
+@pytest.mark.parametrize("mode", REASON_MODES)
+def test_an_ordinary_run_carries_no_marker(mode, spans):
+    run_in(mode, seed_chain(), {"number": "2"}, {"callbacks": [LoggingHandler()]})
+    assert len(spans.all) == 3
+    assert [marked(spans, key) for key in MARKERS] == [[], [], [], []]
+
+
 def test_reason_summaries_stay_bounded_however_long_the_trace(spans):
     from callscope._bridge import scope as _scope
 

@@ -18,7 +18,7 @@ from uuid import UUID
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.trace import Status, StatusCode
 
-from callscope._attributes import INPUT, LANGGRAPH_INTERRUPTED, OUTPUT
+from callscope._attributes import ERROR_MARK, INPUT, LANGGRAPH_INTERRUPTED, OUTPUT
 from callscope._bridge import semconv as sc
 from callscope._bridge.agents import agent_at_end
 from callscope._bridge.labels import LabelsByTrace
@@ -131,6 +131,7 @@ class RunEnds:
             error_type = encodable(type(error).__qualname__)
             message = bound_text(safe_str(error), self._limit)
             attributes[sc.ERROR_TYPE] = error_type
+            attributes[ERROR_MARK] = True
             span.add_event(
                 "exception",
                 {

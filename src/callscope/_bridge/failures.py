@@ -38,7 +38,15 @@ from types import CodeType, FrameType
 from typing import Any
 from uuid import UUID
 
-from callscope._attributes import FAILED_ABORTED, FAILED_CALLBACK, FAILED_HANDLER, FAILED_RUN, HANDLER_FAILED_EVENT, HANDLERS_FAILED
+from callscope._attributes import (
+    FAILED_ABORTED,
+    FAILED_CALLBACK,
+    FAILED_HANDLER,
+    FAILED_RUN,
+    HANDLER_FAILED_EVENT,
+    HANDLER_FAILED_MARK,
+    HANDLERS_FAILED,
+)
 from callscope._bridge.dispatch import MANAGER_MODULE, START_CALLBACKS, is_callscope
 from callscope._bridge.fence import Fence
 from callscope._bridge.labels import MAX_LABELS_PER_TRACE
@@ -238,6 +246,7 @@ class HandlerFailures:
         if of_child is not None:
             attributes[FAILED_RUN] = run_name
         span.add_event(HANDLER_FAILED_EVENT, attributes)
+        span.set_attribute(HANDLER_FAILED_MARK, True)
         if of_child is None and label not in labels and len(labels) < MAX_LABELS_PER_TRACE:
             labels += (label,)
             span.set_attribute(HANDLERS_FAILED, labels)

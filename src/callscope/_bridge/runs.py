@@ -21,7 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as gen_ai
 from opentelemetry.trace import Span, Status, StatusCode
 
-from callscope._attributes import RUN_EVICTED, STREAM_CHUNKS
+from callscope._attributes import ERROR_MARK, RUN_EVICTED, STREAM_CHUNKS
 from callscope._bridge.scope import EMPTY, RunHandlers, TraceScope
 
 _log = logging.getLogger("callscope")
@@ -240,6 +240,6 @@ class RunRegistry:
 def _end_evicted(record: RunRecord, reason: str) -> None:
     span = record.span
     if span.is_recording():
-        span.set_attribute(RUN_EVICTED, True)
+        span.set_attributes({RUN_EVICTED: True, ERROR_MARK: True})
         span.set_status(Status(StatusCode.ERROR, reason))
     record.finish()

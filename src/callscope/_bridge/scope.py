@@ -40,7 +40,14 @@ from typing import Any
 
 from langchain_core.runnables.config import var_child_runnable_config
 
-from callscope._attributes import HANDLERS_FILTERED, HANDLERS_INHERITED, HANDLERS_LOCAL, HANDLERS_MISSED, HANDLERS_MISSED_PREFIX
+from callscope._attributes import (
+    HANDLERS_FILTERED,
+    HANDLERS_INHERITED,
+    HANDLERS_LOCAL,
+    HANDLERS_MISSED,
+    HANDLERS_MISSED_PREFIX,
+    MISSED_BY_PREFIX,
+)
 from callscope._bridge.dispatch import is_callscope
 from callscope._bridge.labels import MAX_LABELS_PER_TRACE, TraceLabels
 from callscope._bridge.plumbing import is_plumbing
@@ -263,6 +270,7 @@ class TraceScope:
                 if len(missed) > len(listed):
                     listed.append(f"… {len(missed) - len(listed)} more")
                 attributes[HANDLERS_MISSED_PREFIX + label] = tuple(listed)
+                attributes[MISSED_BY_PREFIX + label] = True
             summary.append("; ".join(parts))
         if summary:
             if self._untracked_runs:

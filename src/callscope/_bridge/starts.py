@@ -30,7 +30,7 @@ from opentelemetry.context import Context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import Span, SpanKind, Tracer, get_current_span, set_span_in_context
 
-from callscope._attributes import HANDLERS_DROPPED, HANDLERS_DROPPED_IN, TRACER_NAME
+from callscope._attributes import CONFIG_DROPPED, HANDLERS_DROPPED, HANDLERS_DROPPED_IN, TRACER_NAME
 from callscope._bridge import scope as _scope
 from callscope._bridge.failures import HandlerFailures
 from callscope._bridge.fence import Fence
@@ -342,6 +342,7 @@ def _add_scope_attributes(
         dropped = scope.lost_on_the_way(step.passes_down, manager, handlers, step.dropped)
         if dropped and set(dropped) - set(step.dropped):
             dropped_in = attributes[HANDLERS_DROPPED_IN] = step.name
+            attributes[CONFIG_DROPPED] = True
     if dropped:
         attributes[HANDLERS_DROPPED] = dropped
     return dropped, dropped_in
