@@ -483,6 +483,116 @@ def test_an_empty_search_names_the_unknown_service_or_the_empty_window(
     )
 
 
+def _tag_searches(requests: list[str]) -> list[dict[str, str]]:
+    from urllib.parse import parse_qs, urlsplit
+
+    return [{key: value for key, [value] in parse_qs(urlsplit(path).query).items()} for path in requests if path.startswith("/api/traces?")]
+
+
+#: The tags each filter has Jaeger search: one search per tag.
+FILTER_TAGS = [
+    (["--errors"], [{"callscope.error": "true"}]),
+    (["--handler-failed"], [{"callscope.handler.failed": "true"}]),
+    (["--handler-failed", "RequestLogger#2"], [{"callscope.handler": "RequestLogger#2"}]),
+    (["--config-dropped"], [{"callscope.config.dropped": "true"}]),
+    (["--missed-by", "RuntimeLogger"], [{"callscope.missed_by.RuntimeLogger": "true"}]),
+    (
+        ["--config-dropped", "--missed-by", "RuntimeLogger", "--handler-failed"],
+        [{"callscope.handler.failed": "true"}, {"callscope.config.dropped": "true"}, {"callscope.missed_by.RuntimeLogger": "true"}],
+    ),
+]
+
+
+@pytest.mark.parametrize(("flags", "tags"), FILTER_TAGS)
+def test_a_filter_is_jaegers_tag_search_then_each_trace_found_is_read_whole(
+    jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str], flags: list[str], tags: list[dict[str, str]]
+) -> None:
+    from datetime import timedelta
+
+    url, routes = jaeger_stub.url, jaeger_stub.routes
+    found = {"traceID": JAEGER_TRACE_ID, "spans": [{"startTime": 1796045244674175}]}
+    routes["/api/traces"] = (200, json.dumps({"data": [found], "errors": None}).encode())
+    argv = ["tree", "--jaeger", url, "--service", "callscope-demo", "--since", "15m", "--limit", "2", *flags]
+    assert main(argv) == Exit.OK
+    assert f"trace {JAEGER_TRACE_ID}  callscope-demo · 15 spans" in capsys.readouterr().out
+    searches = _tag_searches(jaeger_stub.requests)
+    assert [json.loads(search["tags"]) for search in searches] == tags
+    for search in searches:
+        assert search["service"] == "callscope-demo"
+        # Microseconds since the epoch, as the UI's API takes them; as deep as the unfiltered search.
+        assert timedelta(microseconds=int(search["end"]) - int(search["start"])) == timedelta(minutes=15)
+        assert int(search["limit"]) >= 50
+    # The trace is read as without a filter, from /api/v3, and /api/v3's own search is not used.
+    assert [path for path in jaeger_stub.requests if path.startswith("/api/v3/traces")] == [f"/api/v3/traces/{JAEGER_TRACE_ID}"]
+
+
+def test_a_filter_reads_only_the_newest_traces_found_by_their_full_ids(jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]) -> None:
+    # The stub answers every search alike: filters combined are tested on a real Jaeger
+    # (tests/integration/test_jaeger_filters.py).
+    url, routes = jaeger_stub.url, jaeger_stub.routes
+    # Jaeger's own trace ids drop a zero high half; /api/v3 is asked with the full 32 digits.
+    older, newer, short = "1" * 32, "2" * 32, "00000000000000003333333333333333"
+    found = [
+        {"traceID": older, "spans": [{"startTime": 20}, {"startTime": 10}]},
+        {"traceID": "3333333333333333", "spans": [{"startTime": 30}]},
+        {"traceID": newer, "spans": [{"startTime": 25}]},
+    ]
+    routes["/api/traces"] = (200, json.dumps({"data": found, "errors": None}).encode())
+    assert main(["tree", "--jaeger", url, "--service", "callscope-demo", "--errors", "--limit", "2"]) == Exit.BAD_INPUT
+    fetched = [path.removeprefix("/api/v3/traces/") for path in jaeger_stub.requests if path.startswith("/api/v3/traces/")]
+    assert fetched == [short, newer]  # newest start first, at most --limit, and no more reads
+    # Neither is stored any more (the stub's 404): gone since the search, like finding none.
+    assert "no traces of 'callscope-demo' with callscope.error=true" in _one_error_line(capsys.readouterr().err)
+
+
+def test_a_filtered_search_that_finds_nothing_says_what_it_searched_and_how_to_widen_it(
+    jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, routes = jaeger_stub.url, jaeger_stub.routes
+    # What Jaeger v2.13.0 answers a search that matches nothing, unknown service included.
+    routes["/api/traces"] = (200, b'{"data":[],"total":0,"limit":0,"offset":0,"errors":null}')
+    argv = ["tree", "--jaeger", url, "--service", "callscope-demo", "--since", "2h", "--config-dropped", "--missed-by", "Audit"]
+    assert main(argv) == Exit.BAD_INPUT
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"callscope: error: no traces of 'callscope-demo' with callscope.config.dropped=true and "
+        f"callscope.missed_by.Audit=true started in the last 2h in Jaeger at {url}; widen the window with --since, e.g. --since 24h"
+    )
+    assert main(["tree", "--jaeger", url, "--service", "nope", "--errors"]) == Exit.BAD_INPUT
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"callscope: error: Jaeger at {url} has no service 'nope' (it has: callscope-demo); pass one of those"
+    )
+
+
+def test_a_filtered_search_jaeger_refuses_names_jaegers_reason(jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]) -> None:
+    url, routes = jaeger_stub.url, jaeger_stub.routes
+    # Jaeger v2.13.0's answer to a search deeper than its in-memory store's max_traces.
+    routes["/api/traces"] = (
+        500,
+        b'{"data":null,"total":0,"limit":0,"offset":0,"errors":[{"code":500,"msg":"search depth must be greater than 0 and less than max traces"}]}\n',
+    )
+    assert main(["tree", "--jaeger", url, "--service", "callscope-demo", "--errors"]) == Exit.UNAVAILABLE
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"Jaeger at {url} answered HTTP 500" in line and "(search depth must be greater than 0 and less than max traces)" in line
+    routes["/api/traces"] = (200, b'{"result": {"resourceSpans": []}}')  # not the UI API's shape
+    assert main(["tree", "--jaeger", url, "--service", "callscope-demo", "--errors"]) == Exit.UNAVAILABLE
+    assert f"{url}/api/traces did not answer like Jaeger v2's API" in _one_error_line(capsys.readouterr().err)
+
+
+def test_trace_filters_need_a_service_and_a_label(capsys: pytest.CaptureFixture[str]) -> None:
+    jaeger = ["tree", "--jaeger", "http://127.0.0.1:9"]
+    for argv, expected in [
+        ([*jaeger, "--errors"], "--errors searches one service's traces in Jaeger; add --jaeger URL --service NAME"),
+        ([*jaeger, "--trace", "a" * 32, "--handler-failed"], "--handler-failed searches one service's traces in Jaeger"),
+        (["tree", "x.jsonl", "--config-dropped"], "--config-dropped searches one service's traces in Jaeger"),
+        (["tree", "x.jsonl", "--missed-by", "Audit"], "--missed-by searches one service's traces in Jaeger"),
+        ([*jaeger, "--service", "s", "--missed-by", " "], "--missed-by needs a handler label, e.g. --missed-by RequestLogger"),
+        ([*jaeger, "--service", "s", "--handler-failed", ""], "--handler-failed needs a handler label"),
+        ([*jaeger, "--service", "s", "--missed-by"], "argument --missed-by: expected one argument"),
+    ]:
+        assert main(argv) == Exit.USAGE, argv
+        assert expected in _one_error_line(capsys.readouterr().err), argv
+
+
 def test_jaeger_unknown_trace_is_named(jaeger_stub: JaegerStub, capsys: pytest.CaptureFixture[str]) -> None:
     url = jaeger_stub.url
     assert main(["tree", "--jaeger", url, "--trace", "1" * 32]) == Exit.BAD_INPUT

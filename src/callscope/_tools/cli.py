@@ -9,8 +9,13 @@
                                                show traces from an OTLP/JSON lines file (- = stdin)
     callscope tree --jaeger URL --trace ID     show one trace from Jaeger v2's query API
     callscope tree --jaeger URL --service NAME [--limit N] [--since AGE]
-                                               show a service's latest traces, newest first
+                   [--errors] [--handler-failed [LABEL]] [--config-dropped] [--missed-by LABEL]
+                                               show a service's latest traces, newest first;
+                                               the filters keep those Jaeger finds by tag
     callscope tree --jaeger URL                list the services Jaeger holds traces of
+
+e.g. ``callscope tree --jaeger http://localhost:16686 --service callscope-demo --missed-by
+RuntimeLogger --since 24h``: the demo's traces in which the handler RuntimeLogger missed runs.
 
 Every failure prints one line, ``callscope: error: <problem>; <fix>``, on stderr and exits
 non-zero (see :class:`Exit`); ``--traceback`` re-raises instead, for bug reports.
@@ -27,6 +32,7 @@ import shlex
 import sys
 import urllib.parse
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import IntEnum, unique
 from pathlib import Path
@@ -36,6 +42,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from callscope._attributes import CONFIG_DROPPED, ERROR_MARK, FAILED_HANDLER, HANDLER_FAILED_MARK, MISSED_BY_PREFIX
 from callscope._exceptions import CallscopeError
 from callscope._tools.jaeger import Jaeger, JaegerNotFoundError, JaegerUnavailableError
 from callscope._tools.otlp_json import SpanRecord, SpansFile, SpansRead, TraceDataError, read_spans_file
@@ -58,6 +65,40 @@ _AGE = re.compile(r"(\d+)\s*([smhd])")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Rich falls back to 80 columns off a terminal; a piped tree is read in a file or a pager.
 _PIPE_WIDTH = 160
+
+
+@dataclass(frozen=True)
+class _TraceFilter:
+    """A filter of ``callscope tree --jaeger URL --service NAME``: the traces in which some span
+    has a tag, found by Jaeger's own tag search (an exact match, on one of callscope's scalar
+    markers or a failure event's handler label)."""
+
+    flag: str
+    help: str
+    #: The tag searched for the flag "alone" and for the flag with a "LABEL" ("{}" in it).
+    tags: dict[str, tuple[str, str]]
+
+    @property
+    def dest(self) -> str:
+        return self.flag[2:].replace("-", "_")
+
+
+_TRACE_FILTERS = (
+    _TraceFilter(
+        "--errors", "traces in which a run failed (--errors-only instead shows part of each tree)", {"alone": (ERROR_MARK, "true")}
+    ),
+    _TraceFilter(
+        "--handler-failed",
+        "traces in which a handler raised from a callback; with LABEL (a column title, e.g. RequestLogger#2), that handler",
+        {"alone": (HANDLER_FAILED_MARK, "true"), "LABEL": (FAILED_HANDLER, "{}")},
+    ),
+    _TraceFilter(
+        "--config-dropped", "traces in which a chain started inside a step without the step's config", {"alone": (CONFIG_DROPPED, "true")}
+    ),
+    _TraceFilter(
+        "--missed-by", "traces in which the handler LABEL (a column title) missed runs", {"LABEL": (MISSED_BY_PREFIX + "{}", "true")}
+    ),
+)
 
 
 @unique
@@ -159,6 +200,10 @@ def _parser() -> argparse.ArgumentParser:
         "tree",
         help="show traces from an OTLP/JSON lines file or from Jaeger",
         description="Show traces as a tree with one column per callback handler.",
+        epilog=(
+            "e.g. callscope tree --jaeger http://localhost:16686 --service callscope-demo --missed-by RuntimeLogger "
+            "--since 24h: the demo's traces in which the handler RuntimeLogger missed runs"
+        ),
     )
     tree.add_argument(
         "file", nargs="?", type=Path, metavar="FILE", help="OTLP/JSON lines file, e.g. from `callscope demo`; - reads standard input"
@@ -182,6 +227,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="AGE",
         help=f"with --service: traces started in the last AGE, e.g. 30s, 15m, 2h, 7d (default {DEFAULT_SINCE})",
     )
+    for kept in _TRACE_FILTERS:
+        explained = f"with --service: {kept.help}"
+        if "LABEL" not in kept.tags:
+            tree.add_argument(kept.flag, dest=kept.dest, action="store_const", const=True, help=explained)
+        else:  # the flag alone, where it may stand alone, gives True
+            alone = "alone" in kept.tags
+            tree.add_argument(
+                kept.flag, dest=kept.dest, nargs="?" if alone else None, const=True if alone else None, metavar="LABEL", help=explained
+            )
     for shows_trees in (run, tree):
         shows_trees.add_argument("--errors-only", action="store_true", help="only failing spans, with their ancestors")
         shows_trees.add_argument("--depth", type=_positive_int, metavar="N", help="only N levels of each tree (1 = its root spans)")
@@ -273,10 +327,13 @@ def _run(argv: list[str]) -> Exit | int:
     if args.command == "run":
         return _run_command(args)
     show = TracePrinter(out, max_depth=args.depth, errors_only=args.errors_only)
+    tags = _filter_tags(args)
     if args.jaeger is not None:
         if args.file is not None:
             raise UsageError("give either FILE or --jaeger URL, not both; e.g. `callscope tree callscope-traces.jsonl`")
-        return _tree_from_jaeger(show, args.jaeger, trace=args.trace, service=args.service, limit=args.limit, since=args.since)
+        return _tree_from_jaeger(
+            show, args.jaeger, trace=args.trace, service=args.service, limit=args.limit, since=args.since, tags=tags
+        )
     for flag, value in (("--service", args.service), ("--since", args.since)):
         if value is not None:
             raise UsageError(f"{flag} goes with --jaeger URL; for a file, use --trace ID or --limit N, or show all its traces")
@@ -486,6 +543,26 @@ def _trace_option(trace: str | None) -> str | None:
     return trace
 
 
+def _filter_tags(args: argparse.Namespace) -> dict[str, str]:
+    """The Jaeger tags of the trace filters given (all must match), or a UsageError."""
+    tags: dict[str, str] = {}
+    for kept in _TRACE_FILTERS:
+        given = getattr(args, kept.dest)
+        if given is None:
+            continue
+        if args.service is None:
+            raise UsageError(
+                f"{kept.flag} searches one service's traces in Jaeger; add --jaeger URL --service NAME "
+                "(`callscope tree --jaeger URL` lists the services)"
+            )
+        label = "" if given is True else given.strip()
+        if given is not True and not label:
+            raise UsageError(f"{kept.flag} needs a handler label, e.g. {kept.flag} RequestLogger: a column title of the tree")
+        key, value = kept.tags["LABEL" if label else "alone"]
+        tags[key.replace("{}", label)] = value.replace("{}", label)
+    return tags
+
+
 def _tree_from_jaeger(
     show: TracePrinter,
     url: str,
@@ -494,6 +571,7 @@ def _tree_from_jaeger(
     service: str | None,
     limit: int | None,
     since: timedelta | None,
+    tags: dict[str, str],
 ) -> Exit:
     try:
         jaeger = Jaeger(url, timeout=JAEGER_TIMEOUT_SECONDS)
@@ -515,7 +593,7 @@ def _tree_from_jaeger(
             raise UsageError("--service needs a name; run `callscope tree --jaeger URL` to list them")
         since = since if since is not None else _age(DEFAULT_SINCE)
         limit = limit if limit is not None else DEFAULT_LIMIT
-        read = jaeger.search(service, since=since, limit=limit)
+        read = jaeger.search(service, since=since, limit=limit, tags=tags)
         views = build_traces(read.spans)
         views.sort(key=lambda view: min((n.span.start_ns for n in view.roots), default=0), reverse=True)
         views = views[:limit]

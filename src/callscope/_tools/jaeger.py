@@ -13,6 +13,16 @@ An unknown trace, and a search that finds nothing, are HTTP 404 with
 ``{"error": {"httpCode": 404, "message": "No traces found"}}`` (as text/plain, like every
 error; successful answers carry no JSON content type either, so the body decides).
 
+Only the UI's older API searches by tag (``/api/v3``'s HTTP search drops attributes):
+``GET /api/traces?service=…&tags={"key":"value"}&start=…&end=…&limit=N`` (times in
+microseconds since the epoch) answers ``{"data": [{"traceID": …, "spans": [{"startTime": …},
+…]}, …], "errors": null}``, each trace whole in Jaeger's own span format; finding nothing, an
+unknown service included, is an empty list, and an error is ``{"errors": [{"msg": …}]}``. A tag
+matches by key and the value's string form (``true`` for a boolean) on a span's, its
+resource's or one of its events' attributes. Jaeger 2.13's in-memory store matches neither an
+event's name nor, by ``error=true``, status ERROR (it reads the string "true" as a boolean and
+gets false): callscope's scalar markers are what it can find.
+
 >>> jaeger = Jaeger("http://localhost:16686")
 >>> jaeger.services()  # doctest: +SKIP
 ['callscope-demo']
@@ -42,6 +52,7 @@ MIN_SEARCH_DEPTH = 50
 #: Past this the extra depth stops: a search deeper than the store's ``max_traces`` (100 000 in
 #: the all-in-one configuration) is refused with HTTP 500.
 MAX_EXTRA_DEPTH = 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _START_HINT = "start it with `docker compose up -d` or `deploy/jaeger.sh`, or pass the right --jaeger URL"
 
 
@@ -78,9 +89,18 @@ class Jaeger:
             ) from None
         return self._spans(document, f"/api/v3/traces/{trace_id}")
 
-    def search(self, service: str, *, since: timedelta, limit: int, now: datetime | None = None) -> SpansRead:
+    def search(
+        self,
+        service: str,
+        *,
+        since: timedelta,
+        limit: int,
+        tags: Mapping[str, str] | None = None,
+        now: datetime | None = None,
+    ) -> SpansRead:
         """The spans of traces of ``service`` that started in the last ``since``, more traces than
-        ``limit``: sort them by start time and keep the ``limit`` newest.
+        ``limit``: sort them by start time and keep the ``limit`` newest. With ``tags``, only
+        traces in which each tag is on some span, at most ``limit`` of them (see :meth:`_tagged`).
 
         ``num_traces`` is a search depth, not an order: Jaeger answers the N traces it *stored*
         last, and its in-memory store files the traces of one incoming batch in random order (a
@@ -89,6 +109,8 @@ class Jaeger:
         batch brought more traces than that.
         """
         end = now or datetime.now(timezone.utc)
+        if tags:
+            return self._tagged(service, tags, since=since, limit=limit, end=end)
         query = urllib.parse.urlencode(
             {
                 "query.service_name": service,
@@ -100,18 +122,81 @@ class Jaeger:
         try:
             document = self._get(f"/api/v3/traces?{query}")
         except _NotFound:
-            services = self.services()
-            if service not in services:
-                known = ", ".join(services[:10]) + (", ..." if len(services) > 10 else "")
-                raise JaegerNotFoundError(
-                    f"Jaeger at {self.base_url} has no service {service!r} "
-                    + (f"(it has: {known}); pass one of those" if services else "(it has none yet); export some spans first")
-                ) from None
-            raise JaegerNotFoundError(
-                f"no traces of {service!r} started in the last {_span_text(since)} in Jaeger at {self.base_url}; "
-                "widen the window with --since, e.g. --since 24h"
-            ) from None
+            raise self._none_found(service, since, {}) from None
         return self._spans(document, "/api/v3/traces")
+
+    def _tagged(self, service: str, tags: Mapping[str, str], *, since: timedelta, limit: int, end: datetime) -> SpansRead:
+        """Jaeger finds the traces by tag; the newest ``limit`` of them by start time are then read
+        whole from ``/api/v3``, so the tree gets what it gets without tags.
+
+        One search per tag: within one search Jaeger's in-memory store wants every tag on one
+        span, and the facts callscope marks sit on different spans of a trace (the root, the run
+        that dropped its config). Each search is as deep as :meth:`search`'s.
+        """
+        first, *others = (
+            self._trace_starts(service, {key: value}, since=since, depth=search_depth(limit), end=end) for key, value in tags.items()
+        )
+        starts = {trace_id: start for trace_id, start in first.items() if all(trace_id in other for other in others)}
+        newest = sorted(starts, key=starts.__getitem__, reverse=True)[:limit]
+        resource_spans: list[Any] = []
+        for trace_id in newest:
+            try:
+                document = self._get(f"/api/v3/traces/{trace_id}")
+            except _NotFound:
+                continue  # dropped since the search: the in-memory store keeps the newest max_traces
+            result = document.get("result") if isinstance(document, Mapping) else None
+            trace = result.get("resourceSpans") if isinstance(result, Mapping) else None
+            if not isinstance(trace, list):
+                raise self._not_jaeger(f"/api/v3/traces/{trace_id}")
+            resource_spans.extend(trace)
+        if not resource_spans:
+            raise self._none_found(service, since, tags)
+        return self._spans({"resourceSpans": resource_spans}, "/api/v3/traces/{id}")
+
+    def _trace_starts(
+        self, service: str, tags: Mapping[str, str], *, since: timedelta, depth: int, end: datetime
+    ) -> dict[str, int]:
+        """The 32-digit ids of the traces ``GET /api/traces`` finds, each with its start (µs)."""
+        path = "/api/traces?" + urllib.parse.urlencode(
+            {
+                "service": service,
+                "tags": json.dumps(dict(tags), separators=(",", ":")),
+                "start": str(_microseconds(end - since)),
+                "end": str(_microseconds(end)),
+                "limit": str(depth),
+            }
+        )
+        try:
+            document = self._get(path)
+        except _NotFound:
+            raise self._not_jaeger("/api/traces") from None
+        traces = document.get("data") if isinstance(document, Mapping) else None
+        if not isinstance(traces, list):
+            raise self._not_jaeger("/api/traces")
+        starts: dict[str, int] = {}
+        for trace in traces:
+            trace_id = trace.get("traceID") if isinstance(trace, Mapping) else None
+            spans = trace.get("spans") if isinstance(trace, Mapping) else None
+            if not isinstance(trace_id, str) or not isinstance(spans, list):
+                raise self._not_jaeger("/api/traces")
+            times = [span.get("startTime") for span in spans if isinstance(span, Mapping)]
+            # Jaeger's own ids drop a zero high half: 16 digits where OTLP has 32.
+            starts[trace_id.lower().zfill(32)] = min((t for t in times if isinstance(t, int)), default=0)
+        return starts
+
+    def _none_found(self, service: str, since: timedelta, tags: Mapping[str, str]) -> JaegerNotFoundError:
+        services = self.services()
+        if service not in services:
+            known = ", ".join(services[:10]) + (", ..." if len(services) > 10 else "")
+            return JaegerNotFoundError(
+                f"Jaeger at {self.base_url} has no service {service!r} "
+                + (f"(it has: {known}); pass one of those" if services else "(it has none yet); export some spans first")
+            )
+        matching = " with " + " and ".join(f"{key}={value}" for key, value in tags.items()) if tags else ""
+        return JaegerNotFoundError(
+            f"no traces of {service!r}{matching} started in the last {_span_text(since)} in Jaeger at {self.base_url}; "
+            "widen the window with --since, e.g. --since 24h"
+        )
 
     def services(self) -> list[str]:
         """The names of the services Jaeger holds spans of, sorted."""
@@ -198,9 +283,15 @@ def _error_message(error: urllib.error.HTTPError, *, default: str = "") -> str:
         document = json.loads(error.read(4096))
     except (ValueError, OSError):
         return ""
-    details = document.get("error") if isinstance(document, Mapping) else None
-    if not isinstance(details, Mapping):
+    if not isinstance(document, Mapping):
         return ""
+    details = document.get("error")
+    if not isinstance(details, Mapping):  # /api/traces says {"errors": [{"code": …, "msg": …}]}
+        errors = document.get("errors")
+        first = errors[0] if isinstance(errors, list) and errors else None
+        if not isinstance(first, Mapping):
+            return ""
+        details = {"message": first.get("msg")}
     message = details.get("message")
     return " ".join(str(message).split())[:200] if message else default
 
@@ -231,6 +322,11 @@ def _get_within(request: urllib.request.Request, seconds: float) -> bytes:
 def _rfc3339(moment: datetime) -> str:
     # Jaeger parses these with Go's time.RFC3339Nano: a "Z" or numeric offset is required.
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _microseconds(moment: datetime) -> int:
+    """Microseconds since the epoch, as ``/api/traces`` takes its times."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def _span_text(since: timedelta) -> str:
