@@ -46,9 +46,20 @@ balancer_port() { echo $((base + 10 * ($1 - 1) + $2)); }
 sampler_port() { echo $((base + 100 + 10 * ($1 - 1) + $2)); }
 jaeger_port() { echo $((base + 200 + $1)); }
 
+alive() {
+    kill -0 "$1" 2>/dev/null || return 1
+    # An exited process that nothing has reaped yet (its parent, this script, is gone) is a
+    # zombie: kill -0 still reaches it, but it does not run.
+    local stat
+    if stat="$(cat "/proc/$1/stat" 2>/dev/null)"; then
+        stat="${stat##*) }"
+        [[ ${stat%% *} != Z ]]
+    fi
+}
+
 pid_of() {
     local file="$state/pids/$1"
-    [[ -f $file ]] && kill -0 "$(cat "$file")" 2>/dev/null && cat "$file"
+    [[ -f $file ]] && alive "$(cat "$file")" && cat "$file"
 }
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -157,8 +168,8 @@ down() {
             # TERM first: a collector sends what it holds, Jaeger closes Badger cleanly.
             kill -TERM "$pid" 2>/dev/null || true
             deadline=$((SECONDS + 20))
-            while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-            if kill -0 "$pid" 2>/dev/null; then
+            while alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
+            if alive "$pid"; then
                 log "$name did not stop within 20 s; killing it"
                 kill -KILL "$pid" 2>/dev/null || true
             fi
