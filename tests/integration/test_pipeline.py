@@ -399,6 +399,31 @@ def test_the_apps_genai_metrics_are_served_for_prometheus(pipeline: Pipeline, fi
     assert 'job="fleet-app-0"' in text  # the service, as Prometheus users see it
 
 
+@pytest.mark.parametrize(
+    ("flags", "kinds"),
+    [
+        (["--errors"], {"error"}),
+        (["--handler-failed"], {"failed"}),
+        (["--handler-failed", "FlakyLogger"], {"failed"}),
+        (["--config-dropped"], {"dropped"}),
+        (["--missed-by", NAMED], {"missed-named"}),
+    ],
+)
+def test_the_cli_filters_find_the_kept_traces_in_jaegers_badger_store(
+    pipeline: Pipeline, first_round: FirstRound, flags: list[str], kinds: set[str]
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "callscope", "tree", "--jaeger", pipeline.query_url, "--service", "fleet-app-0",
+         "--limit", "5", "--since", "15m", *flags],
+        env=clean_environment(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("trace ")]
+    assert len(shown) == 5
+    found = [trace_id for trace_id in first_round.sent.kinds if any(trace_id.startswith(prefix) for prefix in shown)]
+    assert len(found) == 5 and {first_round.sent.kinds[trace_id] for trace_id in found} == kinds
+
+
 # --- the tier changed: Jaeger restarted, then a sampler killed --------------------------------
 
 
