@@ -424,6 +424,25 @@ def test_the_cli_filters_find_the_kept_traces_in_jaegers_badger_store(
     assert len(found) == 5 and {first_round.sent.kinds[trace_id] for trace_id in found} == kinds
 
 
+def test_the_demos_traces_are_found_with_the_filters_as_the_readme_says(pipeline: Pipeline, tmp_path: Path) -> None:
+    demo = subprocess.run(
+        [sys.executable, "-m", "callscope", "demo"], cwd=tmp_path,
+        env=clean_environment(OTEL_EXPORTER_OTLP_ENDPOINT=pipeline.balancer_otlp(1), OTEL_SERVICE_NAME="pipeline-demo"),
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert demo.returncode == 0 and "Failed to export" not in demo.stderr, demo.stderr
+    for flag in ("--config-dropped", "--handler-failed"):
+        command = [sys.executable, "-m", "callscope", "tree", "--jaeger", pipeline.query_url, "--service", "pipeline-demo", flag]
+        deadline = time.monotonic() + DECISION_WAIT_SECONDS + 30
+        while True:
+            found = subprocess.run(command, env=clean_environment(), capture_output=True, text=True, timeout=60, check=False)
+            if found.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert found.returncode == 0, found.stderr
+        assert "rank_sources" in found.stdout if flag == "--config-dropped" else "FlakyLogger" in found.stdout
+
+
 # --- the tier changed: Jaeger restarted, then a sampler killed --------------------------------
 
 
