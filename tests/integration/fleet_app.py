@@ -30,15 +30,15 @@ from langchain_core.language_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableLambda
-from opentelemetry import context as otel_context
 from opentelemetry import propagate
-from opentelemetry.trace import SpanKind
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.threading import ThreadingInstrumentor
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind
 
 import callscope
 
@@ -123,28 +123,16 @@ def _refuse(text: str) -> str:
     raise ValueError(f"expected JSON, got {text[:12]!r}")
 
 
-def _in_worker_thread(pool: ThreadPoolExecutor, work: Any) -> Any:
-    """The OTel context goes into the thread (as the threading instrumentation carries it);
-    LangChain's config does not: the classic dropped config."""
-    captured = otel_context.get_current()
-
-    def carried() -> Any:
-        token = otel_context.attach(captured)
-        try:
-            return work()
-        finally:
-            otel_context.detach(token)
-
-    return pool.submit(carried).result()
-
-
 def run_client(endpoint: str, server_url: str, traces: int, seed: int, manifest: Path) -> None:
     counter = SpanCounter()
     provider, meters = _instrument(endpoint, counter)
+    # The OTel context goes into worker threads, as `opentelemetry-instrument` carries it;
+    # LangChain's config does not: the classic dropped config.
+    ThreadingInstrumentor().instrument()
     pool = ThreadPoolExecutor(max_workers=1)
     plain, failing = _chain(), _chain(fail=True)
     inner = _chain().with_config(run_name="rank_sources")
-    dropped = RunnableLambda(lambda x: _in_worker_thread(pool, lambda: inner.invoke(x)), name="sources")
+    dropped = RunnableLambda(lambda x: pool.submit(inner.invoke, x).result(), name="sources")
 
     def call_server(fail: bool) -> Any:
         def step(question: dict[str, str]) -> str:
