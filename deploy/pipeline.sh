@@ -80,6 +80,16 @@ start() {
     echo $! >"$state/pids/$name"
 }
 
+# free_or_ours NAME PORT: a port something else listens on would make NAME exit at start, and
+# make wait_for below believe it listens.
+free_or_ours() {
+    if ! pid_of "$1" >/dev/null && listening "$2"; then
+        log "127.0.0.1:$2, which $1 would listen on, is in use by another program;" \
+            "stop it, or move the tier: CALLSCOPE_PIPELINE_PORT=... (and CALLSCOPE_PIPELINE_QUERY=...)"
+        exit 1
+    fi
+}
+
 # wait_for NAME PORT: until it accepts connections, or it exited (then its log's tail says why).
 wait_for() {
     local name=$1 port=$2 deadline=$((SECONDS + 60))
@@ -102,6 +112,11 @@ up() {
     jaeger="$("$here/jaeger.sh" build)"
     collector="$("$here/jaeger.sh" build-collector)"
     mkdir -p "$state/logs" "$state/pids" "$state/badger"
+    local k
+    free_or_ours jaeger "$query"
+    free_or_ours jaeger "$(jaeger_port 0)"
+    for ((k = 1; k <= samplers; k++)); do free_or_ours "sampler-$k" "$(sampler_port "$k" 0)"; done
+    for ((k = 1; k <= balancers; k++)); do free_or_ours "balancer-$k" "$(balancer_port "$k" 0)"; done
 
     start jaeger env CALLSCOPE_JAEGER_OTLP_GRPC="$(jaeger_port 0)" CALLSCOPE_JAEGER_OTLP_HTTP="$(jaeger_port 1)" \
         CALLSCOPE_JAEGER_QUERY="$query" CALLSCOPE_JAEGER_QUERY_GRPC="$(jaeger_port 2)" \
@@ -109,7 +124,7 @@ up() {
         CALLSCOPE_BADGER_DIR="$state/badger" \
         "$jaeger" --config "$here/jaeger.yaml" --config "$here/pipeline/jaeger-badger.yaml"
 
-    local k endpoints=()
+    local endpoints=()
     for ((k = 1; k <= samplers; k++)); do
         start "sampler-$k" env CALLSCOPE_OTLP_GRPC="$(sampler_port "$k" 0)" CALLSCOPE_TELEMETRY="$(sampler_port "$k" 3)" \
             CALLSCOPE_JAEGER_OTLP="127.0.0.1:$(jaeger_port 0)" \
@@ -128,7 +143,10 @@ up() {
     wait_for jaeger "$query"
     for ((k = 1; k <= samplers; k++)); do wait_for "sampler-$k" "$(sampler_port "$k" 0)"; done
     for ((k = 1; k <= balancers; k++)); do wait_for "balancer-$k" "$(balancer_port "$k" 0)"; done
-    status
+    if ! status; then
+        log "not everything is running; the logs are in $state/logs/"
+        exit 1
+    fi
     echo
     echo "send:  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$(balancer_port 1 0) callscope demo"
     echo "find:  callscope tree --jaeger http://127.0.0.1:$query --service callscope-demo --errors"

@@ -531,3 +531,24 @@ def test_a_sampler_killed_mid_run_loses_at_most_what_it_held(
     )
     assert len(lost) <= held
     assert len(must_keep) - len(lost) > len(must_keep) / 2
+
+
+def test_up_refuses_a_port_another_program_holds_and_starts_nothing(
+    jaeger_binary: Path, collector_binary: Path, tmp_path: Path
+) -> None:
+    base = _free_port_block()
+    tier = Pipeline(
+        env=clean_environment(
+            CALLSCOPE_CACHE=str(collector_binary.parent), CALLSCOPE_PIPELINE_DIR=str(tmp_path),
+            CALLSCOPE_PIPELINE_PORT=str(base), CALLSCOPE_PIPELINE_QUERY=str(base + 205),
+        ),  # fmt: skip
+        base=base, query_url=f"http://127.0.0.1:{base + 205}", state=tmp_path,
+    )
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", base + 10))  # the second balancer's OTLP port
+        squatter.listen()
+        started = tier.sh("up")
+    assert started.returncode == 1
+    assert f"127.0.0.1:{base + 10}, which balancer-2 would listen on, is in use by another program" in started.stderr
+    assert tier.sh("status").returncode == 3
+    assert not list((tmp_path / "pids").glob("*"))
