@@ -75,8 +75,10 @@ class _TraceFilter:
 
     flag: str
     help: str
-    #: The tag searched for the flag "alone" and for the flag with a "LABEL" ("{}" in it).
-    tags: dict[str, tuple[str, str]]
+    #: The tag (key, value) searched for the flag given alone; None: it needs a LABEL.
+    alone: tuple[str, str] | None = None
+    #: The tag searched for the flag with a LABEL, "{}" standing for it; None: it takes none.
+    with_label: tuple[str, str] | None = None
 
     @property
     def dest(self) -> str:
@@ -85,18 +87,19 @@ class _TraceFilter:
 
 _TRACE_FILTERS = (
     _TraceFilter(
-        "--errors", "traces in which a run failed (--errors-only instead shows part of each tree)", {"alone": (ERROR_MARK, "true")}
+        "--errors", "traces in which a run failed (--errors-only instead shows part of each tree)", alone=(ERROR_MARK, "true")
     ),
     _TraceFilter(
         "--handler-failed",
         "traces in which a handler raised from a callback; with LABEL (a column title, e.g. RequestLogger#2), that handler",
-        {"alone": (HANDLER_FAILED_MARK, "true"), "LABEL": (FAILED_HANDLER, "{}")},
+        alone=(HANDLER_FAILED_MARK, "true"),
+        with_label=(FAILED_HANDLER, "{}"),
     ),
     _TraceFilter(
-        "--config-dropped", "traces in which a chain started inside a step without the step's config", {"alone": (CONFIG_DROPPED, "true")}
+        "--config-dropped", "traces in which a chain started inside a step without the step's config", alone=(CONFIG_DROPPED, "true")
     ),
     _TraceFilter(
-        "--missed-by", "traces in which the handler LABEL (a column title) missed runs", {"LABEL": (MISSED_BY_PREFIX + "{}", "true")}
+        "--missed-by", "traces in which the handler LABEL (a column title) missed runs", with_label=(MISSED_BY_PREFIX + "{}", "true")
     ),
 )
 
@@ -229,10 +232,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     for kept in _TRACE_FILTERS:
         explained = f"with --service: {kept.help}"
-        if "LABEL" not in kept.tags:
+        if kept.with_label is None:
             tree.add_argument(kept.flag, dest=kept.dest, action="store_const", const=True, help=explained)
         else:  # the flag alone, where it may stand alone, gives True
-            alone = "alone" in kept.tags
+            alone = kept.alone is not None
             tree.add_argument(
                 kept.flag, dest=kept.dest, nargs="?" if alone else None, const=True if alone else None, metavar="LABEL", help=explained
             )
@@ -558,7 +561,9 @@ def _filter_tags(args: argparse.Namespace) -> dict[str, str]:
         label = "" if given is True else given.strip()
         if given is not True and not label:
             raise UsageError(f"{kept.flag} needs a handler label, e.g. {kept.flag} RequestLogger: a column title of the tree")
-        key, value = kept.tags["LABEL" if label else "alone"]
+        tag = kept.with_label if label else kept.alone
+        assert tag is not None  # argparse gives True only to a flag that may stand alone, a label only to one that takes it
+        key, value = tag
         tags[key.replace("{}", label)] = value.replace("{}", label)
     return tags
 
