@@ -122,6 +122,13 @@ build_collector() {
     echo "$binary"
 }
 
+# Jaeger and the collector are OpenTelemetry Collectors: OTEL_* meant for an app would configure
+# their own telemetry too.
+forget_app_otel_settings() {
+    local name
+    for name in $(compgen -e | grep '^OTEL_' || true); do unset "$name"; done
+}
+
 # Two test sessions (or a user and a test run) building at once would write the same files.
 lock() {
     mkdir -p "$cache"
@@ -137,8 +144,7 @@ case "${1:-run}" in
     run)
         shift || true
         binary="$(lock && build_jaeger)"
-        # Jaeger is an OpenTelemetry Collector: OTEL_* meant for an app would configure it too.
-        for name in $(compgen -e | grep '^OTEL_' || true); do unset "$name"; done
+        forget_app_otel_settings
         # The same configuration as the tests, by default on the ports docker-compose.yml publishes.
         export CALLSCOPE_JAEGER_OTLP_GRPC=${CALLSCOPE_JAEGER_OTLP_GRPC:-4317}
         export CALLSCOPE_JAEGER_OTLP_HTTP=${CALLSCOPE_JAEGER_OTLP_HTTP:-4318}
@@ -151,7 +157,7 @@ case "${1:-run}" in
     collector)
         shift || true
         binary="$(lock && build_collector)"
-        for name in $(compgen -e | grep '^OTEL_' || true); do unset "$name"; done
+        forget_app_otel_settings
         export CALLSCOPE_COLLECTOR_OTLP_GRPC=${CALLSCOPE_COLLECTOR_OTLP_GRPC:-14317}
         export CALLSCOPE_COLLECTOR_OTLP_HTTP=${CALLSCOPE_COLLECTOR_OTLP_HTTP:-14318}
         export CALLSCOPE_JAEGER_OTLP_GRPC=${CALLSCOPE_JAEGER_OTLP_GRPC:-4317}

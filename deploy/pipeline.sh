@@ -65,8 +65,7 @@ pid_of() {
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # start NAME BINARY ARGS...: in its own session, so it outlives this script and a Ctrl-C in the
-# terminal that ran `up`; its environment has no OTEL_* (meant for apps, they would configure
-# the collector's own telemetry too).
+# terminal that ran `up`.
 start() {
     local name=$1
     shift
@@ -74,9 +73,7 @@ start() {
         log "$name already runs (pid $(pid_of "$name"))"
         return
     fi
-    local clean=()
-    for variable in $(compgen -e | grep '^OTEL_' || true); do clean+=(-u "$variable"); done
-    setsid env "${clean[@]}" "$@" >>"$state/logs/$name.log" 2>&1 </dev/null &
+    setsid "$@" >>"$state/logs/$name.log" 2>&1 </dev/null &
     echo $! >"$state/pids/$name"
 }
 
@@ -112,7 +109,9 @@ up() {
     jaeger="$("$here/jaeger.sh" build)"
     collector="$("$here/jaeger.sh" build-collector)"
     mkdir -p "$state/logs" "$state/pids" "$state/badger"
-    local k
+    # OTEL_* in this shell are meant for apps; the collectors would read them for their own telemetry.
+    for variable in $(compgen -e | grep '^OTEL_' || true); do unset "$variable"; done
+    local k variable
     free_or_ours jaeger "$query"
     free_or_ours jaeger "$(jaeger_port 0)"
     for ((k = 1; k <= samplers; k++)); do free_or_ours "sampler-$k" "$(sampler_port "$k" 0)"; done
