@@ -88,6 +88,10 @@ class SpanCounter(SpanProcessor):
         with self._lock:
             self.counts[format(span.context.trace_id, "032x")] += 1
 
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
 
 def _provider(endpoint: str, counter: SpanCounter) -> TracerProvider:
     provider = TracerProvider()
@@ -205,9 +209,7 @@ def run_server(endpoint: str, port_file: Path) -> None:
 
         def do_GET(self) -> None:
             provider.force_flush(timeout_millis=30_000)
-            with counter._lock:
-                body = json.dumps(dict(counter.counts)).encode()
-            self._answer(200, body)
+            self._answer(200, json.dumps(counter.snapshot()).encode())
 
         def _answer(self, status: int, body: bytes) -> None:
             self.send_response(status)

@@ -31,6 +31,7 @@ import pytest
 
 from tests.integration.conftest import _terminal_line, clean_environment
 from tests.integration.fleet_app import KEPT_ALWAYS, KINDS, NAMED
+from tests.integration.test_jaeger import callscope as run_callscope
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +61,16 @@ def _free_port_block() -> int:
         if all(_port_is_free(base + offset) for offset in PORT_OFFSETS):
             return base
     raise RuntimeError("no free block of loopback ports for the pipeline")
+
+
+def _free_query_port(base: int) -> int:
+    """A free port for Jaeger's query API, outside the tier's block."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if not base <= port <= base + PORT_OFFSETS[-1]:
+            return port
 
 
 _SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})? (\S+)$")
@@ -182,11 +193,8 @@ class Round:
 def pipeline(jaeger_binary: Path, collector_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     assert jaeger_binary.parent == collector_binary.parent  # pipeline.sh finds both in one cache
     state = tmp_path_factory.mktemp("pipeline")
-    base, query = _free_port_block(), None
-    while query is None or base <= query <= base + 204:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            query = probe.getsockname()[1]
+    base = _free_port_block()
+    query = _free_query_port(base)
     env = clean_environment(
         CALLSCOPE_CACHE=str(collector_binary.parent), CALLSCOPE_PIPELINE_DIR=str(state),
         CALLSCOPE_PIPELINE_PORT=str(base), CALLSCOPE_PIPELINE_QUERY=str(query),
@@ -410,13 +418,11 @@ def test_the_apps_genai_metrics_are_served_for_prometheus(pipeline: Pipeline, fi
     ],
 )
 def test_the_cli_filters_find_the_kept_traces_in_jaegers_badger_store(
-    pipeline: Pipeline, first_round: FirstRound, flags: list[str], kinds: set[str]
+    pipeline: Pipeline, first_round: FirstRound, flags: list[str], kinds: set[str], tmp_path: Path
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "callscope", "tree", "--jaeger", pipeline.query_url, "--service", "fleet-app-0",
-         "--limit", "5", "--since", "15m", *flags],
-        env=clean_environment(), capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    done = run_callscope(
+        "tree", "--jaeger", pipeline.query_url, "--service", "fleet-app-0", "--limit", "5", "--since", "15m", *flags, cwd=tmp_path
+    )
     assert done.returncode == 0, done.stderr
     shown = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("trace ")]
     assert len(shown) == 5
@@ -425,17 +431,14 @@ def test_the_cli_filters_find_the_kept_traces_in_jaegers_badger_store(
 
 
 def test_the_demos_traces_are_found_with_the_filters_as_the_readme_says(pipeline: Pipeline, tmp_path: Path) -> None:
-    demo = subprocess.run(
-        [sys.executable, "-m", "callscope", "demo"], cwd=tmp_path,
-        env=clean_environment(OTEL_EXPORTER_OTLP_ENDPOINT=pipeline.balancer_otlp(1), OTEL_SERVICE_NAME="pipeline-demo"),
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    demo = run_callscope(
+        "demo", cwd=tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=pipeline.balancer_otlp(1), OTEL_SERVICE_NAME="pipeline-demo"
+    )
     assert demo.returncode == 0 and "Failed to export" not in demo.stderr, demo.stderr
     for flag in ("--config-dropped", "--handler-failed"):
-        command = [sys.executable, "-m", "callscope", "tree", "--jaeger", pipeline.query_url, "--service", "pipeline-demo", flag]
         deadline = time.monotonic() + DECISION_WAIT_SECONDS + 30
         while True:
-            found = subprocess.run(command, env=clean_environment(), capture_output=True, text=True, timeout=60, check=False)
+            found = run_callscope("tree", "--jaeger", pipeline.query_url, "--service", "pipeline-demo", flag, cwd=tmp_path)
             if found.returncode == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -446,7 +449,7 @@ def test_the_demos_traces_are_found_with_the_filters_as_the_readme_says(pipeline
 # --- the tier changed: Jaeger restarted, then a sampler killed --------------------------------
 
 
-def test_jaeger_restarted_still_returns_every_stored_trace(pipeline: Pipeline, first_round: FirstRound) -> None:
+def test_jaeger_restarted_still_returns_every_stored_trace(pipeline: Pipeline, first_round: FirstRound, tmp_path: Path) -> None:
     stored = {trace_id: len(spans) for trace_id, spans in first_round.stored.items() if spans is not None}
     jaeger = pipeline.pid("jaeger")
     os.kill(jaeger, signal.SIGTERM)
@@ -459,10 +462,7 @@ def test_jaeger_restarted_still_returns_every_stored_trace(pipeline: Pipeline, f
     lost = {trace_id for trace_id, count in stored.items() if after[trace_id] is None or len(after[trace_id]) != count}
     assert not lost, f"{len(lost)} of {len(stored)} stored traces changed across the restart"
     some = next(trace_id for trace_id in stored if first_round.sent.kinds[trace_id] == "remote-error")
-    shown = subprocess.run(
-        [sys.executable, "-m", "callscope", "tree", "--jaeger", pipeline.query_url, "--trace", some],
-        env=clean_environment(), capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    shown = run_callscope("tree", "--jaeger", pipeline.query_url, "--trace", some, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "POST /run" in shown.stdout and "ask_server" in shown.stdout
 
@@ -537,13 +537,14 @@ def test_up_refuses_a_port_another_program_holds_and_starts_nothing(
     jaeger_binary: Path, collector_binary: Path, tmp_path: Path
 ) -> None:
     base = _free_port_block()
+    query = _free_query_port(base)
     tier = Pipeline(
         env=clean_environment(
             CALLSCOPE_CACHE=str(collector_binary.parent), CALLSCOPE_PIPELINE_DIR=str(tmp_path),
-            CALLSCOPE_PIPELINE_PORT=str(base), CALLSCOPE_PIPELINE_QUERY=str(base + 205),
-        ),  # fmt: skip
-        base=base, query_url=f"http://127.0.0.1:{base + 205}", state=tmp_path,
-    )
+            CALLSCOPE_PIPELINE_PORT=str(base), CALLSCOPE_PIPELINE_QUERY=str(query),
+        ),
+        base=base, query_url=f"http://127.0.0.1:{query}", state=tmp_path,
+    )  # fmt: skip
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", base + 10))  # the second balancer's OTLP port
         squatter.listen()
